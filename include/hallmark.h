@@ -1,0 +1,303 @@
+/*
+ * hallmark.h - keyed watermarks for served language-model outputs.
+ *
+ * This is the only public header of libhallmark.  Everything it declares
+ * starts with hm_ or HM_.  See libhallmark(3) for an overview and
+ * hallmark-prf(7) for the pseudo-random function every value here is built
+ * on.
+ *
+ * Threading contract:
+ *   - hm_key and hm_ctx are immutable after creation; one of each may be
+ *     used from any number of threads at once.
+ *   - hm_seq is per-sequence state: one thread at a time.
+ *   - The hot-path calls (hm_bias_*, hm_select_*, hm_seq_accept) allocate
+ *     no memory, take no locks and log nothing.
+ *
+ * Copyright 2026 the hallmark authors.  Licensed under the Apache License,
+ * Version 2.0; see COPYING.
+ */
+#ifndef HALLMARK_H
+#define HALLMARK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(HM_BUILDING_LIBRARY) && defined(__GNUC__)
+#define HM_EXPORT __attribute__((visibility("default")))
+#else
+#define HM_EXPORT
+#endif
+
+#if defined(__GNUC__)
+#define HM_WUR __attribute__((warn_unused_result))
+#else
+#define HM_WUR
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define HM_VERSION_MAJOR 0
+#define HM_VERSION_MINOR 1
+#define HM_VERSION_RELEASE 0
+#define HM_VERSION_NUMBER \
+    (HM_VERSION_MAJOR * 10000 + HM_VERSION_MINOR * 100 + HM_VERSION_RELEASE)
+#define HM_VERSION_STRING "0.1.0"
+
+/* Version of the PRF specification implemented (hallmark-prf(7)). */
+#define HM_PRF_VERSION 1
+
+HM_EXPORT unsigned hm_version_number(void);
+HM_EXPORT const char *hm_version_string(void);
+HM_EXPORT unsigned hm_prf_version(void);
+
+/* ----------------------------------------------------------------- errors */
+
+/* Every function that can fail returns HM_OK (0) or one of these. */
+#define HM_OK 0
+#define HM_EINVAL (-1)   /* invalid argument */
+#define HM_ENOMEM (-2)   /* out of memory */
+#define HM_EIO (-3)      /* I/O error; errno has the detail */
+#define HM_EFORMAT (-4)  /* malformed key file or parameter string */
+#define HM_EPERM (-5)    /* key file readable or writable by others */
+#define HM_EEXIST (-6)   /* output file exists and overwrite was not asked */
+#define HM_ECRYPTO (-7)  /* the crypto library failed */
+#define HM_ERANGE (-8)   /* token id, size or parameter out of range */
+#define HM_ENOTSUP (-9)  /* not supported by this build or scheme */
+
+/* A static string describing code; never NULL. */
+HM_EXPORT const char *hm_strerror(int code);
+
+/* Size of the optional message buffers taken by setup functions.  Any size
+ * works; messages longer than the buffer are truncated. */
+#define HM_ERRMSG_SIZE 256
+
+/* ------------------------------------------------------------------- keys */
+
+/* A master key: 32 secret bytes.  Opaque; wiped when freed. */
+typedef struct hm_key hm_key;
+
+#define HM_KEY_BYTES 32
+HM_EXPORT size_t hm_key_bytes(void);
+
+/* Length of a fingerprint string including its terminating NUL:
+ * "hmk1-" followed by 32 lower-case hex digits. */
+#define HM_FINGERPRINT_SIZE 38
+
+/* Flags for hm_key_save. */
+#define HM_KEY_SAVE_FORCE 0x1u /* replace an existing file (atomically) */
+
+/* A fresh random key from the operating system's CSPRNG. */
+HM_EXPORT HM_WUR int hm_key_generate(hm_key **key);
+
+/* A key from HM_KEY_BYTES bytes (test vectors, key escrow). */
+HM_EXPORT HM_WUR int hm_key_from_bytes(hm_key **key,
+                                       const unsigned char *bytes,
+                                       size_t len);
+
+/* Load a key file.  Refuses files readable or writable by group or others
+ * (HM_EPERM) and malformed files (HM_EFORMAT); on failure a message naming
+ * the file, the line and the problem goes to errmsg when it is not NULL.
+ * The key material is never written to errmsg. */
+HM_EXPORT HM_WUR int hm_key_load(hm_key **key, const char *path,
+                                 char *errmsg, size_t errlen);
+
+/* Write a key file with mode 0600.  Refuses to replace an existing file
+ * (HM_EEXIST) unless flags has HM_KEY_SAVE_FORCE; the file appears
+ * complete or not at all. */
+HM_EXPORT HM_WUR int hm_key_save(const hm_key *key, const char *path,
+                                 unsigned flags, char *errmsg, size_t errlen);
+
+/* The key's public fingerprint, a one-way function of the key that names it
+ * in reports.  out must hold HM_FINGERPRINT_SIZE bytes. */
+HM_EXPORT HM_WUR int hm_key_fingerprint(const hm_key *key, char *out,
+                                        size_t outlen);
+
+/* Wipe and free.  hm_key_free(NULL) does nothing. */
+HM_EXPORT void hm_key_free(hm_key *key);
+
+/* ------------------------------------------------------- schemes, context */
+
+#define HM_SCHEME_GUMBEL 1     /* Aaronson / Gumbel-max sampling */
+#define HM_SCHEME_KGW 2        /* green-list logit bias */
+#define HM_SCHEME_TOURNAMENT 3 /* SynthID-style tournament sampling */
+
+#define HM_SEEDING_LEFTHASH 0
+#define HM_SEEDING_SELFHASH 1
+
+#define HM_MAX_CHANNELS 4
+#define HM_MAX_CONTEXT 16     /* largest context width h */
+#define HM_MAX_TOPK 1024      /* largest tournament candidate set */
+
+/* A shared watermarking context: the subkeys of one tenant for every
+ * channel named in spec, and the channels' parameters.  Immutable and
+ * thread-safe once created.
+ *
+ * spec names one or more channels joined by '+', each
+ *     SCHEME[:NAME=VALUE[,NAME=VALUE...]]
+ * for example "gumbel", "kgw:gamma=0.25,delta=2,h=1" or
+ * "kgw:h=1+gumbel:h=4".  See hm_ctx_new(3) for every parameter and its
+ * default.  tenant selects the per-tenant subkeys (NULL or "" is the
+ * default tenant).  On failure a message goes to errmsg when not NULL. */
+typedef struct hm_ctx hm_ctx;
+
+HM_EXPORT HM_WUR int hm_ctx_new(hm_ctx **ctx, const hm_key *key,
+                                const char *spec, const char *tenant,
+                                char *errmsg, size_t errlen);
+HM_EXPORT void hm_ctx_free(hm_ctx *ctx);
+
+/* The canonical parameter string (every parameter spelled out), as reports
+ * record it.  Returns the length it needs, excluding the NUL; writes at
+ * most len bytes including the NUL. */
+HM_EXPORT size_t hm_ctx_spec(const hm_ctx *ctx, char *buf, size_t len);
+
+HM_EXPORT unsigned hm_ctx_channels(const hm_ctx *ctx);
+/* Scheme of a channel (HM_SCHEME_*), or 0 when channel is out of range. */
+HM_EXPORT int hm_ctx_channel_scheme(const hm_ctx *ctx, unsigned channel);
+/* Number of preceding tokens the channel's PRF reads. */
+HM_EXPORT unsigned hm_ctx_channel_window(const hm_ctx *ctx, unsigned channel);
+
+/* A numeric parameter of a channel by name: "h", "window", "gamma",
+ * "delta", "m", "topk", "seeding" (HM_SEEDING_*) or "green" (the exact
+ * probability that a token is green, for kgw).  HM_EINVAL when the scheme
+ * has no such parameter. */
+HM_EXPORT HM_WUR int hm_ctx_channel_param(const hm_ctx *ctx, unsigned channel,
+                                          const char *name, double *value);
+
+/* ------------------------------------------------- per-sequence state */
+
+/* Per-sequence state: the last tokens of the sequence and a bounded
+ * history of context windows already watermarked (generation-time
+ * masking).  Owned by the caller, used by one thread at a time. */
+typedef struct hm_seq hm_seq;
+
+/* Default number of remembered windows. */
+#define HM_SEQ_HISTORY_DEFAULT 1024
+
+/* Bytes needed for a state remembering history windows (0 disables
+ * masking).  The memory must be aligned for uint64_t. */
+HM_EXPORT size_t hm_seq_size(size_t history);
+
+/* Initialise a state in caller memory; no allocation. */
+HM_EXPORT HM_WUR int hm_seq_init(hm_seq **seq, void *mem, size_t size,
+                                 const hm_ctx *ctx, size_t history);
+
+/* Convenience: allocate and initialise; free with hm_seq_free. */
+HM_EXPORT HM_WUR int hm_seq_new(hm_seq **seq, const hm_ctx *ctx,
+                                size_t history);
+HM_EXPORT void hm_seq_free(hm_seq *seq);
+
+/* Forget everything and start a new sequence after prompt (may be NULL
+ * with n == 0).  Prompt windows are context, never masked. */
+HM_EXPORT HM_WUR int hm_seq_reset(hm_seq *seq, const int32_t *prompt,
+                                  size_t n);
+
+/* Record that token was emitted: remembers the current windows and
+ * appends token.  Call once per generated token. */
+HM_EXPORT HM_WUR int hm_seq_accept(hm_seq *seq, int32_t token);
+
+/* Copy src into dst (a state made with the same ctx and a history no
+ * smaller than src's).  For beams and speculative drafts. */
+HM_EXPORT HM_WUR int hm_seq_copy(hm_seq *dst, const hm_seq *src);
+
+/* ------------------------------------------------------------ hot path */
+
+/* What the library needs to know about one row (one sequence position). */
+typedef struct hm_row {
+    /* Tokens before this position, oldest first (prompt included).  Only
+     * the last few are read.  NULL: take them from seq. */
+    const int32_t *context;
+    size_t n_context;
+    /* Optional sequence state: supplies the context when context is NULL
+     * and enables masking of windows seen before.  NULL: no masking. */
+    hm_seq *seq;
+    /* Sampling temperature for hm_select_*; 0 means greedy. */
+    float temperature;
+    /* The caller's uniform in [0,1) for unwatermarked sampling. */
+    double uniform;
+} hm_row;
+
+/* Strided candidate records, worked on in place: an int32 token id and a
+ * float logit at the given byte offsets of each record. */
+typedef struct hm_cands {
+    void *data;
+    size_t n;
+    size_t stride;
+    size_t id_offset;
+    size_t logit_offset;
+} hm_cands;
+
+/* llama.cpp's llama_token_data {int32_t id; float logit; float p;}. */
+#define HM_CANDS_LLAMA(ptr, count) \
+    { (void *)(ptr), (size_t)(count), 12u, 0u, 4u }
+
+/* Flags describing what a step did. */
+#define HM_STEP_WATERMARKED 0x01u /* the choice carries the sampling channel */
+#define HM_STEP_BIASED 0x02u      /* a kgw channel biased the logits */
+#define HM_STEP_MASKED 0x04u      /* window seen before: left unwatermarked */
+#define HM_STEP_GREEDY 0x08u      /* temperature 0: argmax, unwatermarked */
+#define HM_STEP_FALLBACK 0x10u    /* sampled with the caller's uniform */
+
+/* Add every kgw channel's bias to dense logits in place.  logits holds
+ * n_rows rows of n_vocab floats, row r starting at logits + r*row_stride.
+ * flags (n_rows entries) may be NULL. */
+HM_EXPORT HM_WUR int hm_bias_dense(const hm_ctx *ctx, float *logits,
+                                   size_t n_rows, size_t n_vocab,
+                                   size_t row_stride, const hm_row *rows,
+                                   unsigned *flags);
+
+/* Choose the next token of each row with the context's sampling channel
+ * (gumbel or tournament); without one, sample with the caller's uniform.
+ * Logits of -INFINITY are excluded.  tokens (n_rows entries) receives the
+ * choices; flags may be NULL. */
+HM_EXPORT HM_WUR int hm_select_dense(const hm_ctx *ctx, const float *logits,
+                                     size_t n_rows, size_t n_vocab,
+                                     size_t row_stride, const hm_row *rows,
+                                     int32_t *tokens, unsigned *flags);
+
+/* The same for candidate records: bias in place, or select one.  The
+ * records may be truncated or in any order; results depend on token ids
+ * only, so they match the dense calls on the same logits.  index (may be
+ * NULL) receives the chosen record's position. */
+HM_EXPORT HM_WUR int hm_bias_cands(const hm_ctx *ctx, const hm_cands *cands,
+                                   const hm_row *row, unsigned *flags);
+HM_EXPORT HM_WUR int hm_select_cands(const hm_ctx *ctx,
+                                     const hm_cands *cands,
+                                     const hm_row *row, int32_t *token,
+                                     size_t *index, unsigned *flags);
+
+/* ------------------------------------------------------- tuple values */
+
+/* The channel's raw 64-bit PRF output for token after context (oldest
+ * first; shorter than the window means the sequence starts there and the
+ * padding rule applies).  This is what hallmark-prf(7) specifies. */
+HM_EXPORT HM_WUR int hm_token_prf(const hm_ctx *ctx, unsigned channel,
+                                  const int32_t *context, size_t n_context,
+                                  int32_t token, uint64_t *out);
+
+/* The PRF v1 map from 64 bits to a uniform in (0,1). */
+HM_EXPORT double hm_prf_to_unit(uint64_t x);
+
+/* The channel's per-token detection score: gumbel -ln(1-u) (Exp(1) under
+ * the null), kgw 1 for green and 0 for red (Bernoulli(gamma)), tournament
+ * the number of set g-values (Binomial(m, 1/2)). */
+HM_EXPORT HM_WUR int hm_token_score(const hm_ctx *ctx, unsigned channel,
+                                    const int32_t *context, size_t n_context,
+                                    int32_t token, double *score);
+
+/* ------------------------------------------------------------ statistics */
+
+/* log10 of exact upper-tail p-values, accurate far below 1e-300.
+ *   hm_log10_sf_gamma:  P[Gamma(n,1) >= x]
+ *   hm_log10_sf_binom:  P[Binomial(n,p) >= k]
+ * Return NAN for invalid arguments. */
+HM_EXPORT double hm_log10_sf_gamma(double n, double x);
+HM_EXPORT double hm_log10_sf_binom(uint64_t k, uint64_t n, double p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HALLMARK_H */

@@ -1,0 +1,187 @@
+/*
+ * internal.h - definitions shared by libhallmark's sources, never installed.
+ */
+#ifndef HM_INTERNAL_H
+#define HM_INTERNAL_H
+
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hallmark.h"
+
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+#include <openssl/aes.h>
+
+#define HM_HIDDEN __attribute__((visibility("hidden")))
+
+/* Padding id for positions before the start of a sequence (PRF v1). */
+#define HM_PAD_ID 0xFFFFFFFFu
+
+/* ------------------------------------------------------------ AES-128 */
+
+/* An expanded AES-128 encryption key.  Encryption through it is a pure
+ * function of const data, so one schedule serves many threads. */
+typedef struct hm_aes {
+    union {
+        unsigned char rk[11][16]; /* AES-NI round keys */
+        AES_KEY ossl;             /* OpenSSL's portable schedule */
+    } u;
+    int use_ni; /* AES-NI available at set-up */
+} hm_aes;
+
+/* Tests set this to exercise the portable path on AES-NI machines. */
+HM_HIDDEN extern int hm_aes_force_portable;
+
+HM_HIDDEN void hm_aes_init(hm_aes *aes, const unsigned char key[16]);
+HM_HIDDEN void hm_aes_encrypt(const hm_aes *aes, const unsigned char in[16],
+                              unsigned char out[16]);
+HM_HIDDEN void hm_aes_wipe(hm_aes *aes);
+
+/* ---------------------------------------------------------------- PRF */
+
+/* The per-step seed of PRF v1: Weyl offset a and odd increment g. */
+typedef struct hm_seed {
+    uint64_t a;
+    uint64_t g;
+} hm_seed;
+
+/* AES-CMAC keyed state for step seeds. */
+typedef struct hm_cmac {
+    hm_aes aes;
+    unsigned char k1[16];
+    unsigned char k2[16];
+} hm_cmac;
+
+HM_HIDDEN void hm_cmac_init(hm_cmac *c, const unsigned char key[16]);
+HM_HIDDEN void hm_cmac_tag(const hm_cmac *c, const unsigned char *msg,
+                       size_t len, unsigned char tag[16]);
+HM_HIDDEN void hm_cmac_wipe(hm_cmac *c);
+
+/* Seed from 16 bytes (a CMAC tag or a derived secret). */
+HM_HIDDEN hm_seed hm_seed_from_bytes(const unsigned char b[16]);
+/* Step seed of a window of n token ids (oldest first). */
+HM_HIDDEN hm_seed hm_seed_window(const hm_cmac *c, const uint32_t *w,
+                                 size_t n);
+/* Unkeyed seed from a caller's uniform, for unwatermarked sampling. */
+HM_HIDDEN hm_seed hm_seed_uniform(double u);
+
+/* The PRF v1 candidate mixer: SplitMix64's finaliser over a keyed Weyl
+ * sequence.  Inline so the kernels vectorise it. */
+static inline __attribute__((always_inline)) uint64_t
+hm_mix(uint64_t a, uint64_t g, uint64_t c)
+{
+    uint64_t z = a + (c + 1u) * g;
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+/* ------------------------------------------------------------ context */
+
+typedef struct hm_channel {
+    int scheme;        /* HM_SCHEME_* */
+    char id[32];       /* channel id, part of the HKDF info */
+    unsigned h;        /* context width parameter as the papers count it */
+    unsigned window;   /* preceding tokens the PRF reads */
+    double gamma;      /* kgw */
+    double delta;      /* kgw */
+    int seeding;       /* kgw: HM_SEEDING_* */
+    unsigned layers;   /* tournament m */
+    unsigned topk;     /* tournament candidate set */
+    uint64_t green_below; /* kgw: green iff x < green_below */
+    hm_cmac cmac;      /* step seeds */
+    hm_seed s_hash;    /* selfhash: token min-hash seed */
+    hm_seed s_self;    /* selfhash: seed when the token is its own minimum */
+} hm_channel;
+
+struct hm_ctx {
+    unsigned n_channels;
+    int sampler; /* index of the gumbel or tournament channel, or -1 */
+    unsigned max_window;
+    hm_channel ch[HM_MAX_CHANNELS];
+};
+
+/* Parse spec into ctx's parameters (keys not set). */
+HM_HIDDEN int hm_spec_parse(hm_ctx *ctx, const char *spec, char *errmsg,
+                            size_t errlen);
+HM_HIDDEN const char *hm_scheme_name(int scheme);
+
+/* Derive a channel's secrets from the master key (HKDF-SHA256). */
+HM_HIDDEN int hm_key_derive(const hm_key *key, const char *info,
+                            unsigned char *out, size_t len);
+
+/* ------------------------------------------------------- sequence state */
+
+#define HM_SEQ_MAGIC UINT64_C(0x31716573686d6c68) /* "hlmhseq1" */
+
+struct hm_seq {
+    uint64_t magic;
+    const hm_ctx *ctx;
+    size_t slots;       /* history table size, a power of two, or 0 */
+    uint64_t n_tokens;  /* tokens seen, prompt included */
+    uint32_t last[HM_MAX_CONTEXT]; /* last tokens, oldest first */
+    uint64_t table[];   /* window hashes, 0 = empty */
+};
+
+/* Gather the last n ids before the current position into w (oldest
+ * first), padding the start; HM_ERANGE on a negative id. */
+HM_HIDDEN int hm_row_window(const hm_row *row, unsigned n, uint32_t *w);
+HM_HIDDEN int hm_seq_seen(const hm_seq *seq, unsigned channel,
+                          const uint32_t *w, unsigned n);
+
+/* ------------------------------------------------------------- kernels */
+
+/* Value of the channel's PRF for token id v given its window w. */
+HM_HIDDEN uint64_t hm_channel_value(const hm_channel *ch, const uint32_t *w,
+                                    uint32_t v);
+
+/* Per-step state of a kgw channel: everything that does not depend on the
+ * candidate. */
+typedef struct hm_kgw_step {
+    hm_seed ctx_seed;
+    hm_seed self_seed;
+    hm_seed hash_seed;
+    uint64_t min_hash; /* selfhash: candidates hashing below use self_seed */
+    int selfhash;
+} hm_kgw_step;
+
+HM_HIDDEN void hm_kgw_prepare(const hm_channel *ch, const uint32_t *w,
+                              hm_kgw_step *st);
+static inline uint64_t hm_kgw_value(const hm_kgw_step *st, uint64_t v)
+{
+    if (st->selfhash &&
+        hm_mix(st->hash_seed.a, st->hash_seed.g, v) < st->min_hash)
+        return hm_mix(st->self_seed.a, st->self_seed.g, v);
+    return hm_mix(st->ctx_seed.a, st->ctx_seed.g, v);
+}
+
+/* Vectorised kernels (kernels.c), dispatched on the CPU at run time. */
+HM_HIDDEN void hm_k_kgw_dense(const hm_kgw_step *st, uint64_t green_below,
+                              float delta, float *logits, uint32_t n);
+/* keys[i] = logits[i]*inv_t - ln(-ln(u(x_i))), the Gumbel-max key of
+ * token ids[i] (ids NULL: ids are base+i). */
+HM_HIDDEN void hm_k_gumbel_keys(hm_seed s, const uint32_t *ids, uint32_t base,
+                                const float *logits, float inv_t, float *keys,
+                                size_t n);
+/* Upper bounds of those keys, cheap enough to skip most candidates. */
+HM_HIDDEN void hm_k_gumbel_bounds(hm_seed s, const uint32_t *ids,
+                                  uint32_t base, const float *logits,
+                                  float inv_t, float *ub, size_t n);
+/* One key, computed exactly as hm_k_gumbel_keys computes it. */
+HM_HIDDEN float hm_gumbel_key(uint64_t x, float l, float inv_t);
+/* Largest element (-INFINITY for none; NaN never wins). */
+HM_HIDDEN float hm_k_max(const float *a, size_t n);
+/* Index of the largest key, -1 when none exceeds -INFINITY; ties go to the
+ * first. */
+HM_HIDDEN ptrdiff_t hm_k_argmax(const float *keys, size_t n);
+
+/* Small helpers shared by the hot path. */
+HM_HIDDEN void hm_errf(char *errmsg, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif /* HM_INTERNAL_H */
