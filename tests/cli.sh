@@ -1,0 +1,86 @@
+#!/bin/bash
+# CLI tests: exit codes, messages, key-file safety and the demo.
+set -u
+HM_SRCDIR=${HM_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
+HM_BUILDDIR=${HM_BUILDDIR:-$HM_SRCDIR}
+HM="$HM_BUILDDIR/hallmark"
+T=$(mktemp -d /tmp/hm-cli-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+# expect CODE DESCRIPTION -- COMMAND...: run, keep stdout/stderr in $T/out,err
+expect() {
+    local want=$1 what=$2
+    shift 3
+    "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" -eq "$want" ]; then ok; else
+        bad "$what: exit $got, wanted $want"; sed 's/^/  | /' "$T/err"; fi
+}
+contains() { # FILE PATTERN DESCRIPTION
+    if grep -q -- "$2" "$1"; then ok; else bad "$3: no '$2' in $(basename "$1")"; sed 's/^/  | /' "$1"; fi
+}
+
+expect 0 "--help" -- "$HM" --help
+contains "$T/out" "keygen" "--help lists commands"
+expect 0 "--version" -- "$HM" --version
+contains "$T/out" "PRF v1" "--version names the PRF"
+expect 2 "no command" -- "$HM"
+expect 2 "unknown command" -- "$HM" frobnicate
+contains "$T/err" "unknown command 'frobnicate'" "unknown command message"
+for c in keygen fingerprint demo; do
+    expect 0 "$c --help" -- "$HM" "$c" --help
+    contains "$T/out" "usage: hallmark $c" "$c --help usage"
+    expect 2 "$c bad option" -- "$HM" "$c" --no-such-option
+done
+
+# keygen: mode 0600, fingerprint printed, key never printed.
+expect 0 "keygen" -- "$HM" keygen -o "$T/k"
+fp=$(cut -d' ' -f1 "$T/out")
+case "$fp" in hmk1-????????????????????????????????) ok ;; *) bad "fingerprint format: $fp" ;; esac
+[ "$(stat -c %a "$T/k")" = 600 ] && ok || bad "key mode $(stat -c %a "$T/k")"
+keyhex=$(grep -v '^#' "$T/k" | sed -n 2p)
+[ ${#keyhex} -eq 64 ] && ok || bad "key line length ${#keyhex}"
+grep -q "$keyhex" "$T/out" "$T/err" && bad "key material printed" || ok
+expect 2 "keygen refuses to overwrite" -- "$HM" keygen -o "$T/k"
+contains "$T/err" "file exists" "overwrite message"
+[ "$(grep -v '^#' "$T/k" | sed -n 2p)" = "$keyhex" ] && ok || bad "key changed by refused keygen"
+expect 0 "keygen --force" -- "$HM" keygen --force -o "$T/k"
+[ "$(grep -v '^#' "$T/k" | sed -n 2p)" != "$keyhex" ] && ok || bad "--force kept the old key"
+fp2=$(cut -d' ' -f1 "$T/out")
+expect 2 "keygen without -o" -- "$HM" keygen
+expect 2 "keygen to stdout" -- "$HM" keygen -o -
+expect 2 "keygen into a missing directory" -- "$HM" keygen -o "$T/none/k"
+ls "$T" | grep -q tmp && bad "temporary file left behind" || ok
+
+# fingerprint: matches keygen, refuses open permissions and bad files.
+expect 0 "fingerprint" -- "$HM" fingerprint "$T/k"
+[ "$(cut -d' ' -f1 "$T/out")" = "$fp2" ] && ok || bad "fingerprint differs from keygen's"
+chmod 644 "$T/k"
+expect 2 "fingerprint of a 0644 key" -- "$HM" fingerprint "$T/k"
+contains "$T/err" "$T/k: permissions 0644" "permission message names the file"
+contains "$T/err" "chmod 600" "permission message says the fix"
+chmod 600 "$T/k"
+printf 'hallmark-key v1\nnot-hex\n' >"$T/bad"; chmod 600 "$T/bad"
+expect 2 "malformed key" -- "$HM" fingerprint "$T/bad"
+contains "$T/err" "$T/bad:2: key must be 64 hex digits" "malformed key message"
+expect 2 "missing key" -- "$HM" fingerprint "$T/absent"
+contains "$T/err" "$T/absent: No such file" "missing key message"
+expect 2 "fingerprint without file" -- "$HM" fingerprint
+
+# demo: our text is detected, the innocent text is not.
+expect 0 "demo" -- "$HM" demo --tokens 150
+for s in kgw gumbel tournament; do
+    line=$(grep "^$s " "$T/out")
+    ours=$(echo "$line" | awk '{print $4}')
+    theirs=$(echo "$line" | awk '{print $5}')
+    awk -v p="$ours" 'BEGIN{exit !(p < -6)}' && ok || bad "demo $s: log10 p $ours on served text"
+    awk -v p="$theirs" 'BEGIN{exit !(p > -6 && p <= 0)}' && ok || bad "demo $s: log10 p $theirs on innocent text"
+done
+expect 2 "demo bad tokens" -- "$HM" demo --tokens 0
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
