@@ -288,6 +288,89 @@ HM_EXPORT HM_WUR int hm_token_score(const hm_ctx *ctx, unsigned channel,
                                     const int32_t *context, size_t n_context,
                                     int32_t token, double *score);
 
+/* -------------------------------------------------------------- detection */
+
+/* A tally scores token sequences for detection under one or more keys at
+ * once (e.g. the provider's tenants plus never-deployed self-check keys),
+ * all with the same spec.  Per channel, each tuple (context window, token)
+ * is scored at most once across everything added (exact dedup); tuples
+ * whose window occurs inside the document's prompt are excluded; windows
+ * reaching before the start of a document are padded as hallmark-prf(7)
+ * says (or dropped with HM_TALLY_SKIP_PADDED).  Tallies merge exactly and
+ * save to versioned files, so an audit can be split across processes.
+ * Not thread-safe: one tally per thread, then merge. */
+typedef struct hm_tally hm_tally;
+
+#define HM_TALLY_SKIP_PADDED 0x1u /* drop tuples with a padded window */
+
+/* The counts and the test of one key on one channel. */
+typedef struct hm_result {
+    uint64_t documents;      /* sequences added */
+    uint64_t tokens;         /* tokens offered for scoring */
+    uint64_t padded;         /* ... of which had a padded window */
+    uint64_t dropped_padded; /* dropped: padded window (SKIP_PADDED) */
+    uint64_t dropped_prompt; /* dropped: window occurs in the prompt */
+    uint64_t dropped_repeat; /* dropped: tuple scored before */
+    uint64_t scored;         /* tuples in the test */
+    double score;            /* sum of their scores (hm_token_score) */
+    double expected;         /* mean of that sum under the null */
+    double log10_p;          /* log10 of the exact upper-tail p-value */
+} hm_result;
+
+/* ctxs: n_keys contexts created with the same spec (they may differ in
+ * key and tenant).  The tally keeps the pointers: the contexts must
+ * outlive it. */
+HM_EXPORT HM_WUR int hm_tally_new(hm_tally **tally, const hm_ctx *const *ctxs,
+                                  size_t n_keys, unsigned flags,
+                                  char *errmsg, size_t errlen);
+HM_EXPORT void hm_tally_free(hm_tally *tally);
+/* Forget every tuple and count (keeps the keys). */
+HM_EXPORT void hm_tally_clear(hm_tally *tally);
+
+/* Score one document: tokens after prompt (prompt may be NULL when
+ * n_prompt is 0).  All or nothing: on error the tally is unchanged.
+ * HM_ERANGE for a negative id. */
+HM_EXPORT HM_WUR int hm_tally_add(hm_tally *tally, const int32_t *prompt,
+                                  size_t n_prompt, const int32_t *tokens,
+                                  size_t n_tokens);
+
+/* dst becomes the union of dst and src: the same as one tally that had
+ * been given both inputs (so the counts add up even when the tuples
+ * overlap, and merging a tally with itself doubles its counts).  Needs the same spec, flags, keys and tenants
+ * (HM_EINVAL and a message otherwise). */
+HM_EXPORT HM_WUR int hm_tally_merge(hm_tally *dst, const hm_tally *src,
+                                    char *errmsg, size_t errlen);
+
+/* Write the tally to path atomically (a temporary file renamed over it). */
+HM_EXPORT HM_WUR int hm_tally_save(const hm_tally *tally, const char *path,
+                                   char *errmsg, size_t errlen);
+/* Read a tally file.  A loaded tally can be merged, saved and tested but
+ * not added to (it holds no keys). */
+HM_EXPORT HM_WUR int hm_tally_load(hm_tally **tally, const char *path,
+                                   char *errmsg, size_t errlen);
+
+HM_EXPORT size_t hm_tally_keys(const hm_tally *tally);
+HM_EXPORT unsigned hm_tally_channels(const hm_tally *tally);
+/* Canonical spec, as hm_ctx_spec. */
+HM_EXPORT size_t hm_tally_spec(const hm_tally *tally, char *buf, size_t len);
+/* Fingerprint and tenant of key i, or NULL when i is out of range. */
+HM_EXPORT const char *hm_tally_fingerprint(const hm_tally *tally, size_t i);
+HM_EXPORT const char *hm_tally_tenant(const hm_tally *tally, size_t i);
+
+/* The counts and the exact test of key i on channel c. */
+HM_EXPORT HM_WUR int hm_tally_result(const hm_tally *tally, size_t key,
+                                     unsigned channel, hm_result *result);
+
+/* A never-deployed key for self-checks, derived from a public label and
+ * an index (hallmark-prf(7)), so that anyone can recompute it.  Never
+ * serve with such a key. */
+HM_EXPORT HM_WUR int hm_key_from_label(hm_key **key, const char *label,
+                                       uint32_t index);
+
+/* The key fingerprint and tenant a context was made with. */
+HM_EXPORT const char *hm_ctx_fingerprint(const hm_ctx *ctx);
+HM_EXPORT const char *hm_ctx_tenant(const hm_ctx *ctx);
+
 /* ------------------------------------------------------------ statistics */
 
 /* log10 of exact upper-tail p-values, accurate far below 1e-300.
@@ -296,6 +379,22 @@ HM_EXPORT HM_WUR int hm_token_score(const hm_ctx *ctx, unsigned channel,
  * Return NAN for invalid arguments. */
 HM_EXPORT double hm_log10_sf_gamma(double n, double x);
 HM_EXPORT double hm_log10_sf_binom(uint64_t k, uint64_t n, double p);
+
+/* Family-wise adjustment of m p-values given as log10 (many keys or
+ * tenants tested at once): out[i] is the adjusted log10 p of in[i]
+ * (in and out may be the same array).  HM_ENOMEM is possible for Holm,
+ * which sorts a copy. */
+#define HM_ADJUST_BONFERRONI 1 /* min(1, m p) */
+#define HM_ADJUST_SIDAK 2      /* 1 - (1-p)^m */
+#define HM_ADJUST_HOLM 3       /* step-down Holm-Bonferroni */
+HM_EXPORT HM_WUR int hm_log10_adjust(const double *in, double *out, size_t m,
+                                     int method);
+
+/* One-sided Kolmogorov-Smirnov test that n p-values are not smaller than
+ * uniform: D+ = max(i/n - p_(i)) and log10 P[D+ >= d] under uniformity
+ * (exact, Birnbaum-Tingey).  p is sorted in place. */
+HM_EXPORT HM_WUR int hm_ks_uniform(double *p, size_t n, double *d_plus,
+                                   double *log10_pvalue);
 
 #ifdef __cplusplus
 }

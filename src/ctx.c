@@ -10,7 +10,7 @@
 
 #include <openssl/crypto.h>
 
-#define TENANT_MAX 256
+#define TENANT_MAX HM_TENANT_MAX
 
 /* HKDF info string: names the spec version, scheme, channel and tenant.
  * The tenant comes last so that any bytes are unambiguous. */
@@ -47,6 +47,10 @@ int hm_ctx_new(hm_ctx **out, const hm_key *key, const char *spec,
     if (ctx == NULL)
         return HM_ENOMEM;
     int rc = hm_spec_parse(ctx, spec, errmsg, errlen);
+    if (rc == HM_OK)
+        rc = hm_key_fingerprint(key, ctx->fingerprint,
+                                sizeof ctx->fingerprint);
+    memcpy(ctx->tenant, tenant, strlen(tenant) + 1);
     for (unsigned i = 0; rc == HM_OK && i < ctx->n_channels; i++)
         rc = channel_keys(&ctx->ch[i], key, tenant);
     if (rc != HM_OK) {
@@ -113,4 +117,14 @@ int hm_ctx_channel_param(const hm_ctx *ctx, unsigned channel,
     else
         return HM_EINVAL;
     return HM_OK;
+}
+
+const char *hm_ctx_fingerprint(const hm_ctx *ctx)
+{
+    return ctx ? ctx->fingerprint : NULL;
+}
+
+const char *hm_ctx_tenant(const hm_ctx *ctx)
+{
+    return ctx ? ctx->tenant : NULL;
 }

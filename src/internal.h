@@ -99,7 +99,11 @@ typedef struct hm_channel {
     hm_seed s_self;    /* selfhash: seed when the token is its own minimum */
 } hm_channel;
 
+#define HM_TENANT_MAX 256
+
 struct hm_ctx {
+    char fingerprint[HM_FINGERPRINT_SIZE]; /* of the master key */
+    char tenant[HM_TENANT_MAX];
     unsigned n_channels;
     int sampler; /* index of the gumbel or tournament channel, or -1 */
     unsigned max_window;

@@ -13,6 +13,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
 
@@ -347,5 +348,24 @@ int hm_key_save(const hm_key *key, const char *path, unsigned flags,
 out:
     OPENSSL_cleanse(text, sizeof text);
     free(tmp);
+    return rc;
+}
+
+/* ------------------------------------------------------ self-check keys */
+
+int hm_key_from_label(hm_key **key, const char *label, uint32_t index)
+{
+    unsigned char md[32];
+    char msg[512];
+    if (key == NULL || label == NULL)
+        return HM_EINVAL;
+    int n = snprintf(msg, sizeof msg, "hallmark/v1/self-check/%s/%lu", label,
+                     (unsigned long)index);
+    if (n < 0 || (size_t)n >= sizeof msg)
+        return HM_ERANGE;
+    if (EVP_Digest(msg, (size_t)n, md, NULL, EVP_sha256(), NULL) != 1)
+        return HM_ECRYPTO;
+    int rc = hm_key_from_bytes(key, md, sizeof md);
+    OPENSSL_cleanse(md, sizeof md);
     return rc;
 }

@@ -21,6 +21,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 
 #define LN_SQRT_2PI 0.918938533204672741780329736406
 #define LN_10 2.30258509299404568401799145468
@@ -202,4 +203,117 @@ double hm_log10_sf_binom(uint64_t k, uint64_t n, double p)
     else /* 1 - P[Bin(n,q) >= n-k+1] */
         l = log1mexp(log_sf_binom_cf(dn - dk + 1, dn, q, p));
     return l / LN_10;
+}
+
+/* ---------------------------------------------------- multiple testing */
+
+typedef struct ranked {
+    double l;
+    size_t i;
+} ranked;
+
+static int cmp_ranked(const void *a, const void *b)
+{
+    const ranked *x = a, *y = b;
+    if (x->l != y->l)
+        return x->l < y->l ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+/* log10 of 1 - (1 - p)^m with p = 10^l. */
+static double sidak(double l, double m)
+{
+    double p = pow(10, l);
+    if (p * m < 1e-12) /* then m p (1 - O(m p)) */
+        return l + log10(m);
+    return log1mexp(m * log1p(-p)) / LN_10;
+}
+
+int hm_log10_adjust(const double *in, double *out, size_t m, int method)
+{
+    if ((m > 0 && (in == NULL || out == NULL)) ||
+        (method != HM_ADJUST_BONFERRONI && method != HM_ADJUST_SIDAK &&
+         method != HM_ADJUST_HOLM))
+        return HM_EINVAL;
+    for (size_t i = 0; i < m; i++)
+        if (!(in[i] <= 0))
+            return HM_EINVAL;
+    if (method == HM_ADJUST_BONFERRONI || method == HM_ADJUST_SIDAK) {
+        for (size_t i = 0; i < m; i++) {
+            double a = method == HM_ADJUST_SIDAK ? sidak(in[i], (double)m)
+                                                 : in[i] + log10((double)m);
+            out[i] = a < 0 ? a : 0;
+        }
+        return HM_OK;
+    }
+    ranked *r = malloc((m ? m : 1) * sizeof *r);
+    if (r == NULL)
+        return HM_ENOMEM;
+    for (size_t i = 0; i < m; i++) {
+        r[i].l = in[i];
+        r[i].i = i;
+    }
+    qsort(r, m, sizeof *r, cmp_ranked);
+    double run = -INFINITY;
+    for (size_t j = 0; j < m; j++) {
+        double a = r[j].l + log10((double)(m - j));
+        if (a > run)
+            run = a;
+        out[r[j].i] = run < 0 ? run : 0;
+    }
+    free(r);
+    return HM_OK;
+}
+
+/* ------------------------------------------------------------ KS test */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* ln P[D+_n >= d] under uniformity (Birnbaum & Tingey 1951):
+ * d sum_{j=0}^{floor(n(1-d))} C(n,j) (1-d-j/n)^(n-j) (d+j/n)^(j-1). */
+static double log_ks_plus(size_t n, double d)
+{
+    if (d <= 0)
+        return 0;
+    if (d >= 1)
+        return -INFINITY;
+    double dn = (double)n, acc = -INFINITY;
+    size_t top = (size_t)floor(dn * (1 - d));
+    for (size_t j = 0; j <= top && j <= n; j++) {
+        double dj = (double)j, a = 1 - d - dj / dn;
+        if (a <= 0 && n > j)
+            continue;
+        double t = lgam(dn + 1) - lgam(dj + 1) - lgam(dn - dj + 1) +
+                   (n > j ? (dn - dj) * log(a) : 0) +
+                   (dj - 1) * log(d + dj / dn);
+        if (t > acc)
+            acc = t + log1p(exp(acc - t));
+        else
+            acc = acc + log1p(exp(t - acc));
+    }
+    double l = log(d) + acc;
+    return l < 0 ? l : 0;
+}
+
+int hm_ks_uniform(double *p, size_t n, double *d_plus, double *log10_pvalue)
+{
+    if (p == NULL || n == 0 || d_plus == NULL || log10_pvalue == NULL)
+        return HM_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!(p[i] >= 0 && p[i] <= 1))
+            return HM_EINVAL;
+    qsort(p, n, sizeof *p, cmp_double);
+    double d = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)(i + 1) / (double)n - p[i];
+        if (e > d)
+            d = e;
+    }
+    *d_plus = d;
+    *log10_pvalue = log_ks_plus(n, d) / LN_10;
+    return HM_OK;
 }

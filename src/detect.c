@@ -1,0 +1,933 @@
+/*
+ * detect.c - tallies: exact, deduplicated, mergeable detection tests.
+ *
+ * Per channel a tally is a set of tuples (context window, token), each
+ * identified by a 64-bit hash of its ids and carrying the channel's PRF
+ * value under every key.  Counts of what each rule dropped sit beside it.
+ * The test statistic is computed from the set when asked for, in an order
+ * that does not matter (integer sums), so merging is a set union and is
+ * commutative and associative, and a merged tally equals one that saw all
+ * the inputs.
+ *
+ * A hash collision between two different tuples drops one of them.  The
+ * hash is unkeyed, so which tuples are dropped does not depend on the key
+ * and the null distribution of the test is unchanged.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <xxhash.h>
+
+#define TALLY_MAGIC "hallmark-tally 1\n"
+#define MAX_KEYS 100000
+
+typedef struct tally_channel {
+    size_t cap;     /* table slots, a power of two (0: none yet) */
+    size_t n;       /* tuples held */
+    uint64_t *hash; /* cap slots, 0 = empty */
+    uint64_t *val;  /* cap * n_keys PRF values */
+    uint64_t tokens, padded, dropped_padded, dropped_prompt;
+} tally_channel;
+
+typedef struct tally_key {
+    char fingerprint[HM_FINGERPRINT_SIZE];
+    char tenant[HM_TENANT_MAX];
+    const hm_ctx *ctx; /* NULL for a loaded tally */
+} tally_key;
+
+struct hm_tally {
+    hm_ctx params; /* channel parameters (no keys used) */
+    char spec[1024];
+    unsigned flags;
+    size_t n_keys;
+    tally_key *keys;
+    uint64_t documents;
+    tally_channel ch[HM_MAX_CHANNELS];
+};
+
+/* ----------------------------------------------------------- helpers */
+
+static uint64_t tuple_hash(const uint32_t *w, unsigned n, uint32_t token)
+{
+    unsigned char buf[4 * (HM_MAX_CONTEXT + 1)];
+    for (unsigned i = 0; i <= n; i++) {
+        uint32_t v = i < n ? w[i] : token;
+        buf[4 * i] = (unsigned char)v;
+        buf[4 * i + 1] = (unsigned char)(v >> 8);
+        buf[4 * i + 2] = (unsigned char)(v >> 16);
+        buf[4 * i + 3] = (unsigned char)(v >> 24);
+    }
+    uint64_t h = XXH3_64bits(buf, 4 * (size_t)(n + 1));
+    return h ? h : 1u;
+}
+
+static size_t slot_of(const tally_channel *tc, uint64_t h)
+{
+    size_t mask = tc->cap - 1, i = (size_t)(h ^ (h >> 29)) & mask;
+    while (tc->hash[i] != 0 && tc->hash[i] != h)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* Make room for extra more tuples (load factor at most 1/2). */
+static int reserve(tally_channel *tc, size_t n_keys, size_t extra)
+{
+    size_t need = tc->n + extra, cap = tc->cap ? tc->cap : 64;
+    while (cap / 2 < need) {
+        if (cap > SIZE_MAX / 4 / (n_keys + 1) / sizeof(uint64_t))
+            return HM_ENOMEM;
+        cap *= 2;
+    }
+    if (cap == tc->cap)
+        return HM_OK;
+    tally_channel nt = *tc;
+    nt.cap = cap;
+    nt.hash = calloc(cap, sizeof *nt.hash);
+    nt.val = malloc(cap * n_keys * sizeof *nt.val + 1);
+    if (nt.hash == NULL || nt.val == NULL) {
+        free(nt.hash);
+        free(nt.val);
+        return HM_ENOMEM;
+    }
+    for (size_t i = 0; i < tc->cap; i++) {
+        if (tc->hash[i] == 0)
+            continue;
+        size_t j = slot_of(&nt, tc->hash[i]);
+        nt.hash[j] = tc->hash[i];
+        memcpy(nt.val + j * n_keys, tc->val + i * n_keys,
+               n_keys * sizeof *nt.val);
+    }
+    free(tc->hash);
+    free(tc->val);
+    *tc = nt;
+    return HM_OK;
+}
+
+static void channel_free(tally_channel *tc)
+{
+    free(tc->hash);
+    free(tc->val);
+    memset(tc, 0, sizeof *tc);
+}
+
+static hm_tally *tally_alloc(size_t n_keys)
+{
+    hm_tally *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return NULL;
+    t->keys = calloc(n_keys ? n_keys : 1, sizeof *t->keys);
+    if (t->keys == NULL) {
+        free(t);
+        return NULL;
+    }
+    t->n_keys = n_keys;
+    return t;
+}
+
+/* --------------------------------------------------------- lifecycle */
+
+int hm_tally_new(hm_tally **out, const hm_ctx *const *ctxs, size_t n_keys,
+                 unsigned flags, char *errmsg, size_t errlen)
+{
+    if (out == NULL || ctxs == NULL || n_keys == 0 ||
+        (flags & ~HM_TALLY_SKIP_PADDED) != 0)
+        return HM_EINVAL;
+    *out = NULL;
+    if (n_keys > MAX_KEYS) {
+        hm_errf(errmsg, errlen, "too many keys (%zu, at most %d)", n_keys,
+                MAX_KEYS);
+        return HM_ERANGE;
+    }
+    char spec[sizeof((hm_tally *)0)->spec];
+    for (size_t i = 0; i < n_keys; i++) {
+        char s[sizeof spec];
+        if (ctxs[i] == NULL)
+            return HM_EINVAL;
+        if (hm_ctx_spec(ctxs[i], s, sizeof s) >= sizeof s)
+            return HM_ERANGE;
+        if (i == 0)
+            memcpy(spec, s, sizeof s);
+        else if (strcmp(s, spec) != 0) {
+            hm_errf(errmsg, errlen,
+                    "key %zu has spec '%s', key 0 has '%s': a tally needs "
+                    "one spec",
+                    i, s, spec);
+            return HM_EINVAL;
+        }
+    }
+    hm_tally *t = tally_alloc(n_keys);
+    if (t == NULL)
+        return HM_ENOMEM;
+    memcpy(t->spec, spec, sizeof spec);
+    t->flags = flags;
+    int rc = hm_spec_parse(&t->params, spec, errmsg, errlen);
+    if (rc != HM_OK) {
+        hm_tally_free(t);
+        return rc;
+    }
+    for (size_t i = 0; i < n_keys; i++) {
+        tally_key *k = &t->keys[i];
+        k->ctx = ctxs[i];
+        memcpy(k->fingerprint, ctxs[i]->fingerprint, sizeof k->fingerprint);
+        memcpy(k->tenant, ctxs[i]->tenant, sizeof k->tenant);
+    }
+    *out = t;
+    return HM_OK;
+}
+
+void hm_tally_clear(hm_tally *t)
+{
+    if (t == NULL)
+        return;
+    for (unsigned c = 0; c < HM_MAX_CHANNELS; c++)
+        channel_free(&t->ch[c]);
+    t->documents = 0;
+}
+
+void hm_tally_free(hm_tally *t)
+{
+    if (t == NULL)
+        return;
+    hm_tally_clear(t);
+    free(t->keys);
+    free(t);
+}
+
+size_t hm_tally_keys(const hm_tally *t)
+{
+    return t ? t->n_keys : 0;
+}
+
+unsigned hm_tally_channels(const hm_tally *t)
+{
+    return t ? t->params.n_channels : 0;
+}
+
+size_t hm_tally_spec(const hm_tally *t, char *buf, size_t len)
+{
+    if (t == NULL)
+        return 0;
+    size_t n = strlen(t->spec);
+    if (buf != NULL && len > 0) {
+        size_t m = n < len - 1 ? n : len - 1;
+        memcpy(buf, t->spec, m);
+        buf[m] = '\0';
+    }
+    return n;
+}
+
+const char *hm_tally_fingerprint(const hm_tally *t, size_t i)
+{
+    return t && i < t->n_keys ? t->keys[i].fingerprint : NULL;
+}
+
+const char *hm_tally_tenant(const hm_tally *t, size_t i)
+{
+    return t && i < t->n_keys ? t->keys[i].tenant : NULL;
+}
+
+/* ------------------------------------------------------------ adding */
+
+/* The window of width n before position p of the document made of the
+ * prompt followed by the tokens, padded before its start. */
+static void doc_window(const int32_t *prompt, size_t n_prompt,
+                       const int32_t *tokens, size_t p, unsigned n,
+                       uint32_t *w)
+{
+    for (unsigned i = 0; i < n; i++) {
+        size_t back = n - i; /* position p - back */
+        if (back > p)
+            w[i] = HM_PAD_ID;
+        else if (p - back < n_prompt)
+            w[i] = (uint32_t)prompt[p - back];
+        else
+            w[i] = (uint32_t)tokens[p - back - n_prompt];
+    }
+}
+
+/* A small set of the windows inside the prompt (those preceding a prompt
+ * token with no padding). */
+typedef struct window_set {
+    size_t cap;
+    uint64_t *h;
+} window_set;
+
+static int prompt_windows(window_set *s, const int32_t *prompt,
+                          size_t n_prompt, unsigned n)
+{
+    s->cap = 0;
+    s->h = NULL;
+    if (n_prompt <= n)
+        return HM_OK;
+    size_t cap = 16;
+    while (cap < 2 * (n_prompt - n))
+        cap *= 2;
+    s->h = calloc(cap, sizeof *s->h);
+    if (s->h == NULL)
+        return HM_ENOMEM;
+    s->cap = cap;
+    for (size_t p = n; p < n_prompt; p++) {
+        uint32_t w[HM_MAX_CONTEXT];
+        doc_window(prompt, n_prompt, NULL, p, n, w);
+        uint64_t h = tuple_hash(w, n, HM_PAD_ID);
+        size_t i = (size_t)h & (cap - 1);
+        while (s->h[i] != 0 && s->h[i] != h)
+            i = (i + 1) & (cap - 1);
+        s->h[i] = h;
+    }
+    return HM_OK;
+}
+
+static int window_in(const window_set *s, const uint32_t *w, unsigned n)
+{
+    if (s->cap == 0)
+        return 0;
+    uint64_t h = tuple_hash(w, n, HM_PAD_ID);
+    size_t i = (size_t)h & (s->cap - 1);
+    while (s->h[i] != 0) {
+        if (s->h[i] == h)
+            return 1;
+        i = (i + 1) & (s->cap - 1);
+    }
+    return 0;
+}
+
+int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
+                 const int32_t *tokens, size_t n_tokens)
+{
+    if (t == NULL || (prompt == NULL && n_prompt > 0) ||
+        (tokens == NULL && n_tokens > 0))
+        return HM_EINVAL;
+    if (t->keys[0].ctx == NULL)
+        return HM_ENOTSUP; /* loaded from a file: no keys */
+    for (size_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0)
+            return HM_ERANGE;
+    for (size_t i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0)
+            return HM_ERANGE;
+    /* Reserve first, so that nothing fails half-way through. */
+    for (unsigned c = 0; c < t->params.n_channels; c++) {
+        int rc = reserve(&t->ch[c], t->n_keys, n_tokens);
+        if (rc != HM_OK)
+            return rc;
+    }
+    window_set ps[HM_MAX_CHANNELS];
+    int rc = HM_OK;
+    unsigned made = 0;
+    for (; made < t->params.n_channels && rc == HM_OK; made++)
+        rc = prompt_windows(&ps[made], prompt, n_prompt,
+                            t->params.ch[made].window);
+    for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++) {
+        tally_channel *tc = &t->ch[c];
+        unsigned n = t->params.ch[c].window;
+        for (size_t j = 0; j < n_tokens; j++) {
+            size_t p = n_prompt + j;
+            uint32_t w[HM_MAX_CONTEXT], v = (uint32_t)tokens[j];
+            int padded = p < n;
+            tc->tokens++;
+            tc->padded += (uint64_t)padded;
+            if (padded && (t->flags & HM_TALLY_SKIP_PADDED)) {
+                tc->dropped_padded++;
+                continue;
+            }
+            doc_window(prompt, n_prompt, tokens, p, n, w);
+            if (window_in(&ps[c], w, n)) {
+                tc->dropped_prompt++;
+                continue;
+            }
+            uint64_t h = tuple_hash(w, n, v);
+            size_t s = slot_of(tc, h);
+            if (tc->hash[s] != 0)
+                continue; /* scored before */
+            tc->hash[s] = h;
+            tc->n++;
+            for (size_t k = 0; k < t->n_keys; k++)
+                tc->val[s * t->n_keys + k] =
+                    hm_channel_value(&t->keys[k].ctx->ch[c], w, v);
+        }
+    }
+    for (unsigned c = 0; c < made; c++)
+        free(ps[c].h);
+    if (rc == HM_OK)
+        t->documents++;
+    return rc;
+}
+
+/* ----------------------------------------------------------- merging */
+
+static int compatible(const hm_tally *a, const hm_tally *b, char *errmsg,
+                      size_t errlen)
+{
+    if (strcmp(a->spec, b->spec) != 0) {
+        hm_errf(errmsg, errlen, "different specs: '%s' and '%s'", a->spec,
+                b->spec);
+        return 0;
+    }
+    if (a->flags != b->flags) {
+        hm_errf(errmsg, errlen, "different flags: %u and %u", a->flags,
+                b->flags);
+        return 0;
+    }
+    if (a->n_keys != b->n_keys) {
+        hm_errf(errmsg, errlen, "different numbers of keys: %zu and %zu",
+                a->n_keys, b->n_keys);
+        return 0;
+    }
+    for (size_t i = 0; i < a->n_keys; i++)
+        if (strcmp(a->keys[i].fingerprint, b->keys[i].fingerprint) != 0 ||
+            strcmp(a->keys[i].tenant, b->keys[i].tenant) != 0) {
+            hm_errf(errmsg, errlen,
+                    "key %zu differs: %s tenant '%s' and %s tenant '%s'", i,
+                    a->keys[i].fingerprint, a->keys[i].tenant,
+                    b->keys[i].fingerprint, b->keys[i].tenant);
+            return 0;
+        }
+    return 1;
+}
+
+int hm_tally_merge(hm_tally *dst, const hm_tally *src, char *errmsg,
+                   size_t errlen)
+{
+    if (dst == NULL || src == NULL)
+        return HM_EINVAL;
+    if (!compatible(dst, src, errmsg, errlen))
+        return HM_EINVAL;
+    for (unsigned c = 0; c < dst->params.n_channels; c++) {
+        int rc = reserve(&dst->ch[c], dst->n_keys, src->ch[c].n);
+        if (rc != HM_OK)
+            return rc;
+    }
+    for (unsigned c = 0; c < dst->params.n_channels; c++) {
+        tally_channel *d = &dst->ch[c];
+        const tally_channel *s = &src->ch[c];
+        for (size_t i = 0; dst != src && i < s->cap; i++) {
+            if (s->hash[i] == 0)
+                continue;
+            size_t j = slot_of(d, s->hash[i]);
+            if (d->hash[j] != 0)
+                continue;
+            d->hash[j] = s->hash[i];
+            d->n++;
+            memcpy(d->val + j * dst->n_keys, s->val + i * src->n_keys,
+                   dst->n_keys * sizeof *d->val);
+        }
+        d->tokens += s->tokens;
+        d->padded += s->padded;
+        d->dropped_padded += s->dropped_padded;
+        d->dropped_prompt += s->dropped_prompt;
+    }
+    dst->documents += src->documents;
+    return HM_OK;
+}
+
+/* ----------------------------------------------------------- testing */
+
+/* Exact, order-independent sum of gumbel scores: each score is cut to a
+ * multiple of 2^-64 (never rounded up, so the test can only become more
+ * conservative, by at most n 2^-64) and added in 128-bit integers. */
+typedef struct sum128 {
+    uint64_t lo, hi;
+} sum128;
+
+static void sum_add(sum128 *s, double x)
+{
+    double ip = floor(x);
+    uint64_t i = (uint64_t)ip;
+    uint64_t f = (uint64_t)ldexp(x - ip, 64);
+    uint64_t lo = s->lo + f;
+    s->hi += i + (lo < s->lo);
+    s->lo = lo;
+}
+
+static double sum_value(const sum128 *s)
+{
+    return (double)s->hi + ldexp((double)s->lo, -64);
+}
+
+static double gumbel_score(uint64_t x)
+{
+    return -log(((double)(~x >> 12) + 0.5) * 0x1p-52);
+}
+
+int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
+                    hm_result *r)
+{
+    if (t == NULL || r == NULL || key >= t->n_keys ||
+        channel >= t->params.n_channels)
+        return HM_EINVAL;
+    const hm_channel *ch = &t->params.ch[channel];
+    const tally_channel *tc = &t->ch[channel];
+    memset(r, 0, sizeof *r);
+    r->documents = t->documents;
+    r->tokens = tc->tokens;
+    r->padded = tc->padded;
+    r->dropped_padded = tc->dropped_padded;
+    r->dropped_prompt = tc->dropped_prompt;
+    r->scored = tc->n;
+    r->dropped_repeat =
+        tc->tokens - tc->dropped_padded - tc->dropped_prompt - tc->n;
+    uint64_t n = tc->n;
+    switch (ch->scheme) {
+    case HM_SCHEME_GUMBEL: {
+        sum128 s = {0, 0};
+        for (size_t i = 0; i < tc->cap; i++)
+            if (tc->hash[i] != 0)
+                sum_add(&s, gumbel_score(tc->val[i * t->n_keys + key]));
+        r->score = sum_value(&s);
+        r->expected = (double)n;
+        r->log10_p = n ? hm_log10_sf_gamma((double)n, r->score) : 0;
+        break;
+    }
+    case HM_SCHEME_KGW: {
+        uint64_t green = 0;
+        double p = ldexp((double)ch->green_below, -64);
+        for (size_t i = 0; i < tc->cap; i++)
+            if (tc->hash[i] != 0)
+                green += tc->val[i * t->n_keys + key] < ch->green_below;
+        r->score = (double)green;
+        r->expected = (double)n * p;
+        r->log10_p = hm_log10_sf_binom(green, n, p);
+        break;
+    }
+    default: {
+        uint64_t mask = ch->layers >= 64 ? ~UINT64_C(0)
+                                         : (UINT64_C(1) << ch->layers) - 1;
+        uint64_t ones = 0;
+        for (size_t i = 0; i < tc->cap; i++)
+            if (tc->hash[i] != 0)
+                ones += (uint64_t)__builtin_popcountll(
+                    tc->val[i * t->n_keys + key] & mask);
+        r->score = (double)ones;
+        r->expected = (double)n * ch->layers / 2;
+        r->log10_p = hm_log10_sf_binom(ones, n * ch->layers, 0.5);
+        break;
+    }
+    }
+    return HM_OK;
+}
+
+/* ------------------------------------------------------------- files */
+
+/*
+ * Format (version 1), all integers little-endian:
+ *   "hallmark-tally 1\n"
+ *   text header lines "NAME VALUE\n": spec, flags, keys, then per key
+ *   "key I FINGERPRINT HEX(TENANT)", documents, then per channel
+ *   "channel C TOKENS PADDED DROPPED_PADDED DROPPED_PROMPT TUPLES",
+ *   and "data\n";
+ *   per channel, TUPLES records sorted by hash: u64 hash, u64 value per key;
+ *   a 32-byte SHA-256 of everything before it.
+ */
+
+typedef struct writer {
+    FILE *f;
+    EVP_MD_CTX *md;
+    int err;
+} writer;
+
+static void w_bytes(writer *w, const void *p, size_t n)
+{
+    if (w->err)
+        return;
+    if (fwrite(p, 1, n, w->f) != n || EVP_DigestUpdate(w->md, p, n) != 1)
+        w->err = 1;
+}
+
+static void w_text(writer *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void w_text(writer *w, const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof buf)
+        w->err = 1;
+    else
+        w_bytes(w, buf, (size_t)n);
+}
+
+static void w_u64(writer *w, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+    w_bytes(w, b, 8);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void hex_encode(const char *s, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i = 0;
+    for (; s[i]; i++) {
+        out[2 * i] = hex[(unsigned char)s[i] >> 4];
+        out[2 * i + 1] = hex[(unsigned char)s[i] & 15];
+    }
+    if (i == 0) { /* the default tenant */
+        out[0] = '-';
+        out[1] = '\0';
+        return;
+    }
+    out[2 * i] = '\0';
+}
+
+static int write_tally(const hm_tally *t, writer *w)
+{
+    w_bytes(w, TALLY_MAGIC, strlen(TALLY_MAGIC));
+    w_text(w, "spec %s\nflags %u\nkeys %zu\n", t->spec, t->flags, t->n_keys);
+    for (size_t i = 0; i < t->n_keys; i++) {
+        char hex[2 * HM_TENANT_MAX + 2];
+        hex_encode(t->keys[i].tenant, hex);
+        w_text(w, "key %zu %s %s\n", i, t->keys[i].fingerprint, hex);
+    }
+    w_text(w, "documents %llu\n", (unsigned long long)t->documents);
+    for (unsigned c = 0; c < t->params.n_channels; c++) {
+        const tally_channel *tc = &t->ch[c];
+        w_text(w, "channel %u %llu %llu %llu %llu %zu\n", c,
+               (unsigned long long)tc->tokens, (unsigned long long)tc->padded,
+               (unsigned long long)tc->dropped_padded,
+               (unsigned long long)tc->dropped_prompt, tc->n);
+    }
+    w_text(w, "data\n");
+    for (unsigned c = 0; c < t->params.n_channels && !w->err; c++) {
+        const tally_channel *tc = &t->ch[c];
+        /* sorted (hash, slot) pairs give a canonical byte stream */
+        uint64_t *order = malloc((tc->n ? tc->n : 1) * 2 * sizeof *order);
+        if (order == NULL)
+            return HM_ENOMEM;
+        size_t k = 0;
+        for (size_t i = 0; i < tc->cap; i++)
+            if (tc->hash[i] != 0) {
+                order[2 * k] = tc->hash[i];
+                order[2 * k + 1] = i;
+                k++;
+            }
+        qsort(order, k, 2 * sizeof *order, cmp_u64);
+        for (size_t i = 0; i < k; i++) {
+            w_u64(w, order[2 * i]);
+            for (size_t j = 0; j < t->n_keys; j++)
+                w_u64(w, tc->val[order[2 * i + 1] * t->n_keys + j]);
+        }
+        free(order);
+    }
+    unsigned char md[32];
+    if (!w->err && EVP_DigestFinal_ex(w->md, md, NULL) == 1) {
+        if (fwrite(md, 1, 32, w->f) != 32)
+            w->err = 1;
+    } else
+        w->err = 1;
+    return w->err ? HM_EIO : HM_OK;
+}
+
+int hm_tally_save(const hm_tally *t, const char *path, char *errmsg,
+                  size_t errlen)
+{
+    if (t == NULL || path == NULL)
+        return HM_EINVAL;
+    size_t len = strlen(path);
+    char *tmp = malloc(len + 16);
+    if (tmp == NULL)
+        return HM_ENOMEM;
+    memcpy(tmp, path, len);
+    memcpy(tmp + len, ".tmp-XXXXXX", 12);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        hm_errf(errmsg, errlen, "%s: cannot create: %s", path,
+                strerror(errno));
+        free(tmp);
+        return HM_EIO;
+    }
+    writer w = {fdopen(fd, "wb"), EVP_MD_CTX_new(), 0};
+    int rc = HM_EIO;
+    if (w.f == NULL)
+        close(fd);
+    else if (w.md == NULL || EVP_DigestInit_ex(w.md, EVP_sha256(), NULL) != 1)
+        rc = HM_ECRYPTO;
+    else
+        rc = write_tally(t, &w);
+    if (w.f != NULL) {
+        if (fflush(w.f) != 0 || fsync(fileno(w.f)) != 0)
+            rc = rc == HM_OK ? HM_EIO : rc;
+        if (fclose(w.f) != 0)
+            rc = rc == HM_OK ? HM_EIO : rc;
+    }
+    EVP_MD_CTX_free(w.md);
+    if (rc == HM_OK && rename(tmp, path) != 0)
+        rc = HM_EIO;
+    if (rc != HM_OK) {
+        hm_errf(errmsg, errlen, "%s: cannot write: %s", path,
+                rc == HM_EIO ? strerror(errno) : hm_strerror(rc));
+        unlink(tmp);
+    }
+    free(tmp);
+    return rc;
+}
+
+/* Reading: the whole file is checked against its digest before parsing,
+ * so a truncated or altered file is refused rather than half-read. */
+static int read_file(const char *path, unsigned char **data, size_t *len,
+                     char *errmsg, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        hm_errf(errmsg, errlen, "%s: %s", path, strerror(errno));
+        return HM_EIO;
+    }
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *buf = malloc(cap);
+    int rc = buf ? HM_OK : HM_ENOMEM;
+    while (rc == HM_OK) {
+        if (n == cap) {
+            unsigned char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+            if (nb == NULL) {
+                rc = HM_ENOMEM;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) {
+            if (ferror(f)) {
+                hm_errf(errmsg, errlen, "%s: read error", path);
+                rc = HM_EIO;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    if (rc != HM_OK) {
+        free(buf);
+        return rc;
+    }
+    *data = buf;
+    *len = n;
+    return HM_OK;
+}
+
+typedef struct reader {
+    const unsigned char *p, *end;
+    unsigned line;
+    const char *path;
+    char *errmsg;
+    size_t errlen;
+} reader;
+
+/* Next header line into buf (without the newline). */
+static int r_line(reader *r, char *buf, size_t cap)
+{
+    const unsigned char *nl = memchr(r->p, '\n', (size_t)(r->end - r->p));
+    r->line++;
+    if (nl == NULL || (size_t)(nl - r->p) >= cap) {
+        hm_errf(r->errmsg, r->errlen, "%s:%u: truncated or overlong line",
+                r->path, r->line);
+        return HM_EFORMAT;
+    }
+    memcpy(buf, r->p, (size_t)(nl - r->p));
+    buf[nl - r->p] = '\0';
+    r->p = nl + 1;
+    return HM_OK;
+}
+
+static int r_bad(reader *r, const char *what)
+{
+    hm_errf(r->errmsg, r->errlen, "%s:%u: %s", r->path, r->line, what);
+    return HM_EFORMAT;
+}
+
+static uint64_t r_u64(reader *r)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)r->p[i] << (8 * i);
+    r->p += 8;
+    return v;
+}
+
+static int hex_decode(const char *hex, char *out, size_t cap)
+{
+    size_t n = strlen(hex);
+    if (strcmp(hex, "-") == 0) {
+        out[0] = '\0';
+        return 0;
+    }
+    if (n % 2 || n / 2 >= cap)
+        return -1;
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1 || v == 0)
+            return -1;
+        out[i] = (char)v;
+    }
+    out[n / 2] = '\0';
+    return 0;
+}
+
+static int parse_tally(hm_tally **out, reader *r)
+{
+    char line[2 * HM_TENANT_MAX + 1200];
+    unsigned flags;
+    size_t n_keys;
+    int rc;
+    if ((rc = r_line(r, line, sizeof line)) != HM_OK)
+        return rc;
+    if (strcmp(line, "hallmark-tally 1") != 0)
+        return r_bad(r, strncmp(line, "hallmark-tally ", 15) == 0
+                            ? "unsupported tally version"
+                            : "not a hallmark tally file");
+    if ((rc = r_line(r, line, sizeof line)) != HM_OK)
+        return rc;
+    if (strncmp(line, "spec ", 5) != 0)
+        return r_bad(r, "expected 'spec'");
+    char spec[1024];
+    if (strlen(line + 5) >= sizeof spec)
+        return r_bad(r, "spec too long");
+    strcpy(spec, line + 5);
+    if ((rc = r_line(r, line, sizeof line)) != HM_OK)
+        return rc;
+    if (sscanf(line, "flags %u", &flags) != 1 ||
+        (flags & ~HM_TALLY_SKIP_PADDED))
+        return r_bad(r, "bad 'flags'");
+    if ((rc = r_line(r, line, sizeof line)) != HM_OK)
+        return rc;
+    if (sscanf(line, "keys %zu", &n_keys) != 1 || n_keys == 0 ||
+        n_keys > MAX_KEYS)
+        return r_bad(r, "bad 'keys'");
+    hm_tally *t = tally_alloc(n_keys);
+    if (t == NULL)
+        return HM_ENOMEM;
+    strcpy(t->spec, spec);
+    t->flags = flags;
+    char msg[HM_ERRMSG_SIZE];
+    rc = hm_spec_parse(&t->params, spec, msg, sizeof msg);
+    if (rc != HM_OK) {
+        r->line--; /* the spec line */
+        hm_errf(r->errmsg, r->errlen, "%s:2: bad spec: %s", r->path, msg);
+        goto fail;
+    }
+    for (size_t i = 0; i < n_keys && rc == HM_OK; i++) {
+        char fp[64], hex[2 * HM_TENANT_MAX + 8];
+        size_t idx;
+        if ((rc = r_line(r, line, sizeof line)) != HM_OK)
+            goto fail;
+        if (sscanf(line, "key %zu %63s %519s", &idx, fp, hex) != 3 ||
+            idx != i || strlen(fp) != HM_FINGERPRINT_SIZE - 1 ||
+            strncmp(fp, "hmk1-", 5) != 0 ||
+            hex_decode(hex, t->keys[i].tenant, HM_TENANT_MAX) != 0) {
+            rc = r_bad(r, "bad 'key' line");
+            goto fail;
+        }
+        memcpy(t->keys[i].fingerprint, fp, HM_FINGERPRINT_SIZE);
+    }
+    unsigned long long docs;
+    if ((rc = r_line(r, line, sizeof line)) != HM_OK)
+        goto fail;
+    if (sscanf(line, "documents %llu", &docs) != 1) {
+        rc = r_bad(r, "bad 'documents'");
+        goto fail;
+    }
+    t->documents = docs;
+    size_t tuples[HM_MAX_CHANNELS];
+    for (unsigned c = 0; c < t->params.n_channels; c++) {
+        unsigned idx;
+        unsigned long long v[4];
+        if ((rc = r_line(r, line, sizeof line)) != HM_OK)
+            goto fail;
+        if (sscanf(line, "channel %u %llu %llu %llu %llu %zu", &idx, &v[0],
+                   &v[1], &v[2], &v[3], &tuples[c]) != 6 ||
+            idx != c || v[1] > v[0] || v[2] > v[1] ||
+            v[3] + v[2] > v[0] || tuples[c] > v[0] - v[2] - v[3]) {
+            rc = r_bad(r, "bad 'channel' line");
+            goto fail;
+        }
+        t->ch[c].tokens = v[0];
+        t->ch[c].padded = v[1];
+        t->ch[c].dropped_padded = v[2];
+        t->ch[c].dropped_prompt = v[3];
+    }
+    if ((rc = r_line(r, line, sizeof line)) != HM_OK)
+        goto fail;
+    if (strcmp(line, "data") != 0) {
+        rc = r_bad(r, "expected 'data'");
+        goto fail;
+    }
+    for (unsigned c = 0; c < t->params.n_channels; c++) {
+        size_t rec = 8 * (n_keys + 1);
+        if (tuples[c] > (size_t)(r->end - r->p) / rec) {
+            rc = r_bad(r, "truncated data");
+            goto fail;
+        }
+        if ((rc = reserve(&t->ch[c], n_keys, tuples[c])) != HM_OK)
+            goto fail;
+        uint64_t prev = 0;
+        for (size_t i = 0; i < tuples[c]; i++) {
+            uint64_t h = r_u64(r);
+            if (h <= prev) {
+                rc = r_bad(r, "tuples out of order");
+                goto fail;
+            }
+            prev = h;
+            size_t s = slot_of(&t->ch[c], h);
+            t->ch[c].hash[s] = h;
+            t->ch[c].n++;
+            for (size_t k = 0; k < n_keys; k++)
+                t->ch[c].val[s * n_keys + k] = r_u64(r);
+        }
+    }
+    if (r->p != r->end) {
+        rc = r_bad(r, "trailing bytes after the data");
+        goto fail;
+    }
+    *out = t;
+    return HM_OK;
+fail:
+    hm_tally_free(t);
+    return rc;
+}
+
+int hm_tally_load(hm_tally **out, const char *path, char *errmsg,
+                  size_t errlen)
+{
+    unsigned char *data, md[32];
+    size_t len;
+    if (out == NULL || path == NULL)
+        return HM_EINVAL;
+    *out = NULL;
+    int rc = read_file(path, &data, &len, errmsg, errlen);
+    if (rc != HM_OK)
+        return rc;
+    if (len < strlen(TALLY_MAGIC) + 32 ||
+        memcmp(data, TALLY_MAGIC, 15) != 0) {
+        hm_errf(errmsg, errlen, "%s:1: not a hallmark tally file", path);
+        free(data);
+        return HM_EFORMAT;
+    }
+    if (EVP_Digest(data, len - 32, md, NULL, EVP_sha256(), NULL) != 1)
+        rc = HM_ECRYPTO;
+    else if (memcmp(md, data + len - 32, 32) != 0) {
+        hm_errf(errmsg, errlen,
+                "%s: checksum mismatch (truncated or modified file)", path);
+        rc = HM_EFORMAT;
+    } else {
+        reader r = {data, data + len - 32, 0, path, errmsg, errlen};
+        rc = parse_tally(out, &r);
+    }
+    free(data);
+    return rc;
+}

@@ -1,0 +1,707 @@
+/*
+ * test_detect.c - tallies: exact scores against a naive recomputation,
+ * the dedup / prompt / padding rules and their counts, merge algebra,
+ * files, calibration under the null, power, tenant attribution, and the
+ * multiple-testing and self-check statistics.
+ */
+#include <math.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "testutil.h"
+
+#define V 5000
+
+/* A synthetic model's logits for the step after ctx (depends on the last
+ * two tokens, so text repeats a little, as real text does). */
+static void model_logits(const int32_t *seq, size_t n, float *out)
+{
+    uint64_t s = 1469598103934665603u ^ (uint64_t)(n ? seq[n - 1] : 7) * 31u ^
+                 (uint64_t)(n > 1 ? seq[n - 2] : 3) * 131071u;
+    for (int v = 0; v < V; v++)
+        out[v] = (float)(-0.9 * log1p(v) + 2.5 * test_uniform(&s));
+}
+
+/* Generate n tokens after prompt with ctx (kgw bias, then select). */
+static void generate(const hm_ctx *ctx, const int32_t *prompt, size_t np,
+                     int32_t *out, size_t n, uint64_t *rng)
+{
+    static float logits[V];
+    int32_t all[4096];
+    hm_seq *seq;
+    ck_assert_int_eq(hm_seq_new(&seq, ctx, 256), HM_OK);
+    ck_assert_int_eq(hm_seq_reset(seq, prompt, np), HM_OK);
+    memcpy(all, prompt, np * sizeof *all);
+    for (size_t t = 0; t < n; t++) {
+        hm_row row = {NULL, 0, seq, 1.0f, test_uniform(rng)};
+        model_logits(all, np + t, logits);
+        ck_assert_int_eq(hm_bias_dense(ctx, logits, 1, V, V, &row, NULL),
+                         HM_OK);
+        ck_assert_int_eq(hm_select_dense(ctx, logits, 1, V, V, &row,
+                                         &all[np + t], NULL),
+                         HM_OK);
+        ck_assert_int_eq(hm_seq_accept(seq, all[np + t]), HM_OK);
+    }
+    hm_seq_free(seq);
+    memcpy(out, all + np, n * sizeof *out);
+}
+
+static void random_tokens(int32_t *out, size_t n, int32_t vocab, uint64_t *s)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = (int32_t)(test_rand(s) % (uint64_t)vocab);
+}
+
+static hm_tally *tally1(const hm_ctx *ctx, unsigned flags)
+{
+    hm_tally *t;
+    char msg[HM_ERRMSG_SIZE] = "";
+    int rc = hm_tally_new(&t, &ctx, 1, flags, msg, sizeof msg);
+    ck_assert_msg(rc == HM_OK, "hm_tally_new: %s", msg);
+    return t;
+}
+
+/* ------------------------------------------------ naive recomputation */
+
+typedef struct naive {
+    int32_t tup[2000][HM_MAX_CONTEXT + 1];
+    size_t n;
+    double score;
+    uint64_t dropped_prompt, padded;
+} naive;
+
+/* Score documents the slow, obvious way: explicit windows, linear search
+ * for repeats, hm_token_score per tuple. */
+static void naive_add(naive *nv, const hm_ctx *ctx, unsigned c,
+                      const int32_t *prompt, size_t np, const int32_t *tok,
+                      size_t n)
+{
+    unsigned w = hm_ctx_channel_window(ctx, c);
+    int32_t doc[4096];
+    memcpy(doc, prompt, np * sizeof *doc);
+    memcpy(doc + np, tok, n * sizeof *doc);
+    for (size_t j = 0; j < n; j++) {
+        size_t p = np + j;
+        int32_t tup[HM_MAX_CONTEXT + 1];
+        for (unsigned i = 0; i < w; i++)
+            tup[i] = p >= w - i ? doc[p - (w - i)] : -1;
+        tup[w] = doc[p];
+        nv->padded += p < w;
+        int in_prompt = 0;
+        for (size_t q = w; q < np && !in_prompt; q++)
+            in_prompt = memcmp(doc + q - w, tup, w * sizeof *tup) == 0;
+        if (in_prompt) {
+            nv->dropped_prompt++;
+            continue;
+        }
+        int seen = 0;
+        for (size_t k = 0; k < nv->n && !seen; k++)
+            seen = memcmp(nv->tup[k], tup, (w + 1) * sizeof *tup) == 0;
+        if (seen)
+            continue;
+        ck_assert_uint_lt(nv->n, 2000);
+        memcpy(nv->tup[nv->n++], tup, sizeof tup);
+        size_t have = p < w ? p : w;
+        double s;
+        ck_assert_int_eq(
+            hm_token_score(ctx, c, doc + p - have, have, doc[p], &s), HM_OK);
+        nv->score += s;
+    }
+}
+
+static const char *const specs[] = {
+    "gumbel", "kgw", "kgw:seeding=selfhash", "tournament",
+    "kgw:h=1+gumbel:h=4", "kgw:gamma=0.5,h=2+tournament:m=20,h=3",
+};
+
+START_TEST(test_matches_naive)
+{
+    hm_key *k = test_key(11);
+    hm_ctx *ctx = test_ctx(k, specs[_i]);
+    hm_tally *t = tally1(ctx, 0);
+    static naive nv[HM_MAX_CHANNELS];
+    memset(nv, 0, sizeof nv);
+    uint64_t s = 100 + (uint64_t)_i;
+    uint64_t tokens = 0;
+    for (int d = 0; d < 12; d++) {
+        int32_t prompt[40], tok[120];
+        size_t np = (size_t)(d % 3 == 0 ? 0 : 3 + d * 3);
+        size_t n = 20 + (size_t)d * 8;
+        /* a small vocabulary makes repeats, prompt windows and padding
+         * all happen */
+        random_tokens(prompt, np, 6, &s);
+        random_tokens(tok, n, 6, &s);
+        ck_assert_int_eq(hm_tally_add(t, prompt, np, tok, n), HM_OK);
+        for (unsigned c = 0; c < hm_ctx_channels(ctx); c++)
+            naive_add(&nv[c], ctx, c, prompt, np, tok, n);
+        tokens += n;
+    }
+    for (unsigned c = 0; c < hm_ctx_channels(ctx); c++) {
+        hm_result r;
+        ck_assert_int_eq(hm_tally_result(t, 0, c, &r), HM_OK);
+        ck_assert_uint_eq(r.documents, 12);
+        ck_assert_uint_eq(r.tokens, tokens);
+        ck_assert_uint_eq(r.scored, nv[c].n);
+        ck_assert_uint_eq(r.dropped_prompt, nv[c].dropped_prompt);
+        ck_assert_uint_eq(r.padded, nv[c].padded);
+        ck_assert_uint_eq(r.dropped_padded, 0);
+        ck_assert_uint_eq(r.dropped_repeat,
+                          tokens - nv[c].n - nv[c].dropped_prompt);
+        ck_assert_uint_gt(r.dropped_prompt, 0);
+        ck_assert_uint_gt(r.dropped_repeat, 0);
+        ck_assert_double_eq_tol(r.score, nv[c].score, 1e-9);
+        double ref, m;
+        int scheme = hm_ctx_channel_scheme(ctx, c);
+        if (scheme == HM_SCHEME_GUMBEL)
+            ref = hm_log10_sf_gamma((double)r.scored, nv[c].score);
+        else if (scheme == HM_SCHEME_KGW) {
+            ck_assert_int_eq(hm_ctx_channel_param(ctx, c, "green", &m), HM_OK);
+            ref = hm_log10_sf_binom((uint64_t)nv[c].score, r.scored, m);
+        } else {
+            ck_assert_int_eq(hm_ctx_channel_param(ctx, c, "m", &m), HM_OK);
+            ref = hm_log10_sf_binom((uint64_t)nv[c].score,
+                                    r.scored * (uint64_t)m, 0.5);
+        }
+        ck_assert_double_eq_tol(r.log10_p, ref, 1e-9 * (1 + fabs(ref)));
+    }
+    hm_tally_free(t);
+    hm_ctx_free(ctx);
+    hm_key_free(k);
+}
+END_TEST
+
+START_TEST(test_rules)
+{
+    hm_key *k = test_key(12);
+    hm_ctx *ctx = test_ctx(k, "gumbel:h=4");
+    hm_tally *t = tally1(ctx, 0), *ts = tally1(ctx, HM_TALLY_SKIP_PADDED);
+    int32_t tok[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    hm_result r;
+    /* no prompt: the first 4 windows are padded */
+    ck_assert_int_eq(hm_tally_add(t, NULL, 0, tok, 10), HM_OK);
+    ck_assert_int_eq(hm_tally_add(ts, NULL, 0, tok, 10), HM_OK);
+    ck_assert_int_eq(hm_tally_result(t, 0, 0, &r), HM_OK);
+    ck_assert_uint_eq(r.padded, 4);
+    ck_assert_uint_eq(r.scored, 10);
+    ck_assert_int_eq(hm_tally_result(ts, 0, 0, &r), HM_OK);
+    ck_assert_uint_eq(r.padded, 4);
+    ck_assert_uint_eq(r.dropped_padded, 4);
+    ck_assert_uint_eq(r.scored, 6);
+    /* the same document again: every tuple is a repeat */
+    ck_assert_int_eq(hm_tally_add(t, NULL, 0, tok, 10), HM_OK);
+    ck_assert_int_eq(hm_tally_result(t, 0, 0, &r), HM_OK);
+    ck_assert_uint_eq(r.documents, 2);
+    ck_assert_uint_eq(r.scored, 10);
+    ck_assert_uint_eq(r.dropped_repeat, 10);
+    /* windows inside the prompt are excluded; the window ending the
+     * prompt is not inside it */
+    hm_tally_clear(t);
+    int32_t prompt[8] = {1, 2, 3, 4, 5, 9, 9, 9};
+    int32_t gen[3] = {77, 78, 79};
+    /* tokens after (1,2,3,4) and after (9,9,9,77) ... */
+    ck_assert_int_eq(hm_tally_add(t, prompt, 8, gen, 3), HM_OK);
+    ck_assert_int_eq(hm_tally_result(t, 0, 0, &r), HM_OK);
+    ck_assert_uint_eq(r.dropped_prompt, 0);
+    ck_assert_uint_eq(r.scored, 3);
+    int32_t prompt2[6] = {1, 2, 3, 4, 5, 6};
+    int32_t gen2[6] = {1, 2, 3, 4, 99, 1}; /* window 1,2,3,4 is in prompt */
+    ck_assert_int_eq(hm_tally_add(t, prompt2, 6, gen2, 6), HM_OK);
+    ck_assert_int_eq(hm_tally_result(t, 0, 0, &r), HM_OK);
+    ck_assert_uint_eq(r.dropped_prompt, 1);
+    ck_assert_uint_eq(r.scored, 8);
+    ck_assert_uint_eq(r.padded, 0);
+    /* all or nothing: a negative id changes nothing */
+    hm_result before, after;
+    ck_assert_int_eq(hm_tally_result(t, 0, 0, &before), HM_OK);
+    int32_t badtok[3] = {5, -1, 6};
+    ck_assert_int_eq(hm_tally_add(t, NULL, 0, badtok, 3), HM_ERANGE);
+    ck_assert_int_eq(hm_tally_add(t, badtok + 1, 1, tok, 3), HM_ERANGE);
+    ck_assert_int_eq(hm_tally_add(t, NULL, 2, tok, 3), HM_EINVAL);
+    ck_assert_int_eq(hm_tally_result(t, 0, 0, &after), HM_OK);
+    ck_assert_mem_eq(&before, &after, sizeof before);
+    ck_assert_int_eq(hm_tally_result(t, 1, 0, &r), HM_EINVAL);
+    ck_assert_int_eq(hm_tally_result(t, 0, 1, &r), HM_EINVAL);
+    /* an empty tally tests nothing and says p = 1 */
+    hm_tally_clear(t);
+    ck_assert_int_eq(hm_tally_result(t, 0, 0, &r), HM_OK);
+    ck_assert_uint_eq(r.scored, 0);
+    ck_assert_double_eq(r.log10_p, 0);
+    hm_tally_free(t);
+    hm_tally_free(ts);
+    hm_ctx_free(ctx);
+    hm_key_free(k);
+}
+END_TEST
+
+/* ------------------------------------------------------------- merge */
+
+static void save(const hm_tally *t, const char *path)
+{
+    char msg[HM_ERRMSG_SIZE] = "";
+    ck_assert_msg(hm_tally_save(t, path, msg, sizeof msg) == HM_OK, "%s",
+                  msg);
+}
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    static unsigned char buf[1 << 22];
+    *len = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    unsigned char *out = malloc(*len + 1);
+    memcpy(out, buf, *len);
+    return out;
+}
+
+static void same_results(const hm_tally *a, const hm_tally *b)
+{
+    ck_assert_uint_eq(hm_tally_keys(a), hm_tally_keys(b));
+    for (size_t k = 0; k < hm_tally_keys(a); k++)
+        for (unsigned c = 0; c < hm_tally_channels(a); c++) {
+            hm_result ra, rb;
+            ck_assert_int_eq(hm_tally_result(a, k, c, &ra), HM_OK);
+            ck_assert_int_eq(hm_tally_result(b, k, c, &rb), HM_OK);
+            ck_assert_mem_eq(&ra, &rb, sizeof ra);
+        }
+}
+
+START_TEST(test_merge_algebra)
+{
+    hm_key *k1 = test_key(21), *k2 = test_key(22);
+    const char *spec = "kgw:h=1+gumbel:h=4";
+    hm_ctx *ctxs[2] = {NULL, NULL};
+    char msg[HM_ERRMSG_SIZE];
+    ck_assert_int_eq(hm_ctx_new(&ctxs[0], k1, spec, "acme", msg, sizeof msg),
+                     HM_OK);
+    ck_assert_int_eq(hm_ctx_new(&ctxs[1], k2, spec, NULL, msg, sizeof msg),
+                     HM_OK);
+    const hm_ctx *const *cc = (const hm_ctx *const *)ctxs;
+    hm_tally *all, *part[3];
+    ck_assert_int_eq(hm_tally_new(&all, cc, 2, 0, msg, sizeof msg), HM_OK);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(hm_tally_new(&part[i], cc, 2, 0, msg, sizeof msg),
+                         HM_OK);
+    uint64_t s = 5;
+    for (int d = 0; d < 60; d++) {
+        int32_t prompt[10], tok[50];
+        random_tokens(prompt, 10, 40, &s);
+        random_tokens(tok, 50, 40, &s);
+        ck_assert_int_eq(hm_tally_add(all, prompt, 10, tok, 50), HM_OK);
+        /* some documents go to two parts: overlaps must not count twice */
+        int p = (int)(test_rand(&s) % 3);
+        ck_assert_int_eq(hm_tally_add(part[p], prompt, 10, tok, 50), HM_OK);
+        if (d % 7 == 0) {
+            hm_tally *q = part[(p + 1) % 3];
+            ck_assert_int_eq(hm_tally_add(q, prompt, 10, tok, 50), HM_OK);
+            ck_assert_int_eq(hm_tally_add(all, prompt, 10, tok, 50), HM_OK);
+        }
+    }
+    char dir[] = "/tmp/hm-detect-XXXXXX", p1[64], p2[64], p3[64];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(p1, sizeof p1, "%s/a", dir);
+    snprintf(p2, sizeof p2, "%s/b", dir);
+    snprintf(p3, sizeof p3, "%s/c", dir);
+    /* (A+B)+C, A+(B+C) and C+B+A all equal the single tally, bit for
+     * bit, and save to identical bytes */
+    hm_tally *x, *y, *z;
+    ck_assert_int_eq(hm_tally_new(&x, cc, 2, 0, msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_new(&y, cc, 2, 0, msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_new(&z, cc, 2, 0, msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_merge(x, part[0], msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_merge(x, part[1], msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_merge(x, part[2], msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_merge(y, part[1], msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_merge(y, part[2], msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_merge(z, part[0], msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_merge(z, y, msg, sizeof msg), HM_OK);
+    same_results(x, all);
+    same_results(z, all);
+    save(all, p1);
+    save(z, p2);
+    size_t la, lb;
+    unsigned char *a = slurp(p1, &la), *b = slurp(p2, &lb);
+    ck_assert_uint_eq(la, lb);
+    ck_assert_mem_eq(a, b, la);
+    /* load: same results, merges with a live tally, saves identically */
+    hm_tally *l;
+    ck_assert_msg(hm_tally_load(&l, p2, msg, sizeof msg) == HM_OK, "%s", msg);
+    same_results(l, all);
+    ck_assert_str_eq(hm_tally_tenant(l, 0), "acme");
+    ck_assert_str_eq(hm_tally_tenant(l, 1), "");
+    ck_assert_str_eq(hm_tally_fingerprint(l, 0), hm_ctx_fingerprint(ctxs[0]));
+    ck_assert_ptr_null(hm_tally_fingerprint(l, 2));
+    int32_t tok[3] = {1, 2, 3};
+    ck_assert_int_eq(hm_tally_add(l, NULL, 0, tok, 3), HM_ENOTSUP);
+    save(l, p3);
+    free(b);
+    b = slurp(p3, &lb);
+    ck_assert_uint_eq(la, lb);
+    ck_assert_mem_eq(a, b, la);
+    free(a);
+    free(b);
+    /* merging inputs seen before adds no tuple, only counts; merging a
+     * tally with itself doubles its counts */
+    hm_result r0, r1, rp;
+    ck_assert_int_eq(hm_tally_result(l, 1, 1, &r0), HM_OK);
+    ck_assert_int_eq(hm_tally_result(part[1], 1, 1, &rp), HM_OK);
+    ck_assert_int_eq(hm_tally_merge(l, part[1], msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_result(l, 1, 1, &r1), HM_OK);
+    ck_assert_uint_eq(r1.scored, r0.scored);
+    ck_assert_double_eq(r1.score, r0.score);
+    ck_assert_uint_eq(r1.tokens, r0.tokens + rp.tokens);
+    ck_assert_uint_eq(r1.documents, r0.documents + rp.documents);
+    ck_assert_uint_eq(r1.dropped_repeat, r0.dropped_repeat + rp.tokens -
+                                             rp.dropped_prompt);
+    ck_assert_int_eq(hm_tally_merge(l, l, msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_result(l, 1, 1, &r0), HM_OK);
+    ck_assert_uint_eq(r0.scored, r1.scored);
+    ck_assert_uint_eq(r0.tokens, 2 * r1.tokens);
+    hm_tally_free(l);
+
+    /* mismatches are refused with a message */
+    hm_tally *other;
+    hm_ctx *octx = test_ctx(k1, "kgw:h=2+gumbel:h=4");
+    ck_assert_int_eq(hm_tally_new(&other, (const hm_ctx *const *)&octx, 1, 0,
+                                  msg, sizeof msg),
+                     HM_OK);
+    msg[0] = '\0';
+    ck_assert_int_eq(hm_tally_merge(x, other, msg, sizeof msg), HM_EINVAL);
+    ck_assert_msg(strstr(msg, "spec") != NULL, "%s", msg);
+    hm_tally_free(other);
+    hm_ctx *swapped[2] = {ctxs[1], ctxs[0]};
+    ck_assert_int_eq(hm_tally_new(&other, (const hm_ctx *const *)swapped, 2,
+                                  0, msg, sizeof msg),
+                     HM_OK);
+    ck_assert_int_eq(hm_tally_merge(x, other, msg, sizeof msg), HM_EINVAL);
+    ck_assert_msg(strstr(msg, "key 0 differs") != NULL, "%s", msg);
+    hm_tally_free(other);
+    ck_assert_int_eq(hm_tally_new(&other, cc, 2, HM_TALLY_SKIP_PADDED, msg,
+                                  sizeof msg),
+                     HM_OK);
+    ck_assert_int_eq(hm_tally_merge(x, other, msg, sizeof msg), HM_EINVAL);
+    hm_tally_free(other);
+    /* a tally needs one spec */
+    hm_ctx *mixed[2] = {ctxs[0], octx};
+    msg[0] = '\0';
+    ck_assert_int_eq(hm_tally_new(&other, (const hm_ctx *const *)mixed, 2, 0,
+                                  msg, sizeof msg),
+                     HM_EINVAL);
+    ck_assert_msg(strstr(msg, "one spec") != NULL, "%s", msg);
+    hm_ctx_free(octx);
+
+    unlink(p1);
+    unlink(p2);
+    unlink(p3);
+    rmdir(dir);
+    hm_tally_free(x);
+    hm_tally_free(y);
+    hm_tally_free(z);
+    hm_tally_free(all);
+    for (int i = 0; i < 3; i++)
+        hm_tally_free(part[i]);
+    hm_ctx_free(ctxs[0]);
+    hm_ctx_free(ctxs[1]);
+    hm_key_free(k1);
+    hm_key_free(k2);
+}
+END_TEST
+
+/* Damaged files are refused with the file name and the problem. */
+START_TEST(test_bad_files)
+{
+    hm_key *k = test_key(31);
+    hm_ctx *ctx = test_ctx(k, "tournament");
+    hm_tally *t = tally1(ctx, 0), *l = NULL;
+    int32_t tok[30];
+    uint64_t s = 9;
+    random_tokens(tok, 30, 100, &s);
+    ck_assert_int_eq(hm_tally_add(t, NULL, 0, tok, 30), HM_OK);
+    char dir[] = "/tmp/hm-detect-XXXXXX", p[64], q[64], msg[HM_ERRMSG_SIZE];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(p, sizeof p, "%s/t", dir);
+    snprintf(q, sizeof q, "%s/bad", dir);
+    save(t, p);
+    size_t len;
+    unsigned char *data = slurp(p, &len);
+    /* truncated */
+    FILE *f = fopen(q, "wb");
+    fwrite(data, 1, len - 10, f);
+    fclose(f);
+    ck_assert_int_eq(hm_tally_load(&l, q, msg, sizeof msg), HM_EFORMAT);
+    ck_assert_msg(strstr(msg, q) && strstr(msg, "checksum"), "%s", msg);
+    ck_assert_ptr_null(l);
+    /* one flipped bit */
+    data[len / 2] ^= 4;
+    f = fopen(q, "wb");
+    fwrite(data, 1, len, f);
+    fclose(f);
+    ck_assert_int_eq(hm_tally_load(&l, q, msg, sizeof msg), HM_EFORMAT);
+    /* not a tally */
+    f = fopen(q, "wb");
+    fputs("hello\n", f);
+    fclose(f);
+    ck_assert_int_eq(hm_tally_load(&l, q, msg, sizeof msg), HM_EFORMAT);
+    ck_assert_msg(strstr(msg, "not a hallmark tally") != NULL, "%s", msg);
+    /* missing */
+    ck_assert_int_eq(hm_tally_load(&l, "/nonexistent/t", msg, sizeof msg),
+                     HM_EIO);
+    ck_assert_msg(strstr(msg, "/nonexistent/t") != NULL, "%s", msg);
+    /* a failed save leaves nothing behind and no partial file */
+    snprintf(q, sizeof q, "%s/none/t", dir);
+    ck_assert_int_eq(hm_tally_save(t, q, msg, sizeof msg), HM_EIO);
+    ck_assert_msg(strstr(msg, q) != NULL, "%s", msg);
+    free(data);
+    unlink(p);
+    snprintf(q, sizeof q, "%s/bad", dir);
+    unlink(q);
+    ck_assert_int_eq(rmdir(dir), 0); /* empty: no temporary files left */
+    hm_tally_free(t);
+    hm_ctx_free(ctx);
+    hm_key_free(k);
+}
+END_TEST
+
+/* --------------------------------------------------- null and power */
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Under the null (text independent of the key), p-values are uniform
+ * (gumbel) or super-uniform (binomial tests): checked over 400 keys
+ * derived from a public label on the same unwatermarked documents. */
+START_TEST(test_calibration)
+{
+    enum { KEYS = 400 };
+    static hm_key *keys[KEYS];
+    static hm_ctx *ctxs[KEYS];
+    static double p[HM_MAX_CHANNELS][KEYS];
+    const char *spec = "kgw:h=1+gumbel:h=4+kgw:id=b,gamma=0.5,h=3";
+    char msg[HM_ERRMSG_SIZE];
+    for (int i = 0; i < KEYS; i++) {
+        ck_assert_int_eq(hm_key_from_label(&keys[i], "calibration",
+                                           (uint32_t)i),
+                         HM_OK);
+        ck_assert_int_eq(hm_ctx_new(&ctxs[i], keys[i], spec, NULL, msg,
+                                    sizeof msg),
+                         HM_OK);
+    }
+    hm_tally *t;
+    ck_assert_int_eq(hm_tally_new(&t, (const hm_ctx *const *)ctxs, KEYS, 0,
+                                  msg, sizeof msg),
+                     HM_OK);
+    uint64_t s = 77;
+    for (int d = 0; d < 20; d++) {
+        int32_t tok[100];
+        random_tokens(tok, 100, 30000, &s);
+        ck_assert_int_eq(hm_tally_add(t, NULL, 0, tok, 100), HM_OK);
+    }
+    for (unsigned c = 0; c < 3; c++)
+        for (int i = 0; i < KEYS; i++) {
+            hm_result r;
+            ck_assert_int_eq(hm_tally_result(t, (size_t)i, c, &r), HM_OK);
+            ck_assert_uint_eq(r.scored, 2000);
+            p[c][i] = pow(10, r.log10_p);
+        }
+    /* gumbel: KS both ways; 1.63/sqrt(n) is the 1% critical value */
+    qsort(p[1], KEYS, sizeof(double), cmp_d);
+    double dmax = 0;
+    for (int i = 0; i < KEYS; i++) {
+        double a = fabs(p[1][i] - (double)i / KEYS);
+        double b = fabs((double)(i + 1) / KEYS - p[1][i]);
+        dmax = fmax(dmax, fmax(a, b));
+    }
+    ck_assert_msg(dmax < 1.63 / sqrt(KEYS), "gumbel KS D = %g", dmax);
+    /* binomial tests: never too many small p-values (one-sided KS) */
+    for (unsigned c = 0; c < 3; c += 2) {
+        double dp, lp;
+        ck_assert_int_eq(hm_ks_uniform(p[c], KEYS, &dp, &lp), HM_OK);
+        ck_assert_msg(lp > -2, "channel %u: D+ = %g, log10 p = %g", c, dp,
+                      lp);
+        int small = 0;
+        for (int i = 0; i < KEYS; i++)
+            small += p[c][i] <= 0.05;
+        ck_assert_int_le(small, 0.05 * KEYS + 3 * sqrt(0.05 * 0.95 * KEYS));
+    }
+    hm_tally_free(t);
+    for (int i = 0; i < KEYS; i++) {
+        hm_ctx_free(ctxs[i]);
+        hm_key_free(keys[i]);
+    }
+}
+END_TEST
+
+/* Text served through libhallmark is detected under its key and tenant,
+ * and only there: tenant attribution with Holm correction. */
+START_TEST(test_power_and_tenants)
+{
+    enum { TENANTS = 12, LEAK = 7 };
+    hm_key *k = test_key(41);
+    hm_ctx *ctxs[TENANTS];
+    const char *spec = specs[_i];
+    char msg[HM_ERRMSG_SIZE], name[16];
+    for (int i = 0; i < TENANTS; i++) {
+        snprintf(name, sizeof name, "tenant-%d", i);
+        ck_assert_int_eq(hm_ctx_new(&ctxs[i], k, spec, name, msg, sizeof msg),
+                         HM_OK);
+    }
+    hm_tally *t;
+    ck_assert_int_eq(hm_tally_new(&t, (const hm_ctx *const *)ctxs, TENANTS,
+                                  0, msg, sizeof msg),
+                     HM_OK);
+    uint64_t s = 3;
+    for (int d = 0; d < 4; d++) {
+        int32_t prompt[8], tok[100];
+        random_tokens(prompt, 8, V, &s);
+        generate(ctxs[LEAK], prompt, 8, tok, 100, &s);
+        ck_assert_int_eq(hm_tally_add(t, prompt, 8, tok, 100), HM_OK);
+    }
+    unsigned c = hm_ctx_channels(ctxs[0]) - 1; /* the last channel */
+    double lp[TENANTS], adj[TENANTS];
+    for (int i = 0; i < TENANTS; i++) {
+        hm_result r;
+        ck_assert_int_eq(hm_tally_result(t, (size_t)i, c, &r), HM_OK);
+        lp[i] = r.log10_p;
+    }
+    ck_assert_int_eq(hm_log10_adjust(lp, adj, TENANTS, HM_ADJUST_HOLM),
+                     HM_OK);
+    for (int i = 0; i < TENANTS; i++)
+        if (i == LEAK)
+            ck_assert_msg(adj[i] < -6, "%s: leaking tenant log10 p %g", spec,
+                          adj[i]);
+        else
+            ck_assert_msg(adj[i] > -3, "%s: tenant %d log10 p %g", spec, i,
+                          adj[i]);
+    hm_tally_free(t);
+    for (int i = 0; i < TENANTS; i++)
+        hm_ctx_free(ctxs[i]);
+    hm_key_free(k);
+}
+END_TEST
+
+/* ------------------------------------------------- multiple testing */
+
+START_TEST(test_adjust)
+{
+    /* p = 0.01, 0.04, 0.03, 0.5 */
+    const double p[4] = {0.01, 0.04, 0.03, 0.5};
+    double in[4], out[4];
+    for (int i = 0; i < 4; i++)
+        in[i] = log10(p[i]);
+    ck_assert_int_eq(hm_log10_adjust(in, out, 4, HM_ADJUST_BONFERRONI),
+                     HM_OK);
+    const double bonf[4] = {0.04, 0.16, 0.12, 1};
+    for (int i = 0; i < 4; i++)
+        ck_assert_double_eq_tol(out[i], log10(bonf[i]), 1e-12);
+    ck_assert_int_eq(hm_log10_adjust(in, out, 4, HM_ADJUST_SIDAK), HM_OK);
+    for (int i = 0; i < 4; i++)
+        ck_assert_double_eq_tol(out[i], log10(1 - pow(1 - p[i], 4)), 1e-12);
+    /* Holm: sorted 0.01, 0.03, 0.04, 0.5 times 4, 3, 2, 1 = 0.04, 0.09,
+     * 0.08 -> 0.09 (monotone), 0.5 */
+    ck_assert_int_eq(hm_log10_adjust(in, out, 4, HM_ADJUST_HOLM), HM_OK);
+    const double holm[4] = {0.04, 0.09, 0.09, 0.5};
+    for (int i = 0; i < 4; i++)
+        ck_assert_double_eq_tol(out[i], log10(holm[i]), 1e-12);
+    /* far below 1e-300 */
+    double tiny[2] = {-5000, -0.1};
+    ck_assert_int_eq(hm_log10_adjust(tiny, out, 2, HM_ADJUST_SIDAK), HM_OK);
+    ck_assert_double_eq_tol(out[0], -5000 + log10(2), 1e-9);
+    ck_assert_int_eq(hm_log10_adjust(tiny, tiny, 2, HM_ADJUST_HOLM), HM_OK);
+    ck_assert_double_eq_tol(tiny[0], -5000 + log10(2), 1e-9);
+    ck_assert_double_eq_tol(tiny[1], -0.1, 1e-12);
+    double badp[1] = {0.5};
+    ck_assert_int_eq(hm_log10_adjust(badp, out, 1, HM_ADJUST_HOLM), HM_EINVAL);
+    ck_assert_int_eq(hm_log10_adjust(in, out, 4, 99), HM_EINVAL);
+}
+END_TEST
+
+START_TEST(test_ks)
+{
+    double d, lp;
+    /* n = 1: D+ = 1 - p and P[D+ >= d] = 1 - d */
+    double one[1] = {0.3};
+    ck_assert_int_eq(hm_ks_uniform(one, 1, &d, &lp), HM_OK);
+    ck_assert_double_eq_tol(d, 0.7, 1e-15);
+    ck_assert_double_eq_tol(lp, log10(0.3), 1e-12);
+    /* n = 2, p = (0.1, 0.2): D+ = max(0.5-0.1, 1-0.2) = 0.8;
+     * P = 0.8 [(0.2)^2 (0.8)^-1 + 2 (0.2 - 0.5 + ... )] by the formula
+     * with j = 0 only (floor(2*0.2) = 0): 0.8 * 0.2^2 / 0.8 = 0.04 */
+    double two[2] = {0.2, 0.1};
+    ck_assert_int_eq(hm_ks_uniform(two, 2, &d, &lp), HM_OK);
+    ck_assert_double_eq_tol(d, 0.8, 1e-15);
+    ck_assert_double_eq_tol(lp, log10(0.04), 1e-12);
+    /* calibration: under uniform p the KS p-value is uniform itself */
+    uint64_t s = 1;
+    int small = 0;
+    for (int rep = 0; rep < 2000; rep++) {
+        double u[50];
+        for (int i = 0; i < 50; i++)
+            u[i] = test_uniform(&s);
+        ck_assert_int_eq(hm_ks_uniform(u, 50, &d, &lp), HM_OK);
+        small += lp <= log10(0.05);
+    }
+    ck_assert_msg(abs(small - 100) < 40, "%d of 2000 below 0.05", small);
+    /* and p-values that are too small are caught */
+    double skew[50];
+    for (int i = 0; i < 50; i++)
+        skew[i] = pow(test_uniform(&s), 2);
+    ck_assert_int_eq(hm_ks_uniform(skew, 50, &d, &lp), HM_OK);
+    ck_assert_double_lt(lp, -2);
+    double bad[2] = {0.5, 1.5};
+    ck_assert_int_eq(hm_ks_uniform(bad, 2, &d, &lp), HM_EINVAL);
+}
+END_TEST
+
+START_TEST(test_label_keys)
+{
+    unsigned char md[32];
+    const char *msg = "hallmark/v1/self-check/public label/7";
+    ck_assert_int_eq(
+        EVP_Digest(msg, strlen(msg), md, NULL, EVP_sha256(), NULL), 1);
+    hm_key *a, *b, *c;
+    ck_assert_int_eq(hm_key_from_label(&a, "public label", 7), HM_OK);
+    ck_assert_int_eq(hm_key_from_bytes(&b, md, 32), HM_OK);
+    ck_assert_int_eq(hm_key_from_label(&c, "public label", 8), HM_OK);
+    char fa[HM_FINGERPRINT_SIZE], fb[HM_FINGERPRINT_SIZE],
+        fc[HM_FINGERPRINT_SIZE];
+    ck_assert_int_eq(hm_key_fingerprint(a, fa, sizeof fa), HM_OK);
+    ck_assert_int_eq(hm_key_fingerprint(b, fb, sizeof fb), HM_OK);
+    ck_assert_int_eq(hm_key_fingerprint(c, fc, sizeof fc), HM_OK);
+    ck_assert_str_eq(fa, fb);
+    ck_assert_str_ne(fa, fc);
+    ck_assert_int_eq(hm_key_from_label(NULL, "x", 1), HM_EINVAL);
+    ck_assert_int_eq(hm_key_from_label(&c, NULL, 1), HM_EINVAL);
+    hm_key_free(a);
+    hm_key_free(b);
+    hm_key_free(c);
+}
+END_TEST
+
+static Suite *detect_suite(void)
+{
+    Suite *s = suite_create("detect");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_matches_naive, 0,
+                        (int)(sizeof specs / sizeof *specs));
+    tcase_add_test(tc, test_rules);
+    tcase_add_test(tc, test_merge_algebra);
+    tcase_add_test(tc, test_bad_files);
+    tcase_add_test(tc, test_calibration);
+    tcase_add_loop_test(tc, test_power_and_tenants, 0,
+                        (int)(sizeof specs / sizeof *specs));
+    tcase_add_test(tc, test_adjust);
+    tcase_add_test(tc, test_ks);
+    tcase_add_test(tc, test_label_keys);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return test_run(detect_suite());
+}
