@@ -5,7 +5,11 @@
 #ifndef HM_CLI_H
 #define HM_CLI_H
 
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+
+#include <openssl/evp.h>
 
 #include "hallmark.h"
 
@@ -21,5 +25,59 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cmd_keygen(int argc, char **argv);
 int cmd_fingerprint(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
+
+/* One suspect document: token ids, the prompt when known, and a name. */
+typedef struct cli_doc {
+    int32_t *prompt, *tokens;
+    size_t n_prompt, cap_prompt, n_tokens, cap_tokens;
+    char id[256];
+    const char *file;
+    unsigned long line;
+} cli_doc;
+
+/* A JSON Lines input: records {"tokens": [...], "prompt_tokens": [...],
+ * "id": ...}; its SHA-256 is computed while reading. */
+typedef struct cli_input {
+    const char *path, *name;
+    FILE *f;
+    int is_stdin;
+    unsigned long line;
+    unsigned long long records;
+    long long vocab; /* > 0: ids must be below it */
+    EVP_MD_CTX *md;
+    char *buf;
+    size_t cap;
+    unsigned char sha256[32];
+    char sha256_hex[65];
+} cli_input;
+
+int cli_input_open(cli_input *in, const char *path, long long vocab);
+/* 1: a document, 0: end of input, -1: error (message printed). */
+int cli_input_next(cli_input *in, cli_doc *doc);
+/* Closes and finalises sha256_hex (read to the end first). */
+void cli_input_close(cli_input *in);
+void cli_doc_free(cli_doc *doc);
+int cli_is_tally(const char *path);
+
+int cli_open_key(const char *path, hm_key **key, char *fingerprint);
+int cli_make_ctx(const hm_key *key, const char *spec, const char *tenant,
+                 hm_ctx **ctx);
+int cli_add_scheme(char *spec, size_t cap, const char *s);
+int cli_write_atomic(const char *path, const char *data, size_t len);
+int cli_parse_double(const char *opt, const char *s, double lo, double hi,
+                     double *out);
+int cli_parse_ll(const char *opt, const char *s, long long lo, long long hi,
+                 long long *out);
+
+typedef struct cli_buf {
+    char *data;
+    size_t len, cap;
+} cli_buf;
+int cli_buf_printf(cli_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void cli_buf_free(cli_buf *b);
 
 #endif

@@ -121,10 +121,54 @@ static int verify(const hm_ctx *ctx, const int32_t *prompt, const int32_t *gen,
     return HM_OK;
 }
 
+/* Serve docs documents under a key file and write them as JSON Lines. */
+static int serve_jsonl(const char *keyfile, const char *spec,
+                       const char *tenant, int docs, int n, float temperature,
+                       uint64_t rng, const char *output)
+{
+    hm_key *key = NULL;
+    hm_ctx *ctx = NULL;
+    int32_t prompt[DEMO_PROMPT], *gen = malloc(sizeof(int32_t) * (size_t)n);
+    cli_buf out = {0};
+    int status = EXIT_TROUBLE, marked;
+    if (gen == NULL || cli_open_key(keyfile, &key, NULL) != 0 ||
+        cli_make_ctx(key, spec, tenant, &ctx) != 0)
+        goto done;
+    for (int d = 0; d < docs; d++) {
+        for (int i = 0; i < DEMO_PROMPT; i++)
+            prompt[i] = (int32_t)(demo_rng(&rng) % DEMO_VOCAB);
+        int rc = serve(ctx, prompt, gen, n, temperature, &rng, &marked);
+        if (rc != HM_OK) {
+            cli_error("demo: %s", hm_strerror(rc));
+            goto done;
+        }
+        cli_buf_printf(&out, "{\"id\": \"doc-%d\", \"prompt_tokens\": [", d);
+        for (int i = 0; i < DEMO_PROMPT; i++)
+            cli_buf_printf(&out, "%s%d", i ? ", " : "", prompt[i]);
+        cli_buf_printf(&out, "], \"tokens\": [");
+        for (int i = 0; i < n; i++)
+            cli_buf_printf(&out, "%s%d", i ? ", " : "", gen[i]);
+        if (cli_buf_printf(&out, "]}\n") != 0) {
+            cli_error("demo: out of memory");
+            goto done;
+        }
+    }
+    if (cli_write_atomic(output, out.data, out.len) == 0)
+        status = 0;
+done:
+    cli_buf_free(&out);
+    free(gen);
+    hm_ctx_free(ctx);
+    hm_key_free(key);
+    return status;
+}
+
 static void demo_usage(FILE *out)
 {
     fprintf(out,
             "usage: hallmark demo [--tokens N] [--temperature T] [--seed S]\n"
+            "       hallmark demo --key KEYFILE [--scheme SPEC] [--tenant ID]\n"
+            "                     [--documents D] [--tokens N] -o OUT.jsonl\n"
             "\n"
             "Serve text from a toy teacher through libhallmark with each scheme\n"
             "(kgw, gumbel, tournament) under a fresh key, then verify it with\n"
@@ -133,7 +177,15 @@ static void demo_usage(FILE *out)
             "  -n, --tokens N        tokens per response (default 200, max 4096)\n"
             "  -t, --temperature T   sampling temperature (default 0.9)\n"
             "  -s, --seed S          seed of the sampler's uniforms (default 1)\n"
-            "  -h, --help            show this help\n");
+            "  -h, --help            show this help\n"
+            "\n"
+            "With -o, serve D documents (default 10) under KEYFILE instead and write\n"
+            "them as JSON Lines records for 'hallmark verify' and 'hallmark audit':\n"
+            "  -k, --key FILE        master key file (mode 0600)\n"
+            "  -S, --scheme SPEC     channels to serve with (default gumbel)\n"
+            "  -T, --tenant ID       tenant whose subkeys to use\n"
+            "  -d, --documents D     number of documents\n"
+            "  -o, --output FILE     JSON Lines output, written atomically\n");
 }
 
 int cmd_demo(int argc, char **argv)
@@ -142,6 +194,11 @@ int cmd_demo(int argc, char **argv)
         {"tokens", required_argument, NULL, 'n'},
         {"temperature", required_argument, NULL, 't'},
         {"seed", required_argument, NULL, 's'},
+        {"key", required_argument, NULL, 'k'},
+        {"scheme", required_argument, NULL, 'S'},
+        {"tenant", required_argument, NULL, 'T'},
+        {"documents", required_argument, NULL, 'd'},
+        {"output", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     static const char *const schemes[] = {"kgw", "gumbel", "tournament"};
@@ -150,8 +207,28 @@ int cmd_demo(int argc, char **argv)
     uint64_t rng = 1;
     char *end;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "n:t:s:h", opts, NULL)) != -1) {
+    const char *keyfile = NULL, *spec = "gumbel", *tenant = NULL,
+               *output = NULL;
+    long long docs = 10;
+    while ((c = getopt_long(argc, argv, "n:t:s:k:S:T:d:o:h", opts, NULL)) !=
+           -1) {
         switch (c) {
+        case 'k':
+            keyfile = optarg;
+            break;
+        case 'S':
+            spec = optarg;
+            break;
+        case 'T':
+            tenant = optarg;
+            break;
+        case 'd':
+            if (cli_parse_ll("--documents", optarg, 1, 1000000, &docs) != 0)
+                return EXIT_TROUBLE;
+            break;
+        case 'o':
+            output = optarg;
+            break;
         case 'n':
             n = (int)strtol(optarg, &end, 10);
             if (*end || n < 1 || n > 4096) {
@@ -184,6 +261,14 @@ int cmd_demo(int argc, char **argv)
     if (optind != argc) {
         demo_usage(stderr);
         return EXIT_TROUBLE;
+    }
+    if (output != NULL || keyfile != NULL) {
+        if (output == NULL || keyfile == NULL) {
+            cli_error("demo: --key and -o go together");
+            return EXIT_TROUBLE;
+        }
+        return serve_jsonl(keyfile, spec, tenant, (int)docs, n,
+                           (float)temperature, rng, output);
     }
 
     hm_key *key = NULL, *other = NULL;

@@ -1,0 +1,147 @@
+#!/bin/bash
+# CLI tests of verify, audit and merge: verdicts and exit codes, reports,
+# exact merging of split audits, and every kind of bad input.
+set -u
+HM_SRCDIR=${HM_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
+HM_BUILDDIR=${HM_BUILDDIR:-$HM_SRCDIR}
+HM="$HM_BUILDDIR/hallmark"
+T=$(mktemp -d /tmp/hm-verify-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+expect() {
+    local want=$1 what=$2
+    shift 3
+    "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" -eq "$want" ]; then ok; else
+        bad "$what: exit $got, wanted $want"; sed 's/^/  | /' "$T/err"; fi
+}
+contains() {
+    if grep -q -- "$2" "$1"; then ok; else bad "$3: no '$2' in $(basename "$1")"; sed 's/^/  | /' "$1" | head -20; fi
+}
+absent() { [ ! -e "$1" ] && ok || bad "$2: $1 exists"; }
+
+SPEC=kgw:h=1+gumbel:h=4
+"$HM" keygen -o "$T/k" >/dev/null || bad keygen
+"$HM" keygen -o "$T/other" >/dev/null || bad keygen
+expect 0 "serve ours" -- "$HM" demo --key "$T/k" --scheme $SPEC --documents 6 --tokens 80 -o "$T/ours.jsonl"
+expect 0 "serve theirs" -- "$HM" demo --key "$T/other" --scheme $SPEC --documents 6 --tokens 80 -o "$T/theirs.jsonl"
+expect 0 "serve tenant" -- "$HM" demo --key "$T/k" --scheme $SPEC --tenant acme --documents 4 --tokens 80 --seed 9 -o "$T/acme.jsonl"
+
+for c in verify audit merge; do
+    expect 0 "$c --help" -- "$HM" $c --help
+    contains "$T/out" "usage: hallmark $c" "$c usage"
+    expect 2 "$c bad option" -- "$HM" $c --bogus
+done
+
+# ---- verify: one verdict per document, exit 1 when any is watermarked
+expect 1 "verify ours" -- "$HM" verify --key "$T/k" --scheme $SPEC "$T/ours.jsonl"
+[ "$(grep -c WATERMARKED "$T/out")" -eq 6 ] && ok || bad "verify: not every served document detected"
+contains "$T/out" "hmk1-" "verify names the key fingerprint"
+expect 0 "verify innocent" -- "$HM" verify --key "$T/k" --scheme $SPEC "$T/theirs.jsonl"
+[ "$(grep -c 'no evidence' "$T/out")" -eq 6 ] && ok || bad "verify: innocent text flagged"
+expect 0 "verify wrong tenant" -- "$HM" verify --key "$T/k" --scheme $SPEC --tenant other "$T/acme.jsonl"
+expect 1 "verify right tenant" -- "$HM" verify --key "$T/k" --scheme $SPEC --tenant acme "$T/acme.jsonl"
+expect 1 "verify --json from stdin" -- "$HM" verify --json --key "$T/k" --scheme kgw:h=1 --scheme gumbel:h=4 - <"$T/ours.jsonl"
+[ "$(wc -l <"$T/out")" -eq 6 ] && ok || bad "verify --json: one line per document"
+contains "$T/out" '"detected":true' "verify --json verdict"
+contains "$T/out" '"dropped_repeat":' "verify --json counts"
+grep -q "$(grep -v '^#' "$T/k" | sed -n 2p)" "$T/out" "$T/err" && bad "key material printed" || ok
+expect 0 "verify --alpha tiny" -- "$HM" verify --alpha 1e-300 --key "$T/k" --scheme $SPEC "$T/ours.jsonl"
+
+# ---- bad input: file:line: problem, exit 2, nothing on stdout
+printf '{"tokens": [1, 2, 3]}\n{"tokens": [1, 2,\n' >"$T/broken.jsonl"
+expect 2 "malformed JSON" -- "$HM" verify --key "$T/k" "$T/ours.jsonl" "$T/broken.jsonl"
+contains "$T/err" "$T/broken.jsonl:2: invalid JSON" "malformed JSON message"
+[ -s "$T/out" ] && bad "output printed despite an error" || ok
+printf '{"tokens": [1, 2, 99999]}\n' >"$T/oov.jsonl"
+expect 2 "unknown token id" -- "$HM" verify --key "$T/k" --vocab-size 8192 "$T/oov.jsonl"
+contains "$T/err" "oov.jsonl:1: 'tokens'\[2\]: unknown token id 99999" "unknown id message"
+printf '{"tokens": [1, -2]}\n' >"$T/neg.jsonl"
+expect 2 "negative token id" -- "$HM" verify --key "$T/k" "$T/neg.jsonl"
+contains "$T/err" "neg.jsonl:1:" "negative id message"
+printf '[1, 2]\n' >"$T/arr.jsonl"
+expect 2 "record not an object" -- "$HM" verify --key "$T/k" "$T/arr.jsonl"
+printf '{"text": "hello"}\n' >"$T/text.jsonl"
+expect 2 "text without tokenizer" -- "$HM" verify --key "$T/k" "$T/text.jsonl"
+contains "$T/err" "text.jsonl:1: 'text' records need a tokenizer" "text message"
+printf '{"tokens": [1], "tokens": [2]}\n' >"$T/dup.jsonl"
+expect 2 "duplicate field" -- "$HM" verify --key "$T/k" "$T/dup.jsonl"
+expect 2 "missing input" -- "$HM" verify --key "$T/k" "$T/absent.jsonl"
+contains "$T/err" "$T/absent.jsonl: No such file" "missing input message"
+expect 2 "missing key" -- "$HM" verify --key "$T/absent" "$T/ours.jsonl"
+cp "$T/k" "$T/open"; chmod 644 "$T/open"
+expect 2 "world-readable key" -- "$HM" verify --key "$T/open" "$T/ours.jsonl"
+contains "$T/err" "permissions 0644" "permission message"
+printf 'hallmark-key v1\nzz\n' >"$T/badkey"; chmod 600 "$T/badkey"
+expect 2 "malformed key" -- "$HM" verify --key "$T/badkey" "$T/ours.jsonl"
+contains "$T/err" "$T/badkey:2:" "malformed key message"
+expect 2 "bad scheme" -- "$HM" verify --key "$T/k" --scheme nope "$T/ours.jsonl"
+expect 2 "bad alpha" -- "$HM" verify --key "$T/k" --alpha 2 "$T/ours.jsonl"
+expect 2 "no key" -- "$HM" verify "$T/ours.jsonl"
+expect 2 "no input" -- "$HM" verify --key "$T/k"
+printf '\n\n{"tokens": []}\n' >"$T/empty.jsonl"
+expect 0 "blank lines and empty records" -- "$HM" verify --key "$T/k" "$T/empty.jsonl"
+
+# ---- audit: report files, verdict, self-check, tenants
+expect 1 "audit ours" -- "$HM" audit --key "$T/k" --scheme $SPEC -o "$T/rep" "$T/ours.jsonl" "$T/theirs.jsonl"
+for f in rep.json rep.html; do [ -s "$T/$f" ] && ok || bad "audit wrote no $f"; done
+contains "$T/rep.json" '"verdict": "watermark detected"' "audit verdict"
+contains "$T/rep.json" "$(sha256sum "$T/ours.jsonl" | cut -d' ' -f1)" "audit records input SHA-256"
+contains "$T/rep.json" '"fingerprint": "hmk1-' "audit records the fingerprint"
+contains "$T/rep.json" '"prf_version": 1' "audit records the PRF version"
+contains "$T/rep.json" '"calibrated": true' "audit self-check"
+contains "$T/rep.json" '"dropped_repeat"' "audit counts"
+contains "$T/rep.html" "<svg" "HTML plots"
+grep -q "$(grep -v '^#' "$T/k" | sed -n 2p)" "$T/rep.json" "$T/rep.html" && bad "key material in report" || ok
+expect 0 "audit innocent" -- "$HM" audit --key "$T/k" --scheme $SPEC -o "$T/inn.json" "$T/theirs.jsonl"
+contains "$T/inn.json" '"verdict": "no evidence"' "innocent verdict"
+printf '# tenants\nalpha\nacme\n\nbeta\n' >"$T/tenants"
+expect 1 "audit tenants" -- "$HM" audit --key "$T/k" --scheme $SPEC --tenants "$T/tenants" --self-check 8 -o "$T/ten" "$T/acme.jsonl"
+tr -d ' \n' <"$T/ten.json" >"$T/ten.flat"
+contains "$T/ten.flat" '"tenant":"acme","channels"' "tenant listed"
+grep -o '"tenant":"[a-z]*"[^]]*][^}]*"detected":[a-z]*' "$T/ten.flat" | sed 's/.*"tenant":"\([a-z]*\)".*"detected":\([a-z]*\)/\1 \2/' >"$T/det"
+[ "$(grep -c true "$T/det")" -eq 1 ] && grep -q "acme true" "$T/det" && ok || { bad "tenant attribution"; cat "$T/det"; }
+printf 'a\na\n' >"$T/duptenants"
+expect 2 "duplicate tenant" -- "$HM" audit --key "$T/k" --tenants "$T/duptenants" -o "$T/x" "$T/ours.jsonl"
+contains "$T/err" "duptenants:2: duplicate tenant 'a'" "duplicate tenant message"
+# an error leaves no report, and an old report is kept whole
+cp "$T/rep.json" "$T/keep.json"
+expect 2 "audit with a bad input" -- "$HM" audit --key "$T/k" --scheme $SPEC -o "$T/rep" "$T/ours.jsonl" "$T/broken.jsonl"
+cmp -s "$T/rep.json" "$T/keep.json" && ok || bad "failed audit touched the old report"
+expect 2 "audit bad input, new name" -- "$HM" audit --key "$T/k" -o "$T/none" "$T/broken.jsonl"
+absent "$T/none.json" "failed audit"; absent "$T/none.html" "failed audit"
+ls "$T" | grep -q 'tmp-' && bad "temporary files left behind" || ok
+expect 2 "audit without -o" -- "$HM" audit --key "$T/k" "$T/ours.jsonl"
+
+# ---- merge: split audits merge to exactly the whole
+head -n 3 "$T/ours.jsonl" >"$T/p1.jsonl"; tail -n +3 "$T/ours.jsonl" >"$T/p2.jsonl"  # line 3 in both
+cat "$T/theirs.jsonl" >>"$T/p2.jsonl"
+A="--key $T/k --scheme $SPEC --self-check 4"
+expect 1 "audit whole" -- "$HM" audit $A --save-tally "$T/whole.tally" -o "$T/w" "$T/p1.jsonl" "$T/p2.jsonl"
+expect 1 "audit part 1" -- "$HM" audit $A --save-tally "$T/t1" -o "$T/r1" "$T/p1.jsonl"
+expect 1 "audit part 2" -- "$HM" audit $A --save-tally "$T/t2" -o "$T/r2" "$T/p2.jsonl"
+expect 0 "merge" -- "$HM" merge -o "$T/merged.tally" "$T/t2" "$T/t1"
+cmp -s "$T/merged.tally" "$T/whole.tally" && ok || bad "merged tally differs from the whole audit's"
+expect 1 "audit from tallies" -- "$HM" audit $A -o "$T/fromtally" "$T/t1" "$T/t2"
+sed -n '/"counts"/,/"curve"/p' "$T/w.json" >"$T/c1"
+sed -n '/"counts"/,/"curve"/p' "$T/fromtally.json" >"$T/c2"
+cmp -s "$T/c1" "$T/c2" && ok || { bad "report from merged tallies differs"; diff "$T/c1" "$T/c2" | head; }
+"$HM" audit --key "$T/other" --scheme $SPEC --self-check 4 --save-tally "$T/t3" -o "$T/r3" "$T/p1.jsonl" >/dev/null
+expect 2 "merge different keys" -- "$HM" merge -o "$T/m2" "$T/t1" "$T/t3"
+contains "$T/err" "cannot merge" "merge mismatch message"
+absent "$T/m2" "failed merge"
+"$HM" audit --key "$T/k" --scheme gumbel --self-check 4 --save-tally "$T/t4" -o "$T/r4" "$T/p1.jsonl" >/dev/null
+expect 2 "merge different specs" -- "$HM" merge -o "$T/m2" "$T/t1" "$T/t4"
+contains "$T/err" "different specs" "spec mismatch message"
+expect 2 "audit tally with other params" -- "$HM" audit $A -o "$T/x" "$T/t4"
+head -c 200 "$T/t1" >"$T/trunc"
+expect 2 "merge truncated tally" -- "$HM" merge -o "$T/m2" "$T/t1" "$T/trunc"
+contains "$T/err" "checksum mismatch" "truncated tally message"
+expect 2 "merge missing tally" -- "$HM" merge -o "$T/m2" "$T/t1" "$T/nope"
+expect 2 "merge without -o" -- "$HM" merge "$T/t1"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

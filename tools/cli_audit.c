@@ -1,0 +1,751 @@
+/*
+ * cli_audit.c - hallmark audit: the corpus-level ("radioactivity") test
+ * of a suspect model's outputs, with global dedup, per-tenant attribution
+ * under family-wise error control, a self-check with never-deployed keys,
+ * and a self-describing report (JSON and HTML) written atomically.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+
+#define DEFAULT_SPEC "gumbel"
+#define DEFAULT_SELF_CHECK 32
+#define DEFAULT_LABEL "hallmark audit self-check"
+#define MAX_TENANTS 10000
+#define MAX_POINTS 200
+
+static void audit_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: hallmark audit --key KEYFILE [--scheme SPEC]... "
+            "[OPTIONS] -o REPORT FILE...\n"
+            "\n"
+            "Test a suspect model's outputs as one corpus for the watermark "
+            "of KEYFILE:\n"
+            "every (window, token) tuple once across all inputs, per tenant, "
+            "with a\n"
+            "self-check on never-deployed keys.  Writes REPORT.json and "
+            "REPORT.html.\n"
+            "FILE is JSON Lines of token ids (as for verify) or a tally "
+            "file; '-' is\n"
+            "standard input.\n"
+            "\n"
+            "  -k, --key FILE          master key file (mode 0600)\n"
+            "  -s, --scheme SPEC       channel spec as served (default "
+            "%s)\n"
+            "  -T, --tenants FILE      tenant ids, one per line: attribute "
+            "the leak\n"
+            "      --correction M      holm (default), bonferroni or sidak "
+            "over tenants\n"
+            "  -R, --self-check R      never-deployed keys to test "
+            "(default %d, 0: off)\n"
+            "      --self-check-label L  their public label (default "
+            "'%s')\n"
+            "  -a, --alpha A           significance level (default 1e-3)\n"
+            "      --vocab-size N      reject token ids >= N\n"
+            "      --skip-padded       do not score windows reaching before "
+            "a document\n"
+            "      --save-tally FILE   also write the tally, for 'hallmark "
+            "merge'\n"
+            "  -o, --output REPORT     report name (REPORT.json, "
+            "REPORT.html)\n"
+            "  -h, --help              this help\n"
+            "\n"
+            "Exit status: 0 no evidence at alpha (or an uncalibrated "
+            "self-check),\n"
+            "1 watermark detected, 2 error (then no report is written).\n",
+            DEFAULT_SPEC, DEFAULT_SELF_CHECK, DEFAULT_LABEL);
+}
+
+/* ------------------------------------------------------------ tenants */
+
+static int read_tenants(const char *path, char ***out, size_t *n)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    unsigned long no = 0;
+    ssize_t len;
+    *out = NULL;
+    *n = 0;
+    if (f == NULL) {
+        cli_error("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    char **list = calloc(MAX_TENANTS, sizeof *list);
+    int rc = list ? 0 : -1;
+    while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
+        no++;
+        while (len > 0 && strchr("\r\n \t", line[len - 1]))
+            line[--len] = '\0';
+        char *s = line;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (*s == '\0' || *s == '#')
+            continue;
+        if (strlen(s) > 255) {
+            cli_error("%s:%lu: tenant id longer than 255 bytes", path, no);
+            rc = -1;
+        } else if (*n == MAX_TENANTS) {
+            cli_error("%s:%lu: more than %d tenants", path, no, MAX_TENANTS);
+            rc = -1;
+        } else {
+            for (size_t i = 0; i < *n && rc == 0; i++)
+                if (strcmp(list[i], s) == 0) {
+                    cli_error("%s:%lu: duplicate tenant '%s'", path, no, s);
+                    rc = -1;
+                }
+            if (rc == 0 && (list[*n] = strdup(s)) == NULL)
+                rc = -1;
+            if (rc == 0)
+                (*n)++;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        cli_error("%s: read error", path);
+        rc = -1;
+    }
+    if (rc == 0 && *n == 0) {
+        cli_error("%s: no tenants", path);
+        rc = -1;
+    }
+    free(line);
+    fclose(f);
+    *out = list;
+    return rc;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static const char *scheme_name(int s)
+{
+    return s == HM_SCHEME_GUMBEL ? "gumbel"
+           : s == HM_SCHEME_KGW  ? "kgw"
+                                 : "tournament";
+}
+
+/* A key's p-value over its channels (Bonferroni across channels). */
+static double key_log10p(const hm_tally *t, size_t k, unsigned nch)
+{
+    double best = 0;
+    for (unsigned c = 0; c < nch; c++) {
+        hm_result r;
+        if (hm_tally_result(t, k, c, &r) == HM_OK && r.log10_p < best)
+            best = r.log10_p;
+    }
+    best += log10((double)nch);
+    return best < 0 ? best : 0;
+}
+
+static void html_escape(cli_buf *b, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<':
+            cli_buf_printf(b, "&lt;");
+            break;
+        case '>':
+            cli_buf_printf(b, "&gt;");
+            break;
+        case '&':
+            cli_buf_printf(b, "&amp;");
+            break;
+        case '"':
+            cli_buf_printf(b, "&quot;");
+            break;
+        default:
+            cli_buf_printf(b, "%c", *s);
+        }
+    }
+}
+
+typedef struct point {
+    double scored;
+    double *lp; /* per tenant */
+} point;
+
+typedef struct audit {
+    size_t n_tenants, n_self;
+    char **tenants;
+    const char *label;
+    unsigned nch;
+    hm_tally *t;
+    point pts[MAX_POINTS];
+    size_t n_pts;
+    double next;
+} audit;
+
+static void checkpoint(audit *a, int force)
+{
+    hm_result r;
+    if (hm_tally_result(a->t, 0, 0, &r) != HM_OK)
+        return;
+    double s = (double)r.scored;
+    if (!force && s < a->next)
+        return;
+    if (a->n_pts == MAX_POINTS || (a->n_pts && a->pts[a->n_pts - 1].scored == s))
+        return;
+    double *lp = malloc(a->n_tenants * sizeof *lp);
+    if (lp == NULL)
+        return;
+    for (size_t k = 0; k < a->n_tenants; k++)
+        lp[k] = key_log10p(a->t, k, a->nch);
+    a->pts[a->n_pts].scored = s;
+    a->pts[a->n_pts].lp = lp;
+    a->n_pts++;
+    a->next = s < 64 ? 64 : s * 1.25;
+}
+
+/* ------------------------------------------------------------- report */
+
+static const char *corr_name(int m)
+{
+    return m == HM_ADJUST_HOLM         ? "holm"
+           : m == HM_ADJUST_BONFERRONI ? "bonferroni"
+                                       : "sidak";
+}
+
+static void svg_curve(cli_buf *b, const audit *a, double alpha)
+{
+    const double W = 640, H = 300, L = 60, B = 40;
+    double xmax = 1, ymin = -3;
+    for (size_t i = 0; i < a->n_pts; i++) {
+        xmax = fmax(xmax, log10(fmax(a->pts[i].scored, 1)));
+        for (size_t k = 0; k < a->n_tenants; k++)
+            if (isfinite(a->pts[i].lp[k]))
+                ymin = fmin(ymin, a->pts[i].lp[k]);
+    }
+    ymin = fmin(ymin, log10(alpha) - 1);
+    cli_buf_printf(b,
+                   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" "
+                   "height=\"%g\" role=\"img\">\n"
+                   "<rect x=\"%g\" y=\"0\" width=\"%g\" height=\"%g\" "
+                   "fill=\"none\" stroke=\"#999\"/>\n",
+                   W + L, H + B, L, W, H);
+#define X(v) (L + W * (v) / xmax)
+#define Y(v) (H * (v) / ymin)
+    cli_buf_printf(b,
+                   "<line x1=\"%g\" x2=\"%g\" y1=\"%.2f\" y2=\"%.2f\" "
+                   "stroke=\"#c00\" stroke-dasharray=\"4 3\"/>\n"
+                   "<text x=\"%g\" y=\"%.2f\" font-size=\"11\" "
+                   "fill=\"#c00\">alpha</text>\n",
+                   L, L + W, Y(log10(alpha)), Y(log10(alpha)), L + W - 40,
+                   Y(log10(alpha)) - 3);
+    for (size_t k = 0; k < a->n_tenants && k < 50; k++) {
+        cli_buf_printf(b, "<polyline fill=\"none\" stroke=\"hsl(%zu,60%%,40%%)\" "
+                          "points=\"",
+                       (k * 67) % 360);
+        for (size_t i = 0; i < a->n_pts; i++) {
+            double y = a->pts[i].lp[k];
+            if (!isfinite(y))
+                y = ymin;
+            cli_buf_printf(b, "%.2f,%.2f ",
+                           X(log10(fmax(a->pts[i].scored, 1))), Y(y));
+        }
+        cli_buf_printf(b, "\"><title>");
+        html_escape(b, a->tenants[k][0] ? a->tenants[k] : "(default tenant)");
+        cli_buf_printf(b, "</title></polyline>\n");
+    }
+    cli_buf_printf(b,
+                   "<text x=\"%g\" y=\"%g\" font-size=\"12\">log10 of scored "
+                   "tuples (0 to %.1f)</text>\n"
+                   "<text x=\"4\" y=\"14\" font-size=\"12\">log10 p</text>\n"
+                   "<text x=\"4\" y=\"%g\" font-size=\"11\">%.0f</text>\n"
+                   "</svg>\n",
+                   L + W / 2 - 80, H + 28, xmax, H, ymin);
+#undef X
+#undef Y
+}
+
+static void svg_qq(cli_buf *b, const double *sorted_p, size_t n)
+{
+    const double W = 320, H = 320, L = 50, B = 40;
+    double m = -log10(1.0 / ((double)n + 1));
+    for (size_t i = 0; i < n; i++)
+        if (sorted_p[i] > 0)
+            m = fmax(m, -log10(sorted_p[i]));
+    m = ceil(m);
+    cli_buf_printf(b,
+                   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" "
+                   "height=\"%g\" role=\"img\">\n"
+                   "<rect x=\"%g\" y=\"0\" width=\"%g\" height=\"%g\" "
+                   "fill=\"none\" stroke=\"#999\"/>\n"
+                   "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"0\" "
+                   "stroke=\"#999\" stroke-dasharray=\"4 3\"/>\n",
+                   W + L, H + B, L, W, H, L, H, L + W);
+    for (size_t i = 0; i < n; i++) {
+        double e = -log10(((double)i + 1) / ((double)n + 1));
+        double o = sorted_p[i] > 0 ? -log10(sorted_p[i]) : m;
+        cli_buf_printf(b, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3\" "
+                          "fill=\"#246\"/>\n",
+                       L + W * e / m, H - H * o / m);
+    }
+    cli_buf_printf(b,
+                   "<text x=\"%g\" y=\"%g\" font-size=\"12\">expected "
+                   "-log10 p (0 to %.0f)</text>\n"
+                   "<text x=\"2\" y=\"14\" font-size=\"12\">observed</text>\n"
+                   "</svg>\n",
+                   L + 40, H + 28, m);
+}
+
+/* ---------------------------------------------------------------- main */
+
+int cmd_audit(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"key", required_argument, NULL, 'k'},
+        {"scheme", required_argument, NULL, 's'},
+        {"tenants", required_argument, NULL, 'T'},
+        {"correction", required_argument, NULL, 'C'},
+        {"self-check", required_argument, NULL, 'R'},
+        {"self-check-label", required_argument, NULL, 'L'},
+        {"alpha", required_argument, NULL, 'a'},
+        {"vocab-size", required_argument, NULL, 'V'},
+        {"skip-padded", no_argument, NULL, 'P'},
+        {"save-tally", required_argument, NULL, 'S'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *keyfile = NULL, *tenants_file = NULL, *output = NULL,
+               *save_tally = NULL;
+    char spec[1024] = "";
+    double alpha = 1e-3;
+    long long vocab = 0, n_self = DEFAULT_SELF_CHECK;
+    int corr = HM_ADJUST_HOLM, c;
+    unsigned flags = 0;
+    audit a = {0};
+    a.label = DEFAULT_LABEL;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "k:s:T:R:a:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'k':
+            keyfile = optarg;
+            break;
+        case 's':
+            if (cli_add_scheme(spec, sizeof spec, optarg) != 0)
+                return EXIT_TROUBLE;
+            break;
+        case 'T':
+            tenants_file = optarg;
+            break;
+        case 'C':
+            if (strcmp(optarg, "holm") == 0)
+                corr = HM_ADJUST_HOLM;
+            else if (strcmp(optarg, "bonferroni") == 0)
+                corr = HM_ADJUST_BONFERRONI;
+            else if (strcmp(optarg, "sidak") == 0)
+                corr = HM_ADJUST_SIDAK;
+            else {
+                cli_error("--correction: '%s' is not holm, bonferroni or "
+                          "sidak",
+                          optarg);
+                return EXIT_TROUBLE;
+            }
+            break;
+        case 'R':
+            if (cli_parse_ll("--self-check", optarg, 0, 10000, &n_self) != 0)
+                return EXIT_TROUBLE;
+            break;
+        case 'L':
+            a.label = optarg;
+            break;
+        case 'a':
+            if (cli_parse_double("--alpha", optarg, 1e-300, 1, &alpha) != 0)
+                return EXIT_TROUBLE;
+            break;
+        case 'V':
+            if (cli_parse_ll("--vocab-size", optarg, 1, INT32_MAX, &vocab) !=
+                0)
+                return EXIT_TROUBLE;
+            break;
+        case 'P':
+            flags |= HM_TALLY_SKIP_PADDED;
+            break;
+        case 'S':
+            save_tally = optarg;
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case 'h':
+            audit_usage(stdout);
+            return 0;
+        default:
+            audit_usage(stderr);
+            return EXIT_TROUBLE;
+        }
+    }
+    if (keyfile == NULL || output == NULL || optind >= argc) {
+        cli_error(keyfile == NULL   ? "audit: --key KEYFILE is required"
+                  : output == NULL ? "audit: -o REPORT is required"
+                                   : "audit: no input files");
+        audit_usage(stderr);
+        return EXIT_TROUBLE;
+    }
+    if (spec[0] == '\0')
+        strcpy(spec, DEFAULT_SPEC);
+
+    int status = EXIT_TROUBLE;
+    hm_key *key = NULL;
+    hm_ctx **ctxs = NULL;
+    hm_key **self_keys = NULL;
+    json_t *inputs = json_array(), *report = NULL;
+    cli_buf html = {0};
+    char *json_text = NULL, *jpath = NULL, *hpath = NULL;
+    char fp[HM_FINGERPRINT_SIZE], canon[1024], msg[HM_ERRMSG_SIZE] = "";
+    double *lp = NULL, *adj = NULL, *selfp = NULL;
+    cli_doc doc = {0};
+    size_t n_keys = 0;
+
+    if (tenants_file != NULL) {
+        if (read_tenants(tenants_file, &a.tenants, &a.n_tenants) != 0)
+            goto done;
+    } else {
+        a.tenants = calloc(1, sizeof *a.tenants);
+        if (a.tenants == NULL || (a.tenants[0] = strdup("")) == NULL)
+            goto done;
+        a.n_tenants = 1;
+    }
+    a.n_self = (size_t)n_self;
+    n_keys = a.n_tenants + a.n_self;
+    ctxs = calloc(n_keys, sizeof *ctxs);
+    self_keys = calloc(a.n_self + 1, sizeof *self_keys);
+    if (ctxs == NULL || self_keys == NULL || inputs == NULL)
+        goto done;
+    if (cli_open_key(keyfile, &key, fp) != 0)
+        goto done;
+    for (size_t i = 0; i < a.n_tenants; i++)
+        if (cli_make_ctx(key, spec, a.tenants[i], &ctxs[i]) != 0)
+            goto done;
+    for (size_t i = 0; i < a.n_self; i++) {
+        if (hm_key_from_label(&self_keys[i], a.label, (uint32_t)i) != HM_OK) {
+            cli_error("--self-check-label: cannot derive key %zu", i);
+            goto done;
+        }
+        if (cli_make_ctx(self_keys[i], spec, NULL, &ctxs[a.n_tenants + i]) !=
+            0)
+            goto done;
+    }
+    hm_ctx_spec(ctxs[0], canon, sizeof canon);
+    a.nch = hm_ctx_channels(ctxs[0]);
+    if (hm_tally_new(&a.t, (const hm_ctx *const *)ctxs, n_keys, flags, msg,
+                     sizeof msg) != HM_OK) {
+        cli_error("%s", msg);
+        goto done;
+    }
+
+    /* --------------------------------------------------------- inputs */
+    int progress = isatty(STDERR_FILENO);
+    unsigned long long docs = 0;
+    for (int i = optind; i < argc; i++) {
+        if (cli_is_tally(argv[i])) {
+            hm_tally *part = NULL;
+            if (hm_tally_load(&part, argv[i], msg, sizeof msg) != HM_OK) {
+                cli_error("%s", msg);
+                goto done;
+            }
+            int rc = hm_tally_merge(a.t, part, msg, sizeof msg);
+            hm_tally_free(part);
+            if (rc != HM_OK) {
+                cli_error("%s: does not match this audit: %s", argv[i], msg);
+                goto done;
+            }
+            json_array_append_new(inputs,
+                                  json_pack("{s:s,s:s}", "path", argv[i],
+                                            "kind", "tally"));
+            checkpoint(&a, 1);
+            continue;
+        }
+        cli_input in;
+        int rc;
+        if (cli_input_open(&in, argv[i], vocab) != 0)
+            goto done;
+        while ((rc = cli_input_next(&in, &doc)) == 1) {
+            if (hm_tally_add(a.t, doc.prompt, doc.n_prompt, doc.tokens,
+                             doc.n_tokens) != HM_OK) {
+                cli_error("%s:%lu: cannot score the record (out of memory?)",
+                          doc.file, doc.line);
+                rc = -1;
+                break;
+            }
+            checkpoint(&a, 0);
+            if (progress && ++docs % 1000 == 0)
+                fprintf(stderr, "\rhallmark audit: %s: %llu documents",
+                        in.name, docs);
+        }
+        cli_input_close(&in);
+        if (rc < 0)
+            goto done;
+        json_array_append_new(
+            inputs, json_pack("{s:s,s:s,s:s,s:I}", "path", argv[i], "kind",
+                              "jsonl", "sha256", in.sha256_hex, "records",
+                              (json_int_t)in.records));
+    }
+    if (progress && docs >= 1000)
+        fputc('\n', stderr);
+    checkpoint(&a, 1);
+
+    /* ---------------------------------------------------------- tests */
+    lp = calloc(a.n_tenants, sizeof *lp);
+    adj = calloc(a.n_tenants, sizeof *adj);
+    selfp = calloc(a.n_self + 1, sizeof *selfp);
+    if (lp == NULL || adj == NULL || selfp == NULL)
+        goto done;
+    for (size_t k = 0; k < a.n_tenants; k++)
+        lp[k] = key_log10p(a.t, k, a.nch);
+    if (hm_log10_adjust(lp, adj, a.n_tenants, corr) != HM_OK)
+        goto done;
+    double ks_d = 0, ks_lp = 0;
+    int calibrated = 1;
+    for (size_t j = 0; j < a.n_self; j++)
+        selfp[j] = pow(10, key_log10p(a.t, a.n_tenants + j, a.nch));
+    if (a.n_self > 0) {
+        if (hm_ks_uniform(selfp, a.n_self, &ks_d, &ks_lp) != HM_OK)
+            goto done;
+        calibrated = ks_lp > -2; /* KS p-value above 0.01 */
+    }
+    size_t n_detected = 0;
+    for (size_t k = 0; k < a.n_tenants; k++)
+        n_detected += adj[k] <= log10(alpha);
+    const char *verdict = !calibrated     ? "uncalibrated"
+                          : n_detected > 0 ? "watermark detected"
+                                           : "no evidence";
+
+    /* --------------------------------------------------------- report */
+    char date[64];
+    time_t now = time(NULL);
+    const char *sde = getenv("SOURCE_DATE_EPOCH");
+    if (sde != NULL && *sde)
+        now = (time_t)strtoll(sde, NULL, 10);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    json_t *cmd = json_array();
+    json_array_append_new(cmd, json_string("hallmark"));
+    for (int i = 0; i < argc; i++)
+        json_array_append_new(cmd, json_string(argv[i]));
+    json_t *counts = json_array(), *tj = json_array(), *curve = json_array();
+    for (unsigned ch = 0; ch < a.nch; ch++) {
+        hm_result r;
+        if (hm_tally_result(a.t, 0, ch, &r) != HM_OK)
+            goto done;
+        json_array_append_new(
+            counts,
+            json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "channel",
+                      (json_int_t)ch, "scheme",
+                      scheme_name(hm_ctx_channel_scheme(ctxs[0], ch)),
+                      "documents", (json_int_t)r.documents, "tokens",
+                      (json_int_t)r.tokens, "padded", (json_int_t)r.padded,
+                      "dropped_padded", (json_int_t)r.dropped_padded,
+                      "dropped_prompt", (json_int_t)r.dropped_prompt,
+                      "dropped_repeat", (json_int_t)r.dropped_repeat,
+                      "scored", (json_int_t)r.scored));
+    }
+    for (size_t k = 0; k < a.n_tenants; k++) {
+        json_t *chs = json_array();
+        for (unsigned ch = 0; ch < a.nch; ch++) {
+            hm_result r;
+            if (hm_tally_result(a.t, k, ch, &r) != HM_OK)
+                goto done;
+            json_array_append_new(
+                chs, json_pack("{s:I,s:f,s:f,s:f}", "channel", (json_int_t)ch,
+                               "score", r.score, "expected", r.expected,
+                               "log10_p", r.log10_p));
+        }
+        json_array_append_new(
+            tj, json_pack("{s:s,s:o,s:f,s:f,s:b}", "tenant", a.tenants[k],
+                          "channels", chs, "log10_p", lp[k],
+                          "log10_p_adjusted", adj[k], "detected",
+                          adj[k] <= log10(alpha)));
+    }
+    for (size_t i = 0; i < a.n_pts; i++) {
+        json_t *v = json_array();
+        for (size_t k = 0; k < a.n_tenants; k++)
+            json_array_append_new(v, json_real(a.pts[i].lp[k]));
+        json_array_append_new(curve,
+                              json_pack("{s:f,s:o}", "scored",
+                                        a.pts[i].scored, "log10_p", v));
+    }
+    json_t *selfj = json_array();
+    for (size_t j = 0; j < a.n_self; j++)
+        json_array_append_new(selfj, json_real(selfp[j]));
+    report = json_pack(
+        "{s:{s:s,s:I},s:o,s:s,s:s,s:{s:s},s:s,s:{s:b},s:o,s:n,s:f,s:{s:s,s:I},"
+        "s:o,s:o,s:{s:s,s:I,s:o,s:f,s:f,s:b},s:o,s:s}",
+        "hallmark", "version", hm_version_string(), "prf_version",
+        (json_int_t)hm_prf_version(), "command", cmd, "date", date, "spec",
+        canon, "key", "fingerprint", fp, "channel_test",
+        "bonferroni over channels", "flags", "skip_padded",
+        (flags & HM_TALLY_SKIP_PADDED) != 0, "inputs", inputs, "tokenizer",
+        "alpha", alpha, "tenant_correction", "method", corr_name(corr),
+        "tenants", (json_int_t)a.n_tenants, "counts", counts, "tenants", tj,
+        "self_check", "label", a.label, "keys", (json_int_t)a.n_self,
+        "p_values", selfj, "ks_d_plus", ks_d, "ks_log10_p", ks_lp,
+        "calibrated", calibrated, "curve", curve, "verdict", verdict);
+    inputs = NULL; /* owned by report */
+    if (report == NULL) {
+        cli_error("cannot build the report");
+        goto done;
+    }
+    json_text = json_dumps(report, JSON_INDENT(2) | JSON_REAL_PRECISION(17) |
+                                       JSON_ENSURE_ASCII);
+
+    /* HTML: the same facts for people, with two plots. */
+    cli_buf_printf(&html,
+                   "<!DOCTYPE html>\n<html lang=\"en\"><head><meta "
+                   "charset=\"utf-8\"><title>hallmark audit</title>\n"
+                   "<style>body{font-family:sans-serif;max-width:60em;"
+                   "margin:2em auto}td,th{padding:2px 8px;text-align:left}"
+                   "table{border-collapse:collapse}tr:nth-child(even)"
+                   "{background:#f4f4f4}.v{font-size:1.4em}</style></head>"
+                   "<body>\n<h1>hallmark audit</h1>\n<p class=\"v\">Verdict: "
+                   "<b>%s</b></p>\n<table>\n",
+                   verdict);
+    cli_buf_printf(&html, "<tr><th>hallmark</th><td>%s (PRF v%u)</td></tr>\n",
+                   hm_version_string(), hm_prf_version());
+    cli_buf_printf(&html, "<tr><th>date</th><td>%s</td></tr>\n", date);
+    cli_buf_printf(&html, "<tr><th>key fingerprint</th><td>%s</td></tr>\n",
+                   fp);
+    cli_buf_printf(&html, "<tr><th>spec</th><td>");
+    html_escape(&html, canon);
+    cli_buf_printf(&html,
+                   "</td></tr>\n<tr><th>alpha</th><td>%g (%s over %zu "
+                   "tenants; Bonferroni over %u channels)</td></tr>\n",
+                   alpha, corr_name(corr), a.n_tenants, a.nch);
+    cli_buf_printf(&html, "<tr><th>command</th><td><code>hallmark");
+    for (int i = 0; i < argc; i++) {
+        cli_buf_printf(&html, " ");
+        html_escape(&html, argv[i]);
+    }
+    cli_buf_printf(&html, "</code></td></tr>\n</table>\n<h2>Inputs</h2>\n"
+                          "<table><tr><th>file</th><th>kind</th><th>records"
+                          "</th><th>SHA-256</th></tr>\n");
+    size_t ii;
+    json_t *inp;
+    json_array_foreach(json_object_get(report, "inputs"), ii, inp)
+    {
+        cli_buf_printf(&html, "<tr><td>");
+        html_escape(&html, json_string_value(json_object_get(inp, "path")));
+        cli_buf_printf(&html, "</td><td>%s</td><td>%lld</td><td><code>%s"
+                              "</code></td></tr>\n",
+                       json_string_value(json_object_get(inp, "kind")),
+                       (long long)json_integer_value(
+                           json_object_get(inp, "records")),
+                       json_object_get(inp, "sha256")
+                           ? json_string_value(json_object_get(inp, "sha256"))
+                           : "");
+    }
+    cli_buf_printf(&html, "</table>\n<h2>Counts</h2>\n<table><tr><th>channel"
+                          "</th><th>tokens</th><th>padded</th><th>dropped: "
+                          "padded</th><th>dropped: prompt</th><th>dropped: "
+                          "repeat</th><th>scored</th></tr>\n");
+    json_t *cj;
+    json_array_foreach(counts, ii, cj)
+    {
+        cli_buf_printf(
+            &html,
+            "<tr><td>%zu %s</td><td>%lld</td><td>%lld</td><td>%lld</td><td>"
+            "%lld</td><td>%lld</td><td>%lld</td></tr>\n",
+            ii, json_string_value(json_object_get(cj, "scheme")),
+            (long long)json_integer_value(json_object_get(cj, "tokens")),
+            (long long)json_integer_value(json_object_get(cj, "padded")),
+            (long long)json_integer_value(
+                json_object_get(cj, "dropped_padded")),
+            (long long)json_integer_value(
+                json_object_get(cj, "dropped_prompt")),
+            (long long)json_integer_value(
+                json_object_get(cj, "dropped_repeat")),
+            (long long)json_integer_value(json_object_get(cj, "scored")));
+    }
+    cli_buf_printf(&html, "</table>\n<h2>Tenants</h2>\n<table><tr><th>tenant"
+                          "</th><th>log10 p</th><th>log10 p adjusted</th>"
+                          "<th>detected</th></tr>\n");
+    for (size_t k = 0; k < a.n_tenants; k++) {
+        cli_buf_printf(&html, "<tr><td>");
+        html_escape(&html,
+                    a.tenants[k][0] ? a.tenants[k] : "(default tenant)");
+        cli_buf_printf(&html, "</td><td>%.2f</td><td>%.2f</td><td>%s</td>"
+                              "</tr>\n",
+                       lp[k], adj[k], adj[k] <= log10(alpha) ? "yes" : "no");
+    }
+    cli_buf_printf(&html, "</table>\n<h2>Evidence against the number of "
+                          "scored tuples</h2>\n");
+    svg_curve(&html, &a, alpha);
+    cli_buf_printf(&html, "<h2>Self-check</h2>\n");
+    if (a.n_self > 0) {
+        cli_buf_printf(&html,
+                       "<p>%zu never-deployed keys derived from the public "
+                       "label &ldquo;",
+                       a.n_self);
+        html_escape(&html, a.label);
+        cli_buf_printf(&html,
+                       "&rdquo; were tested on the same tuples.  Their "
+                       "p-values should be uniform: one-sided KS D+ = %.4f, "
+                       "log10 p = %.2f: <b>%s</b>.</p>\n",
+                       ks_d, ks_lp,
+                       calibrated ? "calibrated" : "NOT calibrated");
+        svg_qq(&html, selfp, a.n_self); /* sorted by hm_ks_uniform */
+    } else
+        cli_buf_printf(&html, "<p>Not run (--self-check 0).</p>\n");
+    cli_buf_printf(&html, "</body></html>\n");
+
+    /* -------------------------------------------------- write, atomically */
+    size_t ol = strlen(output);
+    if (ol > 5 && strcmp(output + ol - 5, ".json") == 0)
+        ol -= 5;
+    jpath = malloc(ol + 8);
+    hpath = malloc(ol + 8);
+    if (json_text == NULL || jpath == NULL || hpath == NULL)
+        goto done;
+    snprintf(jpath, ol + 8, "%.*s.json", (int)ol, output);
+    snprintf(hpath, ol + 8, "%.*s.html", (int)ol, output);
+    if (save_tally != NULL &&
+        hm_tally_save(a.t, save_tally, msg, sizeof msg) != HM_OK) {
+        cli_error("%s", msg);
+        goto done;
+    }
+    if (cli_write_atomic(hpath, html.data, html.len) != 0)
+        goto done;
+    size_t jl = strlen(json_text);
+    json_text[jl] = '\n';
+    if (cli_write_atomic(jpath, json_text, jl + 1) != 0) {
+        unlink(hpath);
+        goto done;
+    }
+    printf("%s: %s (%s)\n", jpath, verdict,
+           a.n_tenants == 1 ? "one key" : "see the tenants table");
+    status = !calibrated ? EXIT_NOEVIDENCE
+             : n_detected ? EXIT_DETECTED
+                          : EXIT_NOEVIDENCE;
+done:
+    free(jpath);
+    free(hpath);
+    free(json_text);
+    json_decref(report);
+    json_decref(inputs);
+    cli_buf_free(&html);
+    cli_doc_free(&doc);
+    free(lp);
+    free(adj);
+    free(selfp);
+    for (size_t i = 0; i < a.n_pts; i++)
+        free(a.pts[i].lp);
+    hm_tally_free(a.t);
+    for (size_t i = 0; ctxs && i < n_keys; i++)
+        hm_ctx_free(ctxs[i]);
+    free(ctxs);
+    for (size_t i = 0; self_keys && i < a.n_self; i++)
+        hm_key_free(self_keys[i]);
+    free(self_keys);
+    hm_key_free(key);
+    for (size_t i = 0; a.tenants && i < a.n_tenants; i++)
+        free(a.tenants[i]);
+    free(a.tenants);
+    return status;
+}

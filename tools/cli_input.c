@@ -1,0 +1,344 @@
+/*
+ * cli_input.c - reading suspect outputs (JSON Lines of token ids), keys
+ * and contexts for the verifier commands, and writing files atomically.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+
+int cli_input_open(cli_input *in, const char *path, long long vocab)
+{
+    memset(in, 0, sizeof *in);
+    in->path = path;
+    in->vocab = vocab;
+    in->is_stdin = strcmp(path, "-") == 0;
+    in->name = in->is_stdin ? "(stdin)" : path;
+    in->f = in->is_stdin ? stdin : fopen(path, "rb");
+    if (in->f == NULL) {
+        cli_error("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    in->md = EVP_MD_CTX_new();
+    if (in->md == NULL || EVP_DigestInit_ex(in->md, EVP_sha256(), NULL) != 1) {
+        cli_error("%s: SHA-256 unavailable", in->name);
+        cli_input_close(in);
+        return -1;
+    }
+    return 0;
+}
+
+void cli_input_close(cli_input *in)
+{
+    if (in->md != NULL) {
+        unsigned int n = 0;
+        if (EVP_DigestFinal_ex(in->md, in->sha256, &n) == 1 && n == 32)
+            for (int i = 0; i < 32; i++)
+                snprintf(in->sha256_hex + 2 * i, 3, "%02x", in->sha256[i]);
+        EVP_MD_CTX_free(in->md);
+        in->md = NULL;
+    }
+    if (in->f != NULL && !in->is_stdin)
+        fclose(in->f);
+    in->f = NULL;
+    free(in->buf);
+    in->buf = NULL;
+}
+
+/* Does the file start like a tally file?  (Peeks; stdin is never one.) */
+int cli_is_tally(const char *path)
+{
+    char head[16];
+    if (strcmp(path, "-") == 0)
+        return 0;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    return n == sizeof head && memcmp(head, "hallmark-tally 1", 16) == 0;
+}
+
+static int push(int32_t **a, size_t *n, size_t *cap, int32_t v)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? 2 * *cap : 256;
+        int32_t *na = realloc(*a, nc * sizeof *na);
+        if (na == NULL)
+            return -1;
+        *a = na;
+        *cap = nc;
+    }
+    (*a)[(*n)++] = v;
+    return 0;
+}
+
+/* Read a JSON array of token ids into a growable array. */
+static int read_ids(cli_input *in, json_t *arr, const char *field,
+                    int32_t **out, size_t *n, size_t *cap)
+{
+    size_t i;
+    json_t *v;
+    *n = 0;
+    if (!json_is_array(arr)) {
+        cli_error("%s:%lu: '%s' must be an array of token ids", in->name,
+                  in->line, field);
+        return -1;
+    }
+    json_array_foreach(arr, i, v)
+    {
+        if (!json_is_integer(v)) {
+            cli_error("%s:%lu: '%s'[%zu] is not an integer token id",
+                      in->name, in->line, field, i);
+            return -1;
+        }
+        json_int_t id = json_integer_value(v);
+        if (id < 0 || id > INT32_MAX || (in->vocab > 0 && id >= in->vocab)) {
+            if (in->vocab > 0)
+                cli_error("%s:%lu: '%s'[%zu]: unknown token id %lld "
+                          "(vocabulary size %lld)",
+                          in->name, in->line, field, i, (long long)id,
+                          in->vocab);
+            else
+                cli_error("%s:%lu: '%s'[%zu]: token id %lld out of range",
+                          in->name, in->line, field, i, (long long)id);
+            return -1;
+        }
+        if (push(out, n, cap, (int32_t)id) != 0) {
+            cli_error("%s:%lu: out of memory", in->name, in->line);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int cli_input_next(cli_input *in, cli_doc *doc)
+{
+    for (;;) {
+        ssize_t len = getline(&in->buf, &in->cap, in->f);
+        if (len < 0) {
+            if (ferror(in->f)) {
+                cli_error("%s: read error: %s", in->name, strerror(errno));
+                return -1;
+            }
+            return 0;
+        }
+        in->line++;
+        EVP_DigestUpdate(in->md, in->buf, (size_t)len);
+        size_t k = 0;
+        while (k < (size_t)len && strchr(" \t\r\n", in->buf[k]))
+            k++;
+        if (k == (size_t)len)
+            continue; /* blank line */
+        json_error_t err;
+        json_t *o = json_loadb(in->buf, (size_t)len, JSON_REJECT_DUPLICATES,
+                               &err);
+        if (o == NULL) {
+            cli_error("%s:%lu: invalid JSON: %s (column %d)", in->name,
+                      in->line, err.text, err.column);
+            return -1;
+        }
+        int rc = -1;
+        json_t *tok = json_object_get(o, "tokens");
+        json_t *pr = json_object_get(o, "prompt_tokens");
+        json_t *id = json_object_get(o, "id");
+        if (!json_is_object(o))
+            cli_error("%s:%lu: a record must be a JSON object", in->name,
+                      in->line);
+        else if (tok == NULL && json_object_get(o, "text") != NULL)
+            cli_error("%s:%lu: 'text' records need a tokenizer, which this "
+                      "version does not have; give token ids in 'tokens'",
+                      in->name, in->line);
+        else if (tok == NULL)
+            cli_error("%s:%lu: record has no 'tokens'", in->name, in->line);
+        else if (read_ids(in, tok, "tokens", &doc->tokens, &doc->n_tokens,
+                          &doc->cap_tokens) == 0 &&
+                 (pr == NULL ||
+                  read_ids(in, pr, "prompt_tokens", &doc->prompt,
+                           &doc->n_prompt, &doc->cap_prompt) == 0)) {
+            if (pr == NULL)
+                doc->n_prompt = 0;
+            doc->file = in->name;
+            doc->line = in->line;
+            if (json_is_string(id))
+                snprintf(doc->id, sizeof doc->id, "%s", json_string_value(id));
+            else if (json_is_integer(id))
+                snprintf(doc->id, sizeof doc->id, "%lld",
+                         (long long)json_integer_value(id));
+            else if (id == NULL || json_is_null(id))
+                snprintf(doc->id, sizeof doc->id, "%s:%lu", in->name,
+                         in->line);
+            else {
+                cli_error("%s:%lu: 'id' must be a string or an integer",
+                          in->name, in->line);
+                json_decref(o);
+                return -1;
+            }
+            rc = 1;
+        }
+        json_decref(o);
+        if (rc == 1)
+            in->records++;
+        return rc;
+    }
+}
+
+void cli_doc_free(cli_doc *doc)
+{
+    free(doc->prompt);
+    free(doc->tokens);
+    memset(doc, 0, sizeof *doc);
+}
+
+/* ------------------------------------------------------------ keys */
+
+int cli_open_key(const char *path, hm_key **key, char *fp)
+{
+    char msg[HM_ERRMSG_SIZE];
+    int rc = hm_key_load(key, path, msg, sizeof msg);
+    if (rc != HM_OK) {
+        if (rc == HM_EPERM || rc == HM_EFORMAT || rc == HM_EIO)
+            cli_error("%s", msg);
+        else
+            cli_error("%s: %s", path, hm_strerror(rc));
+        return -1;
+    }
+    if (fp != NULL && hm_key_fingerprint(*key, fp, HM_FINGERPRINT_SIZE) != HM_OK) {
+        cli_error("%s: cannot compute the fingerprint", path);
+        hm_key_free(*key);
+        return -1;
+    }
+    return 0;
+}
+
+int cli_make_ctx(const hm_key *key, const char *spec, const char *tenant,
+                 hm_ctx **ctx)
+{
+    char msg[HM_ERRMSG_SIZE] = "";
+    int rc = hm_ctx_new(ctx, key, spec, tenant, msg, sizeof msg);
+    if (rc != HM_OK) {
+        cli_error("--scheme '%s': %s", spec, msg[0] ? msg : hm_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+/* Join repeated --scheme options into one spec ("a+b"). */
+int cli_add_scheme(char *spec, size_t cap, const char *s)
+{
+    size_t n = strlen(spec);
+    if (n + strlen(s) + 2 > cap) {
+        cli_error("--scheme: too long");
+        return -1;
+    }
+    if (n)
+        spec[n++] = '+';
+    strcpy(spec + n, s);
+    return 0;
+}
+
+/* ------------------------------------------------------ atomic files */
+
+int cli_write_atomic(const char *path, const char *data, size_t len)
+{
+    size_t n = strlen(path);
+    char *tmp = malloc(n + 16);
+    if (tmp == NULL) {
+        cli_error("%s: out of memory", path);
+        return -1;
+    }
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".tmp-XXXXXX", 12);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        cli_error("%s: cannot create: %s", path, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    int ok = fchmod(fd, 0644) == 0;
+    for (size_t off = 0; ok && off < len;) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        ok = w > 0;
+        off += ok ? (size_t)w : 0;
+    }
+    ok = ok && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    ok = ok && rename(tmp, path) == 0;
+    if (!ok) {
+        cli_error("%s: cannot write: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    free(tmp);
+    return ok ? 0 : -1;
+}
+
+/* A growable string for reports. */
+int cli_buf_printf(cli_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        int n = b->data ? vsnprintf(b->data + b->len, room, fmt, ap) : -2;
+        va_end(ap);
+        if (n >= 0 && (size_t)n < room) {
+            b->len += (size_t)n;
+            return 0;
+        }
+        if (n == -1)
+            return -1;
+        size_t need = b->len + (n > 0 ? (size_t)n : 0) + 1;
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc < need)
+            nc *= 2;
+        char *nd = realloc(b->data, nc);
+        if (nd == NULL)
+            return -1;
+        b->data = nd;
+        b->cap = nc;
+    }
+}
+
+void cli_buf_free(cli_buf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+/* Parse a number option. */
+int cli_parse_double(const char *opt, const char *s, double lo, double hi,
+                     double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        cli_error("%s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_ll(const char *opt, const char *s, long long lo, long long hi,
+                 long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        cli_error("%s: '%s' is not an integer in [%lld, %lld]", opt, s, lo,
+                  hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
