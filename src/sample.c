@@ -339,7 +339,9 @@ static size_t tournament(const hm_channel *ch, hm_seed key, cand *set,
     for (size_t i = 0; i < n; i++)
         mx = set[i].logit > mx ? set[i].logit : mx;
     for (size_t i = 0; i < n; i++) {
-        p[i] = exp(((double)set[i].logit - mx) * inv_t);
+        /* +inf logits: the limit distribution, uniform over them */
+        p[i] = isinf(mx) ? (set[i].logit == mx ? 1.0 : 0.0)
+                         : exp(((double)set[i].logit - mx) * inv_t);
         z += p[i];
         ids[i] = set[i].id;
         x[i] = hm_mix(key.a, key.g, set[i].id);

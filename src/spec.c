@@ -1,9 +1,11 @@
 /*
  * spec.c - the channel parameter string ("kgw:h=1+gumbel:h=4").
  */
+#define _GNU_SOURCE 1 /* strtod_l, uselocale */
 #include "internal.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,9 +51,19 @@ static void channel_defaults(hm_channel *ch, int scheme)
     ch->topk = 40;
 }
 
+/* Plain decimal spellings only: no spaces, signs on integers, hex. */
+static int plain_number(const char *v, const char *allowed)
+{
+    if (!(*v >= '0' && *v <= '9') && !(*v == '.' && v[1] >= '0' && v[1] <= '9'))
+        return 0;
+    return strspn(v, allowed) == strlen(v);
+}
+
 static int parse_uint(const char *v, unsigned lo, unsigned hi, unsigned *out)
 {
     char *end;
+    if (!plain_number(v, "0123456789"))
+        return -1;
     errno = 0;
     unsigned long x = strtoul(v, &end, 10);
     if (errno || end == v || *end != '\0' || v[0] == '-' || x < lo || x > hi)
@@ -63,8 +75,15 @@ static int parse_uint(const char *v, unsigned lo, unsigned hi, unsigned *out)
 static int parse_double(const char *v, double *out)
 {
     char *end;
+    if (!plain_number(v, "0123456789.eE+-"))
+        return -1;
     errno = 0;
-    double x = strtod(v, &end);
+    /* Numbers are spelled the C way whatever the program's locale. */
+    locale_t c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    if (c == (locale_t)0)
+        return -1;
+    double x = strtod_l(v, &end, c);
+    freelocale(c);
     if (errno || end == v || *end != '\0' || !isfinite(x))
         return -1;
     *out = x;
@@ -149,17 +168,36 @@ static int parse_channel(hm_channel *ch, char *text, char *errmsg,
     }
     channel_defaults(ch, scheme);
     if (colon != NULL) {
-        char *save = NULL;
-        for (char *kv = strtok_r(colon + 1, ",", &save); kv != NULL;
-             kv = strtok_r(NULL, ",", &save)) {
+        char seen[8][16];
+        unsigned n_seen = 0;
+        char *kv = colon + 1;
+        for (;;) {
+            char *comma = strchr(kv, ',');
+            if (comma != NULL)
+                *comma = '\0';
             char *eq = strchr(kv, '=');
-            if (eq == NULL) {
+            if (*kv == '\0') {
+                hm_errf(errmsg, errlen, "empty parameter in %s channel",
+                        hm_scheme_name(scheme));
+                return -1;
+            }
+            if (eq == NULL || eq == kv) {
                 hm_errf(errmsg, errlen, "expected NAME=VALUE, found '%s'", kv);
                 return -1;
             }
             *eq = '\0';
+            for (unsigned i = 0; i < n_seen; i++)
+                if (strcmp(seen[i], kv) == 0) {
+                    hm_errf(errmsg, errlen, "parameter '%s' given twice", kv);
+                    return -1;
+                }
             if (set_param(ch, kv, eq + 1, &h_given, errmsg, errlen) != 0)
                 return -1;
+            if (n_seen < 8 && strlen(kv) < sizeof seen[0])
+                strcpy(seen[n_seen++], kv);
+            if (comma == NULL)
+                break;
+            kv = comma + 1;
         }
     }
     if (scheme == HM_SCHEME_KGW && ch->seeding == HM_SEEDING_SELFHASH) {
@@ -193,9 +231,15 @@ int hm_spec_parse(hm_ctx *ctx, const char *spec, char *errmsg, size_t errlen)
     ctx->n_channels = 0;
     ctx->sampler = -1;
     ctx->max_window = 0;
-    char *save = NULL;
-    for (char *part = strtok_r(buf, "+", &save); part != NULL;
-         part = strtok_r(NULL, "+", &save)) {
+    for (char *part = buf, *next; part != NULL; part = next) {
+        char *plus = strchr(part, '+');
+        next = plus ? plus + 1 : NULL;
+        if (plus != NULL)
+            *plus = '\0';
+        if (*part == '\0') {
+            hm_errf(errmsg, errlen, "empty channel in '%s'", spec);
+            return HM_EFORMAT;
+        }
         if (ctx->n_channels == HM_MAX_CHANNELS) {
             hm_errf(errmsg, errlen, "more than %d channels",
                     HM_MAX_CHANNELS);
@@ -236,10 +280,18 @@ int hm_spec_parse(hm_ctx *ctx, const char *spec, char *errmsg, size_t errlen)
  * (which joins channels): "1e+03" is written "1e03". */
 static void fmt_double(char *out, size_t n, double x)
 {
+    /* The C locale for this thread only, so that the decimal point is
+     * '.' whatever the host program's locale (uselocale is per thread). */
+    locale_t c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+    locale_t old = c != (locale_t)0 ? uselocale(c) : (locale_t)0;
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(out, n, "%.*g", prec, x);
         if (strtod(out, NULL) == x)
             break;
+    }
+    if (c != (locale_t)0) {
+        uselocale(old);
+        freelocale(c);
     }
     char *plus = strchr(out, '+');
     if (plus != NULL)
