@@ -310,6 +310,7 @@ typedef struct hm_result {
     uint64_t padded;         /* ... of which had a padded window */
     uint64_t dropped_padded; /* dropped: padded window (SKIP_PADDED) */
     uint64_t dropped_prompt; /* dropped: window occurs in the prompt */
+    uint64_t dropped_filter; /* dropped: distinct tuples not in the filter */
     uint64_t dropped_repeat; /* dropped: tuple scored before */
     uint64_t scored;         /* tuples in the test */
     double score;            /* sum of their scores (hm_token_score) */
@@ -340,6 +341,14 @@ HM_EXPORT HM_WUR int hm_tally_add(hm_tally *tally, const int32_t *prompt,
  * (HM_EINVAL and a message otherwise). */
 HM_EXPORT HM_WUR int hm_tally_merge(hm_tally *dst, const hm_tally *src,
                                     char *errmsg, size_t errlen);
+
+/* Keep only the tuples that also occur in keep (a tally of the provider's
+ * own served outputs, with the same spec and flags; its keys do not
+ * matter): the "filtered" radioactivity test, which scores only what the
+ * suspect could have learned from.  Apply it last: a filtered tally can
+ * be tested and saved but not added to or merged (HM_ENOTSUP). */
+HM_EXPORT HM_WUR int hm_tally_filter(hm_tally *tally, const hm_tally *keep,
+                                     char *errmsg, size_t errlen);
 
 /* Write the tally to path atomically (a temporary file renamed over it). */
 HM_EXPORT HM_WUR int hm_tally_save(const hm_tally *tally, const char *path,

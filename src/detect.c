@@ -12,6 +12,13 @@
  * A hash collision between two different tuples drops one of them.  The
  * hash is unkeyed, so which tuples are dropped does not depend on the key
  * and the null distribution of the test is unchanged.
+ *
+ * kgw with selfhash seeding is the exception to "one set for all keys":
+ * its value depends on the window only through an anchor token chosen by
+ * a keyed min-hash (or on the token alone), so two different windows can
+ * give the same value under one key and different values under another.
+ * Scores are independent only if each (anchor, token) pair counts once,
+ * and that pair depends on the key, so such channels keep one set per key.
  */
 #include "internal.h"
 
@@ -28,11 +35,19 @@
 #define TALLY_MAGIC "hallmark-tally 1\n"
 #define MAX_KEYS 100000
 
-typedef struct tally_channel {
-    size_t cap;     /* table slots, a power of two (0: none yet) */
+typedef struct tally_table {
+    size_t cap;     /* slots, a power of two (0: none yet) */
     size_t n;       /* tuples held */
     uint64_t *hash; /* cap slots, 0 = empty */
-    uint64_t *val;  /* cap * n_keys PRF values */
+    uint64_t *val;  /* cap * vpr PRF values */
+    uint64_t dropped_filter; /* distinct tuples removed by hm_tally_filter */
+} tally_table;
+
+typedef struct tally_channel {
+    int per_key;     /* one table per key (selfhash) */
+    size_t n_tables; /* 1 (one set for all keys) or n_keys (selfhash) */
+    size_t vpr;      /* PRF values per record: n_keys, or 1 */
+    tally_table *tab;
     uint64_t tokens, padded, dropped_padded, dropped_prompt;
 } tally_channel;
 
@@ -46,6 +61,7 @@ struct hm_tally {
     hm_ctx params; /* channel parameters (no keys used) */
     char spec[1024];
     unsigned flags;
+    int filtered; /* hm_tally_filter was applied: no more adding/merging */
     size_t n_keys;
     tally_key *keys;
     uint64_t documents;
@@ -68,7 +84,7 @@ static uint64_t tuple_hash(const uint32_t *w, unsigned n, uint32_t token)
     return h ? h : 1u;
 }
 
-static size_t slot_of(const tally_channel *tc, uint64_t h)
+static size_t slot_of(const tally_table *tc, uint64_t h)
 {
     size_t mask = tc->cap - 1, i = (size_t)(h ^ (h >> 29)) & mask;
     while (tc->hash[i] != 0 && tc->hash[i] != h)
@@ -77,7 +93,7 @@ static size_t slot_of(const tally_channel *tc, uint64_t h)
 }
 
 /* Make room for extra more tuples (load factor at most 1/2). */
-static int reserve(tally_channel *tc, size_t n_keys, size_t extra)
+static int reserve(tally_table *tc, size_t n_keys, size_t extra)
 {
     size_t need = tc->n + extra, cap = tc->cap ? tc->cap : 64;
     while (cap / 2 < need) {
@@ -87,7 +103,7 @@ static int reserve(tally_channel *tc, size_t n_keys, size_t extra)
     }
     if (cap == tc->cap)
         return HM_OK;
-    tally_channel nt = *tc;
+    tally_table nt = *tc;
     nt.cap = cap;
     nt.hash = calloc(cap, sizeof *nt.hash);
     nt.val = malloc(cap * n_keys * sizeof *nt.val + 1);
@@ -110,11 +126,39 @@ static int reserve(tally_channel *tc, size_t n_keys, size_t extra)
     return HM_OK;
 }
 
-static void channel_free(tally_channel *tc)
+static void table_free(tally_table *tb)
 {
-    free(tc->hash);
-    free(tc->val);
-    memset(tc, 0, sizeof *tc);
+    free(tb->hash);
+    free(tb->val);
+    memset(tb, 0, sizeof *tb);
+}
+
+static int per_key(const hm_channel *ch)
+{
+    return ch->scheme == HM_SCHEME_KGW && ch->seeding == HM_SEEDING_SELFHASH;
+}
+
+/* Empty tables for every channel of t (params and n_keys set). */
+static int channels_init(hm_tally *t)
+{
+    for (unsigned c = 0; c < t->params.n_channels; c++) {
+        tally_channel *tc = &t->ch[c];
+        int pk = per_key(&t->params.ch[c]);
+        tc->per_key = pk;
+        tc->n_tables = pk ? t->n_keys : 1;
+        tc->vpr = pk ? 1 : t->n_keys;
+        tc->tab = calloc(tc->n_tables, sizeof *tc->tab);
+        if (tc->tab == NULL)
+            return HM_ENOMEM;
+    }
+    return HM_OK;
+}
+
+/* The table holding key k's tuples, and where its value sits in a record. */
+static tally_table *table_of(const tally_channel *tc, size_t k, size_t *off)
+{
+    *off = tc->per_key ? 0 : k;
+    return &tc->tab[tc->per_key ? k : 0];
 }
 
 static hm_tally *tally_alloc(size_t n_keys)
@@ -168,6 +212,8 @@ int hm_tally_new(hm_tally **out, const hm_ctx *const *ctxs, size_t n_keys,
     memcpy(t->spec, spec, sizeof spec);
     t->flags = flags;
     int rc = hm_spec_parse(&t->params, spec, errmsg, errlen);
+    if (rc == HM_OK)
+        rc = channels_init(t);
     if (rc != HM_OK) {
         hm_tally_free(t);
         return rc;
@@ -186,9 +232,14 @@ void hm_tally_clear(hm_tally *t)
 {
     if (t == NULL)
         return;
-    for (unsigned c = 0; c < HM_MAX_CHANNELS; c++)
-        channel_free(&t->ch[c]);
+    for (unsigned c = 0; c < HM_MAX_CHANNELS; c++) {
+        tally_channel *tc = &t->ch[c];
+        for (size_t i = 0; tc->tab != NULL && i < tc->n_tables; i++)
+            table_free(&tc->tab[i]);
+        tc->tokens = tc->padded = tc->dropped_padded = tc->dropped_prompt = 0;
+    }
     t->documents = 0;
+    t->filtered = 0;
 }
 
 void hm_tally_free(hm_tally *t)
@@ -196,6 +247,8 @@ void hm_tally_free(hm_tally *t)
     if (t == NULL)
         return;
     hm_tally_clear(t);
+    for (unsigned c = 0; c < HM_MAX_CHANNELS; c++)
+        free(t->ch[c].tab);
     free(t->keys);
     free(t);
 }
@@ -305,8 +358,8 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
     if (t == NULL || (prompt == NULL && n_prompt > 0) ||
         (tokens == NULL && n_tokens > 0))
         return HM_EINVAL;
-    if (t->keys[0].ctx == NULL)
-        return HM_ENOTSUP; /* loaded from a file: no keys */
+    if (t->keys[0].ctx == NULL || t->filtered)
+        return HM_ENOTSUP; /* loaded from a file (no keys) or filtered */
     for (size_t i = 0; i < n_prompt; i++)
         if (prompt[i] < 0)
             return HM_ERANGE;
@@ -314,11 +367,12 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
         if (tokens[i] < 0)
             return HM_ERANGE;
     /* Reserve first, so that nothing fails half-way through. */
-    for (unsigned c = 0; c < t->params.n_channels; c++) {
-        int rc = reserve(&t->ch[c], t->n_keys, n_tokens);
-        if (rc != HM_OK)
-            return rc;
-    }
+    for (unsigned c = 0; c < t->params.n_channels; c++)
+        for (size_t i = 0; i < t->ch[c].n_tables; i++) {
+            int rc = reserve(&t->ch[c].tab[i], t->ch[c].vpr, n_tokens);
+            if (rc != HM_OK)
+                return rc;
+        }
     window_set ps[HM_MAX_CHANNELS];
     int rc = HM_OK;
     unsigned made = 0;
@@ -343,15 +397,37 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
                 tc->dropped_prompt++;
                 continue;
             }
-            uint64_t h = tuple_hash(w, n, v);
-            size_t s = slot_of(tc, h);
-            if (tc->hash[s] != 0)
-                continue; /* scored before */
-            tc->hash[s] = h;
-            tc->n++;
-            for (size_t k = 0; k < t->n_keys; k++)
-                tc->val[s * t->n_keys + k] =
-                    hm_channel_value(&t->keys[k].ctx->ch[c], w, v);
+            if (!tc->per_key) {
+                tally_table *tb = &tc->tab[0];
+                uint64_t h = tuple_hash(w, n, v);
+                size_t s = slot_of(tb, h);
+                if (tb->hash[s] != 0)
+                    continue; /* scored before */
+                tb->hash[s] = h;
+                tb->n++;
+                for (size_t k = 0; k < t->n_keys; k++)
+                    tb->val[s * t->n_keys + k] =
+                        hm_channel_value(&t->keys[k].ctx->ch[c], w, v);
+                continue;
+            }
+            /* selfhash: the value is a function of (anchor, token), or
+             * of the token alone when it is its own anchor */
+            for (size_t k = 0; k < t->n_keys; k++) {
+                tally_table *tb = &tc->tab[k];
+                hm_kgw_step st;
+                hm_kgw_prepare(&t->keys[k].ctx->ch[c], w, &st);
+                uint64_t x = hm_kgw_value(&st, v);
+                int self = hm_mix(st.hash_seed.a, st.hash_seed.g, v) <
+                           st.min_hash;
+                uint64_t h = self ? tuple_hash(NULL, 0, v)
+                                  : tuple_hash(&st.anchor, 1, v);
+                size_t s = slot_of(tb, h);
+                if (tb->hash[s] != 0)
+                    continue;
+                tb->hash[s] = h;
+                tb->n++;
+                tb->val[s] = x;
+            }
         }
     }
     for (unsigned c = 0; c < made; c++)
@@ -398,26 +474,38 @@ int hm_tally_merge(hm_tally *dst, const hm_tally *src, char *errmsg,
 {
     if (dst == NULL || src == NULL)
         return HM_EINVAL;
+    if (dst->filtered || src->filtered) {
+        hm_errf(errmsg, errlen, "filtered tallies do not merge: merge, then "
+                                "filter");
+        return HM_ENOTSUP;
+    }
     if (!compatible(dst, src, errmsg, errlen))
         return HM_EINVAL;
-    for (unsigned c = 0; c < dst->params.n_channels; c++) {
-        int rc = reserve(&dst->ch[c], dst->n_keys, src->ch[c].n);
-        if (rc != HM_OK)
-            return rc;
-    }
+    for (unsigned c = 0; c < dst->params.n_channels; c++)
+        for (size_t t = 0; t < dst->ch[c].n_tables; t++) {
+            int rc = reserve(&dst->ch[c].tab[t], dst->ch[c].vpr,
+                             src->ch[c].tab[t].n);
+            if (rc != HM_OK)
+                return rc;
+        }
     for (unsigned c = 0; c < dst->params.n_channels; c++) {
         tally_channel *d = &dst->ch[c];
         const tally_channel *s = &src->ch[c];
-        for (size_t i = 0; dst != src && i < s->cap; i++) {
-            if (s->hash[i] == 0)
-                continue;
-            size_t j = slot_of(d, s->hash[i]);
-            if (d->hash[j] != 0)
-                continue;
-            d->hash[j] = s->hash[i];
-            d->n++;
-            memcpy(d->val + j * dst->n_keys, s->val + i * src->n_keys,
-                   dst->n_keys * sizeof *d->val);
+        size_t vpr = d->vpr;
+        for (size_t t = 0; dst != src && t < d->n_tables; t++) {
+            tally_table *dt = &d->tab[t];
+            const tally_table *st = &s->tab[t];
+            for (size_t i = 0; i < st->cap; i++) {
+                if (st->hash[i] == 0)
+                    continue;
+                size_t j = slot_of(dt, st->hash[i]);
+                if (dt->hash[j] != 0)
+                    continue;
+                dt->hash[j] = st->hash[i];
+                dt->n++;
+                memcpy(dt->val + j * vpr, st->val + i * vpr,
+                       vpr * sizeof *dt->val);
+            }
         }
         d->tokens += s->tokens;
         d->padded += s->padded;
@@ -425,6 +513,66 @@ int hm_tally_merge(hm_tally *dst, const hm_tally *src, char *errmsg,
         d->dropped_prompt += s->dropped_prompt;
     }
     dst->documents += src->documents;
+    return HM_OK;
+}
+
+/* --------------------------------------------------------- filtering */
+
+int hm_tally_filter(hm_tally *t, const hm_tally *keep, char *errmsg,
+                    size_t errlen)
+{
+    if (t == NULL || keep == NULL || t == keep)
+        return HM_EINVAL;
+    if (t->filtered) {
+        hm_errf(errmsg, errlen, "tally already filtered");
+        return HM_ENOTSUP;
+    }
+    if (strcmp(t->spec, keep->spec) != 0) {
+        hm_errf(errmsg, errlen, "the filter has spec '%s', the tally '%s'",
+                keep->spec, t->spec);
+        return HM_EINVAL;
+    }
+    if (t->flags != keep->flags) {
+        hm_errf(errmsg, errlen, "the filter and the tally differ in flags");
+        return HM_EINVAL;
+    }
+    for (unsigned c = 0; c < t->params.n_channels; c++)
+        if (t->ch[c].per_key && !compatible(t, keep, errmsg, errlen)) {
+            /* selfhash tuples depend on the key: same keys needed */
+            return HM_EINVAL;
+        }
+    for (unsigned c = 0; c < t->params.n_channels; c++) {
+        tally_channel *tc = &t->ch[c];
+        for (size_t k = 0; k < tc->n_tables; k++) {
+            tally_table *tb = &tc->tab[k], nt = *tb;
+            const tally_table *kt = &keep->ch[c].tab[k];
+            nt.cap = 0;
+            nt.n = 0;
+            nt.hash = NULL;
+            nt.val = NULL;
+            int rc = reserve(&nt, tc->vpr, tb->n);
+            if (rc != HM_OK)
+                return rc;
+            for (size_t i = 0; i < tb->cap; i++) {
+                uint64_t h = tb->hash[i];
+                if (h == 0)
+                    continue;
+                if (kt->cap == 0 || kt->hash[slot_of(kt, h)] != h) {
+                    nt.dropped_filter++;
+                    continue;
+                }
+                size_t j = slot_of(&nt, h);
+                nt.hash[j] = h;
+                nt.n++;
+                memcpy(nt.val + j * tc->vpr, tb->val + i * tc->vpr,
+                       tc->vpr * sizeof *nt.val);
+            }
+            free(tb->hash);
+            free(tb->val);
+            *tb = nt;
+        }
+    }
+    t->filtered = 1;
     return HM_OK;
 }
 
@@ -464,23 +612,27 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
         channel >= t->params.n_channels)
         return HM_EINVAL;
     const hm_channel *ch = &t->params.ch[channel];
-    const tally_channel *tc = &t->ch[channel];
+    const tally_channel *tch = &t->ch[channel];
+    size_t off;
+    const tally_table *tc = table_of(tch, key, &off);
+    size_t vpr = tch->vpr;
     memset(r, 0, sizeof *r);
     r->documents = t->documents;
-    r->tokens = tc->tokens;
-    r->padded = tc->padded;
-    r->dropped_padded = tc->dropped_padded;
-    r->dropped_prompt = tc->dropped_prompt;
+    r->tokens = tch->tokens;
+    r->padded = tch->padded;
+    r->dropped_padded = tch->dropped_padded;
+    r->dropped_prompt = tch->dropped_prompt;
+    r->dropped_filter = tc->dropped_filter;
     r->scored = tc->n;
-    r->dropped_repeat =
-        tc->tokens - tc->dropped_padded - tc->dropped_prompt - tc->n;
+    r->dropped_repeat = tch->tokens - tch->dropped_padded -
+                        tch->dropped_prompt - tc->dropped_filter - tc->n;
     uint64_t n = tc->n;
     switch (ch->scheme) {
     case HM_SCHEME_GUMBEL: {
         sum128 s = {0, 0};
         for (size_t i = 0; i < tc->cap; i++)
             if (tc->hash[i] != 0)
-                sum_add(&s, gumbel_score(tc->val[i * t->n_keys + key]));
+                sum_add(&s, gumbel_score(tc->val[i * vpr + off]));
         r->score = sum_value(&s);
         r->expected = (double)n;
         r->log10_p = n ? hm_log10_sf_gamma((double)n, r->score) : 0;
@@ -491,7 +643,7 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
         double p = ldexp((double)ch->green_below, -64);
         for (size_t i = 0; i < tc->cap; i++)
             if (tc->hash[i] != 0)
-                green += tc->val[i * t->n_keys + key] < ch->green_below;
+                green += tc->val[i * vpr + off] < ch->green_below;
         r->score = (double)green;
         r->expected = (double)n * p;
         r->log10_p = hm_log10_sf_binom(green, n, p);
@@ -504,7 +656,7 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
         for (size_t i = 0; i < tc->cap; i++)
             if (tc->hash[i] != 0)
                 ones += (uint64_t)__builtin_popcountll(
-                    tc->val[i * t->n_keys + key] & mask);
+                    tc->val[i * vpr + off] & mask);
         r->score = (double)ones;
         r->expected = (double)n * ch->layers / 2;
         r->log10_p = hm_log10_sf_binom(ones, n * ch->layers, 0.5);
@@ -519,11 +671,15 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
 /*
  * Format (version 1), all integers little-endian:
  *   "hallmark-tally 1\n"
- *   text header lines "NAME VALUE\n": spec, flags, keys, then per key
- *   "key I FINGERPRINT HEX(TENANT)", documents, then per channel
- *   "channel C TOKENS PADDED DROPPED_PADDED DROPPED_PROMPT TUPLES",
+ *   text header lines "NAME VALUE\n": spec, flags, filtered (0 or 1),
+ *   keys, then per key "key I FINGERPRINT HEX(TENANT)" (HEX is "-" for
+ *   the default tenant), documents, then per channel
+ *   "channel C TOKENS PADDED DROPPED_PADDED DROPPED_PROMPT TABLES" and
+ *   per table (one, or one per key for kgw selfhash)
+ *   "table T DROPPED_FILTER TUPLES",
  *   and "data\n";
- *   per channel, TUPLES records sorted by hash: u64 hash, u64 value per key;
+ *   per channel and table, TUPLES records sorted by hash: u64 hash, then
+ *   u64 PRF values (one per key, or one in a per-key table);
  *   a 32-byte SHA-256 of everything before it.
  */
 
@@ -589,7 +745,8 @@ static void hex_encode(const char *s, char *out)
 static int write_tally(const hm_tally *t, writer *w)
 {
     w_bytes(w, TALLY_MAGIC, strlen(TALLY_MAGIC));
-    w_text(w, "spec %s\nflags %u\nkeys %zu\n", t->spec, t->flags, t->n_keys);
+    w_text(w, "spec %s\nflags %u\nfiltered %d\nkeys %zu\n", t->spec,
+           t->flags, t->filtered, t->n_keys);
     for (size_t i = 0; i < t->n_keys; i++) {
         char hex[2 * HM_TENANT_MAX + 2];
         hex_encode(t->keys[i].tenant, hex);
@@ -601,11 +758,17 @@ static int write_tally(const hm_tally *t, writer *w)
         w_text(w, "channel %u %llu %llu %llu %llu %zu\n", c,
                (unsigned long long)tc->tokens, (unsigned long long)tc->padded,
                (unsigned long long)tc->dropped_padded,
-               (unsigned long long)tc->dropped_prompt, tc->n);
+               (unsigned long long)tc->dropped_prompt, tc->n_tables);
+        for (size_t k = 0; k < tc->n_tables; k++)
+            w_text(w, "table %zu %llu %zu\n", k,
+                   (unsigned long long)tc->tab[k].dropped_filter,
+                   tc->tab[k].n);
     }
     w_text(w, "data\n");
-    for (unsigned c = 0; c < t->params.n_channels && !w->err; c++) {
-        const tally_channel *tc = &t->ch[c];
+    for (unsigned c = 0; c < t->params.n_channels && !w->err; c++)
+        for (size_t tk = 0; tk < t->ch[c].n_tables && !w->err; tk++) {
+        const tally_table *tc = &t->ch[c].tab[tk];
+        size_t vpr = t->ch[c].vpr;
         /* sorted (hash, slot) pairs give a canonical byte stream */
         uint64_t *order = malloc((tc->n ? tc->n : 1) * 2 * sizeof *order);
         if (order == NULL)
@@ -620,11 +783,11 @@ static int write_tally(const hm_tally *t, writer *w)
         qsort(order, k, 2 * sizeof *order, cmp_u64);
         for (size_t i = 0; i < k; i++) {
             w_u64(w, order[2 * i]);
-            for (size_t j = 0; j < t->n_keys; j++)
-                w_u64(w, tc->val[order[2 * i + 1] * t->n_keys + j]);
+            for (size_t j = 0; j < vpr; j++)
+                w_u64(w, tc->val[order[2 * i + 1] * vpr + j]);
         }
         free(order);
-    }
+        }
     unsigned char md[32];
     if (!w->err && EVP_DigestFinal_ex(w->md, md, NULL) == 1) {
         if (fwrite(md, 1, 32, w->f) != 32)
@@ -804,6 +967,12 @@ static int parse_tally(hm_tally **out, reader *r)
     if (sscanf(line, "flags %u", &flags) != 1 ||
         (flags & ~HM_TALLY_SKIP_PADDED))
         return r_bad(r, "bad 'flags'");
+    int filtered;
+    if ((rc = r_line(r, line, sizeof line)) != HM_OK)
+        return rc;
+    if (sscanf(line, "filtered %d", &filtered) != 1 ||
+        (filtered != 0 && filtered != 1))
+        return r_bad(r, "bad 'filtered'");
     if ((rc = r_line(r, line, sizeof line)) != HM_OK)
         return rc;
     if (sscanf(line, "keys %zu", &n_keys) != 1 || n_keys == 0 ||
@@ -814,8 +983,11 @@ static int parse_tally(hm_tally **out, reader *r)
         return HM_ENOMEM;
     strcpy(t->spec, spec);
     t->flags = flags;
+    t->filtered = filtered;
     char msg[HM_ERRMSG_SIZE];
     rc = hm_spec_parse(&t->params, spec, msg, sizeof msg);
+    if (rc == HM_OK && (rc = channels_init(t)) != HM_OK)
+        goto fail;
     if (rc != HM_OK) {
         r->line--; /* the spec line */
         hm_errf(r->errmsg, r->errlen, "%s:2: bad spec: %s", r->path, msg);
@@ -843,23 +1015,38 @@ static int parse_tally(hm_tally **out, reader *r)
         goto fail;
     }
     t->documents = docs;
-    size_t tuples[HM_MAX_CHANNELS];
     for (unsigned c = 0; c < t->params.n_channels; c++) {
+        tally_channel *tc = &t->ch[c];
         unsigned idx;
         unsigned long long v[4];
+        size_t nt;
         if ((rc = r_line(r, line, sizeof line)) != HM_OK)
             goto fail;
         if (sscanf(line, "channel %u %llu %llu %llu %llu %zu", &idx, &v[0],
-                   &v[1], &v[2], &v[3], &tuples[c]) != 6 ||
-            idx != c || v[1] > v[0] || v[2] > v[1] ||
-            v[3] + v[2] > v[0] || tuples[c] > v[0] - v[2] - v[3]) {
+                   &v[1], &v[2], &v[3], &nt) != 6 ||
+            idx != c || v[1] > v[0] || v[2] > v[1] || v[3] > v[0] - v[2] ||
+            nt != tc->n_tables) {
             rc = r_bad(r, "bad 'channel' line");
             goto fail;
         }
-        t->ch[c].tokens = v[0];
-        t->ch[c].padded = v[1];
-        t->ch[c].dropped_padded = v[2];
-        t->ch[c].dropped_prompt = v[3];
+        tc->tokens = v[0];
+        tc->padded = v[1];
+        tc->dropped_padded = v[2];
+        tc->dropped_prompt = v[3];
+        for (size_t k = 0; k < nt; k++) {
+            unsigned long long df;
+            size_t ik, n;
+            if ((rc = r_line(r, line, sizeof line)) != HM_OK)
+                goto fail;
+            if (sscanf(line, "table %zu %llu %zu", &ik, &df, &n) != 3 ||
+                ik != k || df > v[0] - v[2] - v[3] ||
+                n > v[0] - v[2] - v[3] - df) {
+                rc = r_bad(r, "bad 'table' line");
+                goto fail;
+            }
+            tc->tab[k].dropped_filter = df;
+            tc->tab[k].n = n; /* the count to read; reset below */
+        }
     }
     if ((rc = r_line(r, line, sizeof line)) != HM_OK)
         goto fail;
@@ -867,29 +1054,33 @@ static int parse_tally(hm_tally **out, reader *r)
         rc = r_bad(r, "expected 'data'");
         goto fail;
     }
-    for (unsigned c = 0; c < t->params.n_channels; c++) {
-        size_t rec = 8 * (n_keys + 1);
-        if (tuples[c] > (size_t)(r->end - r->p) / rec) {
-            rc = r_bad(r, "truncated data");
-            goto fail;
-        }
-        if ((rc = reserve(&t->ch[c], n_keys, tuples[c])) != HM_OK)
-            goto fail;
-        uint64_t prev = 0;
-        for (size_t i = 0; i < tuples[c]; i++) {
-            uint64_t h = r_u64(r);
-            if (h <= prev) {
-                rc = r_bad(r, "tuples out of order");
+    for (unsigned c = 0; c < t->params.n_channels; c++)
+        for (size_t k = 0; k < t->ch[c].n_tables; k++) {
+            tally_table *tb = &t->ch[c].tab[k];
+            size_t vpr = t->ch[c].vpr, count = tb->n;
+            size_t rec = 8 * (vpr + 1);
+            tb->n = 0;
+            if (count > (size_t)(r->end - r->p) / rec) {
+                rc = r_bad(r, "truncated data");
                 goto fail;
             }
-            prev = h;
-            size_t s = slot_of(&t->ch[c], h);
-            t->ch[c].hash[s] = h;
-            t->ch[c].n++;
-            for (size_t k = 0; k < n_keys; k++)
-                t->ch[c].val[s * n_keys + k] = r_u64(r);
+            if ((rc = reserve(tb, vpr, count)) != HM_OK)
+                goto fail;
+            uint64_t prev = 0;
+            for (size_t i = 0; i < count; i++) {
+                uint64_t h = r_u64(r);
+                if (h <= prev) {
+                    rc = r_bad(r, "tuples out of order");
+                    goto fail;
+                }
+                prev = h;
+                size_t sl = slot_of(tb, h);
+                tb->hash[sl] = h;
+                tb->n++;
+                for (size_t j = 0; j < vpr; j++)
+                    tb->val[sl * vpr + j] = r_u64(r);
+            }
         }
-    }
     if (r->p != r->end) {
         rc = r_bad(r, "trailing bytes after the data");
         goto fail;

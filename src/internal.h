@@ -151,6 +151,7 @@ typedef struct hm_kgw_step {
     hm_seed self_seed;
     hm_seed hash_seed;
     uint64_t min_hash; /* selfhash: candidates hashing below use self_seed */
+    uint32_t anchor;   /* selfhash: the window token that seeds ctx_seed */
     int selfhash;
 } hm_kgw_step;
 

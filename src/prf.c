@@ -134,6 +134,7 @@ void hm_kgw_prepare(const hm_channel *ch, const uint32_t *w, hm_kgw_step *st)
         }
     }
     st->min_hash = best_h;
+    st->anchor = best;
     st->ctx_seed = hm_seed_window(&ch->cmac, &best, 1);
 }
 

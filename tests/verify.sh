@@ -30,6 +30,7 @@ expect 0 "serve ours" -- "$HM" demo --key "$T/k" --scheme $SPEC --documents 6 --
 expect 0 "serve theirs" -- "$HM" demo --key "$T/other" --scheme $SPEC --documents 6 --tokens 80 -o "$T/theirs.jsonl"
 expect 0 "serve tenant" -- "$HM" demo --key "$T/k" --scheme $SPEC --tenant acme --documents 4 --tokens 80 --seed 9 -o "$T/acme.jsonl"
 
+head -n 2 "$T/ours.jsonl" >"$T/p1f.jsonl"
 for c in verify audit merge; do
     expect 0 "$c --help" -- "$HM" $c --help
     contains "$T/out" "usage: hallmark $c" "$c usage"
@@ -115,6 +116,22 @@ expect 2 "audit bad input, new name" -- "$HM" audit --key "$T/k" -o "$T/none" "$
 absent "$T/none.json" "failed audit"; absent "$T/none.html" "failed audit"
 ls "$T" | grep -q 'tmp-' && bad "temporary files left behind" || ok
 expect 2 "audit without -o" -- "$HM" audit --key "$T/k" "$T/ours.jsonl"
+
+# ---- the filtered test scores only tuples the provider served
+expect 1 "audit --filter" -- "$HM" audit --key "$T/k" --scheme $SPEC --filter "$T/p1f.jsonl" -o "$T/filt" "$T/ours.jsonl" "$T/theirs.jsonl"
+contains "$T/filt.json" '"kind": "filter"' "filter input recorded"
+grep -q '"dropped_filter": 0,' "$T/filt.json" && bad "filter dropped nothing" || ok
+expect 2 "audit --filter missing" -- "$HM" audit --key "$T/k" --filter "$T/nope.jsonl" -o "$T/x" "$T/ours.jsonl"
+absent "$T/x.json" "failed filtered audit"
+
+# ---- selfhash detection stays calibrated on repetitive innocent text
+expect 0 "serve selfhash innocent" -- "$HM" demo --key "$T/other" --scheme kgw:seeding=selfhash --documents 20 --tokens 100 -o "$T/sh.jsonl"
+expect 0 "audit selfhash innocent" -- "$HM" audit --key "$T/k" --scheme kgw:seeding=selfhash --self-check 64 -o "$T/sh" "$T/sh.jsonl"
+contains "$T/sh.json" '"calibrated": true' "selfhash self-check"
+contains "$T/sh.json" '"verdict": "no evidence"' "selfhash innocent verdict"
+expect 0 "verify selfhash innocent" -- "$HM" verify --key "$T/k" --scheme kgw:seeding=selfhash "$T/sh.jsonl"
+expect 0 "serve selfhash ours" -- "$HM" demo --key "$T/k" --scheme kgw:seeding=selfhash --documents 5 --tokens 100 -o "$T/sh2.jsonl"
+expect 1 "audit selfhash ours" -- "$HM" audit --key "$T/k" --scheme kgw:seeding=selfhash -o "$T/sh2" "$T/sh2.jsonl"
 
 # ---- merge: split audits merge to exactly the whole
 head -n 3 "$T/ours.jsonl" >"$T/p1.jsonl"; tail -n +3 "$T/ours.jsonl" >"$T/p2.jsonl"  # line 3 in both

@@ -45,6 +45,9 @@ static void audit_usage(FILE *out)
             "the leak\n"
             "      --correction M      holm (default), bonferroni or sidak "
             "over tenants\n"
+            "  -F, --filter FILE       score only tuples that occur in FILE "
+            "(JSON Lines of\n"
+            "                          the provider's own served outputs)\n"
             "  -R, --self-check R      never-deployed keys to test "
             "(default %d, 0: off)\n"
             "      --self-check-label L  their public label (default "
@@ -304,6 +307,7 @@ int cmd_audit(int argc, char **argv)
         {"key", required_argument, NULL, 'k'},
         {"scheme", required_argument, NULL, 's'},
         {"tenants", required_argument, NULL, 'T'},
+        {"filter", required_argument, NULL, 'F'},
         {"correction", required_argument, NULL, 'C'},
         {"self-check", required_argument, NULL, 'R'},
         {"self-check-label", required_argument, NULL, 'L'},
@@ -315,7 +319,7 @@ int cmd_audit(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *keyfile = NULL, *tenants_file = NULL, *output = NULL,
-               *save_tally = NULL;
+               *save_tally = NULL, *filter_file = NULL;
     char spec[1024] = "";
     double alpha = 1e-3;
     long long vocab = 0, n_self = DEFAULT_SELF_CHECK;
@@ -324,7 +328,8 @@ int cmd_audit(int argc, char **argv)
     audit a = {0};
     a.label = DEFAULT_LABEL;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "k:s:T:R:a:o:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "k:s:T:F:R:a:o:h", opts, NULL)) !=
+           -1) {
         switch (c) {
         case 'k':
             keyfile = optarg;
@@ -335,6 +340,9 @@ int cmd_audit(int argc, char **argv)
             break;
         case 'T':
             tenants_file = optarg;
+            break;
+        case 'F':
+            filter_file = optarg;
             break;
         case 'C':
             if (strcmp(optarg, "holm") == 0)
@@ -404,6 +412,7 @@ int cmd_audit(int argc, char **argv)
     double *lp = NULL, *adj = NULL, *selfp = NULL;
     cli_doc doc = {0};
     size_t n_keys = 0;
+    hm_tally *keep = NULL;
 
     if (tenants_file != NULL) {
         if (read_tenants(tenants_file, &a.tenants, &a.n_tenants) != 0)
@@ -493,6 +502,49 @@ int cmd_audit(int argc, char **argv)
         fputc('\n', stderr);
     checkpoint(&a, 1);
 
+    /* The filtered test: only tuples that occur in the provider's own
+     * outputs, applied after the tally is complete (and saved). */
+    if (save_tally != NULL &&
+        hm_tally_save(a.t, save_tally, msg, sizeof msg) != HM_OK) {
+        cli_error("%s", msg);
+        goto done;
+    }
+    if (filter_file != NULL) {
+        cli_input in;
+        int rc;
+        if (hm_tally_new(&keep, (const hm_ctx *const *)ctxs, n_keys, flags,
+                         msg, sizeof msg) != HM_OK) {
+            cli_error("%s", msg);
+            goto done;
+        }
+        if (cli_input_open(&in, filter_file, vocab) != 0)
+            goto done;
+        while ((rc = cli_input_next(&in, &doc)) == 1)
+            if (hm_tally_add(keep, doc.prompt, doc.n_prompt, doc.tokens,
+                             doc.n_tokens) != HM_OK) {
+                cli_error("%s:%lu: cannot score the record", doc.file,
+                          doc.line);
+                rc = -1;
+                break;
+            }
+        cli_input_close(&in);
+        if (rc < 0)
+            goto done;
+        if (hm_tally_filter(a.t, keep, msg, sizeof msg) != HM_OK) {
+            cli_error("--filter %s: %s", filter_file, msg);
+            goto done;
+        }
+        json_array_append_new(
+            inputs, json_pack("{s:s,s:s,s:s,s:I}", "path", filter_file,
+                              "kind", "filter", "sha256", in.sha256_hex,
+                              "records", (json_int_t)in.records));
+        /* the curve so far was unfiltered: keep only the filtered end */
+        for (size_t i = 0; i < a.n_pts; i++)
+            free(a.pts[i].lp);
+        a.n_pts = 0;
+        checkpoint(&a, 1);
+    }
+
     /* ---------------------------------------------------------- tests */
     lp = calloc(a.n_tenants, sizeof *lp);
     adj = calloc(a.n_tenants, sizeof *adj);
@@ -537,7 +589,8 @@ int cmd_audit(int argc, char **argv)
             goto done;
         json_array_append_new(
             counts,
-            json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "channel",
+            json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+                      "channel",
                       (json_int_t)ch, "scheme",
                       scheme_name(hm_ctx_channel_scheme(ctxs[0], ch)),
                       "documents", (json_int_t)r.documents, "tokens",
@@ -545,6 +598,7 @@ int cmd_audit(int argc, char **argv)
                       "dropped_padded", (json_int_t)r.dropped_padded,
                       "dropped_prompt", (json_int_t)r.dropped_prompt,
                       "dropped_repeat", (json_int_t)r.dropped_repeat,
+                      "dropped_filter", (json_int_t)r.dropped_filter,
                       "scored", (json_int_t)r.scored));
     }
     for (size_t k = 0; k < a.n_tenants; k++) {
@@ -554,7 +608,8 @@ int cmd_audit(int argc, char **argv)
             if (hm_tally_result(a.t, k, ch, &r) != HM_OK)
                 goto done;
             json_array_append_new(
-                chs, json_pack("{s:I,s:f,s:f,s:f}", "channel", (json_int_t)ch,
+                chs, json_pack("{s:I,s:I,s:f,s:f,s:f}", "channel",
+                               (json_int_t)ch, "scored", (json_int_t)r.scored,
                                "score", r.score, "expected", r.expected,
                                "log10_p", r.log10_p));
         }
@@ -644,14 +699,14 @@ int cmd_audit(int argc, char **argv)
     cli_buf_printf(&html, "</table>\n<h2>Counts</h2>\n<table><tr><th>channel"
                           "</th><th>tokens</th><th>padded</th><th>dropped: "
                           "padded</th><th>dropped: prompt</th><th>dropped: "
-                          "repeat</th><th>scored</th></tr>\n");
+                          "repeat</th><th>dropped: filter</th><th>scored</th></tr>\n");
     json_t *cj;
     json_array_foreach(counts, ii, cj)
     {
         cli_buf_printf(
             &html,
             "<tr><td>%zu %s</td><td>%lld</td><td>%lld</td><td>%lld</td><td>"
-            "%lld</td><td>%lld</td><td>%lld</td></tr>\n",
+            "%lld</td><td>%lld</td><td>%lld</td><td>%lld</td></tr>\n",
             ii, json_string_value(json_object_get(cj, "scheme")),
             (long long)json_integer_value(json_object_get(cj, "tokens")),
             (long long)json_integer_value(json_object_get(cj, "padded")),
@@ -661,6 +716,8 @@ int cmd_audit(int argc, char **argv)
                 json_object_get(cj, "dropped_prompt")),
             (long long)json_integer_value(
                 json_object_get(cj, "dropped_repeat")),
+            (long long)json_integer_value(
+                json_object_get(cj, "dropped_filter")),
             (long long)json_integer_value(json_object_get(cj, "scored")));
     }
     cli_buf_printf(&html, "</table>\n<h2>Tenants</h2>\n<table><tr><th>tenant"
@@ -705,11 +762,6 @@ int cmd_audit(int argc, char **argv)
         goto done;
     snprintf(jpath, ol + 8, "%.*s.json", (int)ol, output);
     snprintf(hpath, ol + 8, "%.*s.html", (int)ol, output);
-    if (save_tally != NULL &&
-        hm_tally_save(a.t, save_tally, msg, sizeof msg) != HM_OK) {
-        cli_error("%s", msg);
-        goto done;
-    }
     if (cli_write_atomic(hpath, html.data, html.len) != 0)
         goto done;
     size_t jl = strlen(json_text);
@@ -737,6 +789,7 @@ done:
     for (size_t i = 0; i < a.n_pts; i++)
         free(a.pts[i].lp);
     hm_tally_free(a.t);
+    hm_tally_free(keep);
     for (size_t i = 0; ctxs && i < n_keys; i++)
         hm_ctx_free(ctxs[i]);
     free(ctxs);
