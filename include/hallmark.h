@@ -62,11 +62,12 @@ HM_EXPORT unsigned hm_prf_version(void);
 #define HM_ENOMEM (-2)   /* out of memory */
 #define HM_EIO (-3)      /* I/O error; errno has the detail */
 #define HM_EFORMAT (-4)  /* malformed key file or parameter string */
-#define HM_EPERM (-5)    /* key file readable or writable by others */
+#define HM_EPERM (-5)    /* key file has group or other permissions */
 #define HM_EEXIST (-6)   /* output file exists and overwrite was not asked */
 #define HM_ECRYPTO (-7)  /* the crypto library failed */
 #define HM_ERANGE (-8)   /* token id, size or parameter out of range */
-#define HM_ENOTSUP (-9)  /* not supported by this build or scheme */
+#define HM_ENOTSUP (-9)  /* not possible on this object (e.g. adding to a
+                            loaded or filtered tally) */
 
 /* A static string describing code; never NULL. */
 HM_EXPORT const char *hm_strerror(int code);
@@ -98,8 +99,8 @@ HM_EXPORT HM_WUR int hm_key_from_bytes(hm_key **key,
                                        const unsigned char *bytes,
                                        size_t len);
 
-/* Load a key file.  Refuses files readable or writable by group or others
- * (HM_EPERM) and malformed files (HM_EFORMAT); on failure a message naming
+/* Load a key file.  Refuses files with any permission bit for group or
+ * others (HM_EPERM) and malformed files (HM_EFORMAT); on failure a message naming
  * the file, the line and the problem goes to errmsg when it is not NULL.
  * The key material is never written to errmsg. */
 HM_EXPORT HM_WUR int hm_key_load(hm_key **key, const char *path,
@@ -178,10 +179,12 @@ typedef struct hm_seq hm_seq;
 #define HM_SEQ_HISTORY_DEFAULT 1024
 
 /* Bytes needed for a state remembering history windows (0 disables
- * masking).  The memory must be aligned for uint64_t. */
+ * masking; the table is rounded up to a power of two).  0 when history
+ * exceeds 2^24.  The memory must be aligned for uint64_t. */
 HM_EXPORT size_t hm_seq_size(size_t history);
 
-/* Initialise a state in caller memory; no allocation. */
+/* Initialise a state in caller memory; no allocation.  Such a state is
+ * the caller's: never pass it to hm_seq_free. */
 HM_EXPORT HM_WUR int hm_seq_init(hm_seq **seq, void *mem, size_t size,
                                  const hm_ctx *ctx, size_t history);
 
@@ -199,8 +202,9 @@ HM_EXPORT HM_WUR int hm_seq_reset(hm_seq *seq, const int32_t *prompt,
  * appends token.  Call once per generated token. */
 HM_EXPORT HM_WUR int hm_seq_accept(hm_seq *seq, int32_t token);
 
-/* Copy src into dst (a state made with the same ctx and a history no
- * smaller than src's).  For beams and speculative drafts. */
+/* Copy src into dst (a state made with the same ctx and a history table
+ * no smaller than src's after rounding).  For beams and speculative
+ * drafts. */
 HM_EXPORT HM_WUR int hm_seq_copy(hm_seq *dst, const hm_seq *src);
 
 /* ------------------------------------------------------------ hot path */
@@ -216,7 +220,9 @@ typedef struct hm_row {
     hm_seq *seq;
     /* Sampling temperature for hm_select_*; 0 means greedy. */
     float temperature;
-    /* The caller's uniform in [0,1) for unwatermarked sampling. */
+    /* The caller's uniform in [0,1): drives unwatermarked sampling, and
+     * the final draw of a watermarked tournament step (whose keyed
+     * g-values reweight the distribution it is drawn from). */
     double uniform;
 } hm_row;
 
@@ -251,7 +257,7 @@ HM_EXPORT HM_WUR int hm_bias_dense(const hm_ctx *ctx, float *logits,
 
 /* Choose the next token of each row with the context's sampling channel
  * (gumbel or tournament); without one, sample with the caller's uniform.
- * Logits of -INFINITY are excluded.  tokens (n_rows entries) receives the
+ * Logits of -INFINITY or NaN are excluded.  tokens (n_rows entries) receives the
  * choices; flags may be NULL. */
 HM_EXPORT HM_WUR int hm_select_dense(const hm_ctx *ctx, const float *logits,
                                      size_t n_rows, size_t n_vocab,
