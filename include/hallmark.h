@@ -209,6 +209,9 @@ HM_EXPORT HM_WUR int hm_seq_copy(hm_seq *dst, const hm_seq *src);
 
 /* ------------------------------------------------------------ hot path */
 
+/* Temperatures below this are greedy: logit/T would overflow. */
+#define HM_GREEDY_BELOW 1e-30f
+
 /* What the library needs to know about one row (one sequence position). */
 typedef struct hm_row {
     /* Tokens before this position, oldest first (prompt included).  Only
@@ -218,7 +221,8 @@ typedef struct hm_row {
     /* Optional sequence state: supplies the context when context is NULL
      * and enables masking of windows seen before.  NULL: no masking. */
     hm_seq *seq;
-    /* Sampling temperature for hm_select_*; 0 means greedy. */
+    /* Sampling temperature for hm_select_*; 0 (or anything below
+     * HM_GREEDY_BELOW) means greedy. */
     float temperature;
     /* The caller's uniform in [0,1): drives unwatermarked sampling, and
      * the final draw of a watermarked tournament step (whose keyed

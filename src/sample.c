@@ -43,8 +43,9 @@ static int check_cands(const hm_ctx *ctx, const hm_cands *c,
                        const hm_row *row)
 {
     if (ctx == NULL || c == NULL || row == NULL || c->data == NULL ||
-        c->n == 0 || c->id_offset + 4 > c->stride ||
-        c->logit_offset + 4 > c->stride)
+        c->n == 0 || c->id_offset > c->stride ||
+        c->stride - c->id_offset < 4 || c->logit_offset > c->stride ||
+        c->stride - c->logit_offset < 4)
         return HM_EINVAL;
     return HM_OK;
 }
@@ -375,10 +376,10 @@ typedef struct plan {
 static int make_plan(const hm_ctx *ctx, const hm_row *row, plan *pl)
 {
     memset(pl, 0, sizeof *pl);
-    pl->greedy = row->temperature == 0;
+    /* Below HM_GREEDY_BELOW, logit/T would overflow for ordinary logits
+     * and ties at +inf would decide: such requests are greedy. */
+    pl->greedy = row->temperature < HM_GREEDY_BELOW;
     pl->inv_t = pl->greedy ? 1.0f : 1.0f / row->temperature;
-    if (!isfinite(pl->inv_t))
-        pl->greedy = 1;
     if (ctx->sampler < 0)
         return HM_OK;
     uint32_t w[HM_MAX_CONTEXT];
