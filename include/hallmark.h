@@ -288,6 +288,13 @@ HM_EXPORT HM_WUR int hm_token_prf(const hm_ctx *ctx, unsigned channel,
                                   const int32_t *context, size_t n_context,
                                   int32_t token, uint64_t *out);
 
+/* The batch form of hm_token_prf for whole documents: the values of
+ * seq[start..n-1], each after the tokens before it in seq (padded before
+ * seq[0]), into out[0..n-start-1]. */
+HM_EXPORT HM_WUR int hm_sequence_prf(const hm_ctx *ctx, unsigned channel,
+                                     const int32_t *seq, size_t n,
+                                     size_t start, uint64_t *out);
+
 /* The PRF v1 map from 64 bits to a uniform in (0,1). */
 HM_EXPORT double hm_prf_to_unit(uint64_t x);
 

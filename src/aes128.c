@@ -66,6 +66,62 @@ encrypt_ni(const hm_aes *aes, const unsigned char in[16],
                              _mm_loadu_si128((const __m128i *)aes->u.rk[10]));
     _mm_storeu_si128((__m128i *)out, x);
 }
+
+/* Many independent blocks: eight in flight hide the aesenc latency. */
+__attribute__((target("aes,sse2"))) static void
+encrypt_ni_blocks(const hm_aes *aes, const unsigned char *in,
+                  unsigned char *out, size_t n)
+{
+    __m128i rk[11];
+    for (int i = 0; i < 11; i++)
+        rk[i] = _mm_loadu_si128((const __m128i *)aes->u.rk[i]);
+    size_t b = 0;
+    for (; b + 8 <= n; b += 8) {
+        __m128i x[8];
+        for (int j = 0; j < 8; j++)
+            x[j] = _mm_xor_si128(
+                _mm_loadu_si128((const __m128i *)(in + 16 * (b + j))), rk[0]);
+        for (int r = 1; r < 10; r++)
+            for (int j = 0; j < 8; j++)
+                x[j] = _mm_aesenc_si128(x[j], rk[r]);
+        for (int j = 0; j < 8; j++)
+            _mm_storeu_si128((__m128i *)(out + 16 * (b + j)),
+                             _mm_aesenclast_si128(x[j], rk[10]));
+    }
+    for (; b < n; b++)
+        encrypt_ni(aes, in + 16 * b, out + 16 * b);
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 9 ||             \
+    defined(__clang__)
+#define HM_HAVE_VAES 1
+#include <immintrin.h>
+/* VAES: four blocks per 512-bit register, four registers in flight. */
+__attribute__((target("vaes,avx512f"))) static void
+encrypt_vaes_blocks(const hm_aes *aes, const unsigned char *in,
+                    unsigned char *out, size_t n)
+{
+    __m512i rk[11];
+    for (int i = 0; i < 11; i++)
+        rk[i] = _mm512_broadcast_i32x4(
+            _mm_loadu_si128((const __m128i *)aes->u.rk[i]));
+    size_t b = 0;
+    for (; b + 16 <= n; b += 16) {
+        __m512i x[4];
+        for (int j = 0; j < 4; j++)
+            x[j] = _mm512_xor_si512(
+                _mm512_loadu_si512((const void *)(in + 16 * (b + 4 * j))),
+                rk[0]);
+        for (int r = 1; r < 10; r++)
+            for (int j = 0; j < 4; j++)
+                x[j] = _mm512_aesenc_epi128(x[j], rk[r]);
+        for (int j = 0; j < 4; j++)
+            _mm512_storeu_si512((void *)(out + 16 * (b + 4 * j)),
+                                _mm512_aesenclast_epi128(x[j], rk[10]));
+    }
+    encrypt_ni_blocks(aes, in + 16 * b, out + 16 * b, n - b);
+}
+#endif
 #endif
 
 int hm_aes_force_portable = 0;
@@ -93,6 +149,29 @@ void hm_aes_encrypt(const hm_aes *aes, const unsigned char in[16],
     }
 #endif
     AES_encrypt(in, out, &aes->u.ossl);
+}
+
+void hm_aes_encrypt_blocks(const hm_aes *aes, const unsigned char *in,
+                           unsigned char *out, size_t n)
+{
+#ifdef HM_HAVE_NI
+    if (aes->use_ni) {
+#ifdef HM_HAVE_VAES
+        static int vaes = -1;
+        if (vaes < 0) /* a benign race: every thread computes the same */
+            vaes = __builtin_cpu_supports("vaes") &&
+                   __builtin_cpu_supports("avx512f");
+        if (vaes) {
+            encrypt_vaes_blocks(aes, in, out, n);
+            return;
+        }
+#endif
+        encrypt_ni_blocks(aes, in, out, n);
+        return;
+    }
+#endif
+    for (size_t b = 0; b < n; b++)
+        AES_encrypt(in + 16 * b, out + 16 * b, &aes->u.ossl);
 }
 
 void hm_aes_wipe(hm_aes *aes)

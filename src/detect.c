@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -92,6 +93,24 @@ static size_t slot_of(const tally_table *tc, uint64_t h)
     return i;
 }
 
+/* Large tables are probed at random: ask for huge pages, so that each
+ * probe costs a cache miss but rarely a TLB miss as well. */
+static void *table_alloc(size_t bytes, int zero)
+{
+    const size_t huge = (size_t)2 << 20;
+    if (bytes < 2 * huge)
+        return zero ? calloc(1, bytes) : malloc(bytes);
+    void *p = NULL;
+    if (posix_memalign(&p, huge, bytes) != 0)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, bytes, MADV_HUGEPAGE); /* advice only */
+#endif
+    if (zero)
+        memset(p, 0, bytes);
+    return p;
+}
+
 /* Make room for extra more tuples (load factor at most 1/2). */
 static int reserve(tally_table *tc, size_t n_keys, size_t extra)
 {
@@ -105,8 +124,8 @@ static int reserve(tally_table *tc, size_t n_keys, size_t extra)
         return HM_OK;
     tally_table nt = *tc;
     nt.cap = cap;
-    nt.hash = calloc(cap, sizeof *nt.hash);
-    nt.val = malloc(cap * n_keys * sizeof *nt.val + 1);
+    nt.hash = table_alloc(cap * sizeof *nt.hash, 1);
+    nt.val = table_alloc(cap * n_keys * sizeof *nt.val + 1, 0);
     if (nt.hash == NULL || nt.val == NULL) {
         free(nt.hash);
         free(nt.val);
@@ -352,6 +371,82 @@ static int window_in(const window_set *s, const uint32_t *w, unsigned n)
     return 0;
 }
 
+/* Channels with one table for all keys, in chunks: hash every tuple and
+ * prefetch its slot, then insert in order, then compute the PRF values of
+ * the new tuples with batched AES, key by key. */
+static void add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
+                       size_t np, const int32_t *tokens, size_t nt,
+                       const window_set *ps)
+{
+    enum { CHUNK = 256 };
+    tally_channel *tc = &t->ch[c];
+    tally_table *tb = &tc->tab[0];
+    const unsigned n = t->params.ch[c].window;
+    const size_t vpr = tc->vpr;
+    uint32_t ids[HM_MAX_CONTEXT + CHUNK], wins[CHUNK * HM_MAX_CONTEXT];
+    uint64_t hs[CHUNK];
+    size_t slot[CHUNK], pend[CHUNK];
+    hm_seed seeds[CHUNK];
+    for (size_t j0 = 0; j0 < nt; j0 += CHUNK) {
+        size_t m = nt - j0 < CHUNK ? nt - j0 : CHUNK, p0 = np + j0;
+        for (unsigned i = 0; i < n; i++) {
+            size_t back = n - i;
+            size_t q = p0 - back;
+            ids[i] = p0 < back  ? HM_PAD_ID
+                     : q < np ? (uint32_t)prompt[q]
+                              : (uint32_t)tokens[q - np];
+        }
+        for (size_t i = 0; i < m; i++)
+            ids[n + i] = (uint32_t)tokens[j0 + i];
+        for (size_t i = 0; i < m; i++) {
+            int padded = p0 + i < n;
+            tc->tokens++;
+            tc->padded += (uint64_t)padded;
+            hs[i] = 0;
+            if (padded && (t->flags & HM_TALLY_SKIP_PADDED)) {
+                tc->dropped_padded++;
+                continue;
+            }
+            if (ps->cap != 0 && window_in(ps, ids + i, n)) {
+                tc->dropped_prompt++;
+                continue;
+            }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            uint64_t h = XXH3_64bits(ids + i, 4 * (size_t)(n + 1));
+            hs[i] = h ? h : 1u; /* as tuple_hash */
+#else
+            hs[i] = tuple_hash(ids + i, n, ids[n + i]);
+#endif
+            size_t home = (size_t)(hs[i] ^ (hs[i] >> 29)) & (tb->cap - 1);
+            __builtin_prefetch(&tb->hash[home], 1);
+            __builtin_prefetch(&tb->val[home * vpr], 1);
+        }
+        size_t np_new = 0;
+        for (size_t i = 0; i < m; i++) {
+            if (hs[i] == 0)
+                continue;
+            size_t sl = slot_of(tb, hs[i]);
+            if (tb->hash[sl] != 0)
+                continue; /* scored before */
+            tb->hash[sl] = hs[i];
+            tb->n++;
+            slot[np_new] = sl;
+            pend[np_new++] = i;
+        }
+        if (np_new == 0)
+            continue;
+        for (size_t q = 0; q < np_new; q++)
+            memcpy(wins + q * n, ids + pend[q], n * sizeof *wins);
+        for (size_t k = 0; k < t->n_keys; k++) {
+            hm_seed_windows(&t->keys[k].ctx->ch[c].cmac, wins, n, n, np_new,
+                            seeds);
+            for (size_t q = 0; q < np_new; q++)
+                tb->val[slot[q] * vpr + k] =
+                    hm_mix(seeds[q].a, seeds[q].g, ids[n + pend[q]]);
+        }
+    }
+}
+
 int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
                  const int32_t *tokens, size_t n_tokens)
 {
@@ -382,6 +477,10 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
     for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++) {
         tally_channel *tc = &t->ch[c];
         unsigned n = t->params.ch[c].window;
+        if (!tc->per_key) {
+            add_shared(t, c, prompt, n_prompt, tokens, n_tokens, &ps[c]);
+            continue;
+        }
         for (size_t j = 0; j < n_tokens; j++) {
             size_t p = n_prompt + j;
             uint32_t w[HM_MAX_CONTEXT], v = (uint32_t)tokens[j];
@@ -395,19 +494,6 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
             doc_window(prompt, n_prompt, tokens, p, n, w);
             if (window_in(&ps[c], w, n)) {
                 tc->dropped_prompt++;
-                continue;
-            }
-            if (!tc->per_key) {
-                tally_table *tb = &tc->tab[0];
-                uint64_t h = tuple_hash(w, n, v);
-                size_t s = slot_of(tb, h);
-                if (tb->hash[s] != 0)
-                    continue; /* scored before */
-                tb->hash[s] = h;
-                tb->n++;
-                for (size_t k = 0; k < t->n_keys; k++)
-                    tb->val[s * t->n_keys + k] =
-                        hm_channel_value(&t->keys[k].ctx->ch[c], w, v);
                 continue;
             }
             /* selfhash: the value is a function of (anchor, token), or

@@ -40,6 +40,10 @@ HM_HIDDEN extern int hm_aes_force_portable;
 HM_HIDDEN void hm_aes_init(hm_aes *aes, const unsigned char key[16]);
 HM_HIDDEN void hm_aes_encrypt(const hm_aes *aes, const unsigned char in[16],
                               unsigned char out[16]);
+/* n independent blocks (ECB), pipelined; in and out may be the same. */
+HM_HIDDEN void hm_aes_encrypt_blocks(const hm_aes *aes,
+                                     const unsigned char *in,
+                                     unsigned char *out, size_t n);
 HM_HIDDEN void hm_aes_wipe(hm_aes *aes);
 
 /* ---------------------------------------------------------------- PRF */
@@ -67,6 +71,12 @@ HM_HIDDEN hm_seed hm_seed_from_bytes(const unsigned char b[16]);
 /* Step seed of a window of n token ids (oldest first). */
 HM_HIDDEN hm_seed hm_seed_window(const hm_cmac *c, const uint32_t *w,
                                  size_t n);
+/* Step seeds of n windows of width ids each, window i starting at
+ * ids + i * stride (stride 1: sliding windows over one buffer), computed
+ * in batches. */
+HM_HIDDEN void hm_seed_windows(const hm_cmac *c, const uint32_t *ids,
+                               unsigned width, size_t stride, size_t n,
+                               hm_seed *out);
 /* Unkeyed seed from a caller's uniform, for unwatermarked sampling. */
 HM_HIDDEN hm_seed hm_seed_uniform(double u);
 

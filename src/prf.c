@@ -12,10 +12,16 @@
 
 static uint64_t load_le64(const unsigned char *p)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+#else
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--)
         v = (v << 8) | p[i];
     return v;
+#endif
 }
 
 /* Doubling in GF(2^128) as RFC 4493 derives K1 and K2. */
@@ -65,10 +71,21 @@ void hm_cmac_wipe(hm_cmac *c)
 
 /* SplitMix64's rule for increments: too few bit transitions make a weak
  * Weyl sequence, so flip alternate bits (keeps the increment odd). */
-static uint64_t fix_gamma(uint64_t g)
+static inline __attribute__((always_inline)) unsigned
+popcount64(uint64_t x) /* no libgcc call without -mpopcnt */
+{
+    x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
+    x = (x & UINT64_C(0x3333333333333333)) +
+        ((x >> 2) & UINT64_C(0x3333333333333333));
+    x = (x + (x >> 4)) & UINT64_C(0x0F0F0F0F0F0F0F0F);
+    return (unsigned)((x * UINT64_C(0x0101010101010101)) >> 56);
+}
+
+static inline __attribute__((always_inline)) uint64_t
+fix_gamma(uint64_t g)
 {
     g |= 1u;
-    if (__builtin_popcountll(g ^ (g >> 1)) < 24)
+    if (popcount64(g ^ (g >> 1)) < 24)
         g ^= UINT64_C(0xAAAAAAAAAAAAAAAA);
     return g;
 }
@@ -93,6 +110,72 @@ hm_seed hm_seed_window(const hm_cmac *c, const uint32_t *w, size_t n)
     }
     hm_cmac_tag(c, msg, 4 * n, tag);
     return hm_seed_from_bytes(tag);
+}
+
+void hm_seed_windows(const hm_cmac *c, const uint32_t *ids, unsigned width,
+                     size_t stride, size_t n, hm_seed *out)
+{
+    enum { BATCH = 128 };
+    uint64_t blk[BATCH][2];
+    if (width > 4) { /* more than one CMAC block: one window at a time */
+        for (size_t i = 0; i < n; i++)
+            out[i] = hm_seed_window(c, ids + i * stride, width);
+        return;
+    }
+    /* One block: the ids (little-endian), padded 10* unless exactly 16
+     * bytes, XOR K1 or K2 (RFC 4493), then one AES encryption. */
+    unsigned char padb[16];
+    const unsigned char *sub = width == 4 ? c->k1 : c->k2;
+    memset(padb, 0, sizeof padb);
+    if (width < 4)
+        padb[4 * width] = 0x80;
+    for (int i = 0; i < 16; i++)
+        padb[i] ^= sub[i];
+    const uint64_t pad0 = load_le64(padb), pad1 = load_le64(padb + 8);
+    for (size_t base = 0; base < n; base += BATCH) {
+        size_t m = n - base < BATCH ? n - base : BATCH;
+        const uint32_t *w = ids + base * stride;
+        switch (width) { /* constant widths: straight-line loads */
+        case 4:
+            for (size_t i = 0; i < m; i++, w += stride) {
+                blk[i][0] = pad0 ^ ((uint64_t)w[1] << 32 | w[0]);
+                blk[i][1] = pad1 ^ ((uint64_t)w[3] << 32 | w[2]);
+            }
+            break;
+        case 3:
+            for (size_t i = 0; i < m; i++, w += stride) {
+                blk[i][0] = pad0 ^ ((uint64_t)w[1] << 32 | w[0]);
+                blk[i][1] = pad1 ^ w[2];
+            }
+            break;
+        case 2:
+            for (size_t i = 0; i < m; i++, w += stride) {
+                blk[i][0] = pad0 ^ ((uint64_t)w[1] << 32 | w[0]);
+                blk[i][1] = pad1;
+            }
+            break;
+        default:
+            for (size_t i = 0; i < m; i++, w += stride) {
+                blk[i][0] = pad0 ^ w[0];
+                blk[i][1] = pad1;
+            }
+            break;
+        }
+        /* the block bytes are the little-endian words */
+        unsigned char *bytes = (unsigned char *)blk;
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+        for (size_t i = 0; i < m; i++)
+            for (int h = 0; h < 2; h++) {
+                uint64_t x = blk[i][h];
+                for (int b = 0; b < 8; b++)
+                    bytes[16 * i + 8 * h + b] = (unsigned char)(x >> (8 * b));
+            }
+#endif
+        hm_aes_encrypt_blocks(&c->aes, bytes, bytes, m);
+        for (size_t i = 0; i < m; i++)
+            out[base + i] = hm_seed_from_bytes(bytes + 16 * i);
+    }
+    OPENSSL_cleanse(padb, sizeof padb);
 }
 
 hm_seed hm_seed_uniform(double u)

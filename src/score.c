@@ -49,3 +49,46 @@ int hm_token_score(const hm_ctx *ctx, unsigned channel, const int32_t *context,
     }
     return HM_OK;
 }
+
+/* Windows of a chunk of positions: ids[0..width+m-1] holds the width ids
+ * before position p0 (padded before the sequence) and the m ids from p0. */
+static void chunk_ids(const int32_t *seq, size_t p0, size_t m, unsigned width,
+                      uint32_t *ids)
+{
+    for (size_t i = 0; i < width + m; i++) {
+        size_t back = width - (i < width ? i : width); /* > 0 before p0 */
+        if (i < width)
+            ids[i] = p0 >= back ? (uint32_t)seq[p0 - back] : HM_PAD_ID;
+        else
+            ids[i] = (uint32_t)seq[p0 + i - width];
+    }
+}
+
+int hm_sequence_prf(const hm_ctx *ctx, unsigned channel, const int32_t *seq,
+                    size_t n, size_t start, uint64_t *out)
+{
+    enum { CHUNK = 256 };
+    if (ctx == NULL || channel >= ctx->n_channels || start > n ||
+        (seq == NULL && n > 0) || (out == NULL && n > start))
+        return HM_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (seq[i] < 0)
+            return HM_ERANGE;
+    const hm_channel *ch = &ctx->ch[channel];
+    unsigned w = ch->window;
+    uint32_t ids[HM_MAX_CONTEXT + CHUNK];
+    hm_seed seeds[CHUNK];
+    for (size_t p0 = start; p0 < n; p0 += CHUNK) {
+        size_t m = n - p0 < CHUNK ? n - p0 : CHUNK;
+        chunk_ids(seq, p0, m, w, ids);
+        if (ch->scheme == HM_SCHEME_KGW && ch->seeding == HM_SEEDING_SELFHASH) {
+            for (size_t i = 0; i < m; i++)
+                out[p0 - start + i] = hm_channel_value(ch, ids + i, ids[w + i]);
+            continue;
+        }
+        hm_seed_windows(&ch->cmac, ids, w, 1, m, seeds);
+        for (size_t i = 0; i < m; i++)
+            out[p0 - start + i] = hm_mix(seeds[i].a, seeds[i].g, ids[w + i]);
+    }
+    return HM_OK;
+}

@@ -763,6 +763,43 @@ START_TEST(test_label_keys)
 }
 END_TEST
 
+/* The batch PRF equals hm_token_prf at every position, for every scheme,
+ * across chunk boundaries and with the portable AES. */
+START_TEST(test_sequence_prf)
+{
+    hm_key *k = test_key(61);
+    static int32_t seq[1300];
+    static uint64_t out[1300];
+    uint64_t s = 4;
+    random_tokens(seq, 1300, 70000, &s);
+    const char *sp[] = {"gumbel", "gumbel:h=2", "gumbel:h=7", "kgw",
+                        "kgw:seeding=selfhash", "tournament:h=16"};
+    for (size_t i = 0; i < sizeof sp / sizeof *sp; i++) {
+        hm_ctx *ctx = test_ctx(k, sp[i]);
+        for (size_t start = 0; start < 600; start += 299) {
+            ck_assert_int_eq(hm_sequence_prf(ctx, 0, seq, 1300, start, out),
+                             HM_OK);
+            for (size_t p = start; p < 1300; p++) {
+                uint64_t x;
+                ck_assert_int_eq(hm_token_prf(ctx, 0, seq, p, seq[p], &x),
+                                 HM_OK);
+                if (x != out[p - start])
+                    ck_abort_msg("%s: position %zu differs", sp[i], p);
+            }
+        }
+        hm_ctx_free(ctx);
+    }
+    seq[5] = -1;
+    hm_ctx *ctx = test_ctx(k, "gumbel");
+    ck_assert_int_eq(hm_sequence_prf(ctx, 0, seq, 10, 0, out), HM_ERANGE);
+    ck_assert_int_eq(hm_sequence_prf(ctx, 1, seq, 10, 0, out), HM_EINVAL);
+    ck_assert_int_eq(hm_sequence_prf(ctx, 0, seq, 10, 11, out), HM_EINVAL);
+    ck_assert_int_eq(hm_sequence_prf(ctx, 0, seq, 4, 4, NULL), HM_OK);
+    hm_ctx_free(ctx);
+    hm_key_free(k);
+}
+END_TEST
+
 static Suite *detect_suite(void)
 {
     Suite *s = suite_create("detect");
@@ -780,6 +817,7 @@ static Suite *detect_suite(void)
     tcase_add_test(tc, test_adjust);
     tcase_add_test(tc, test_ks);
     tcase_add_test(tc, test_label_keys);
+    tcase_add_test(tc, test_sequence_prf);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -113,6 +113,38 @@ START_TEST(test_aes_matches_openssl)
 }
 END_TEST
 
+/* The batched encryption (8-way AES-NI, 16-way VAES, portable) equals
+ * one block at a time, for every batch length around the unroll sizes. */
+START_TEST(test_aes_blocks)
+{
+    uint64_t s = 7;
+    static unsigned char in[16 * 40], out[16 * 40], one[16];
+    unsigned char key[16];
+    for (int i = 0; i < 16; i++)
+        key[i] = (unsigned char)test_rand(&s);
+    for (size_t i = 0; i < sizeof in; i++)
+        in[i] = (unsigned char)test_rand(&s);
+    for (int portable = 0; portable <= 1; portable++) {
+        hm_aes_force_portable = portable;
+        hm_aes aes;
+        hm_aes_init(&aes, key);
+        for (size_t n = 0; n <= 40; n++) {
+            hm_aes_encrypt_blocks(&aes, in, out, n);
+            for (size_t b = 0; b < n; b++) {
+                hm_aes_encrypt(&aes, in + 16 * b, one);
+                ck_assert_mem_eq(out + 16 * b, one, 16);
+            }
+        }
+        /* in place */
+        memcpy(out, in, sizeof in);
+        hm_aes_encrypt_blocks(&aes, out, out, 40);
+        hm_aes_encrypt(&aes, in + 16 * 39, one);
+        ck_assert_mem_eq(out + 16 * 39, one, 16);
+    }
+    hm_aes_force_portable = 0;
+}
+END_TEST
+
 /* RFC 4493 section 4 examples. */
 START_TEST(test_cmac_rfc4493)
 {
@@ -216,6 +248,7 @@ static Suite *prf_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_vectors);
     tcase_add_test(tc, test_aes_matches_openssl);
+    tcase_add_test(tc, test_aes_blocks);
     tcase_add_test(tc, test_cmac_rfc4493);
     tcase_add_test(tc, test_unit_map);
     tcase_add_test(tc, test_domain_separation);
