@@ -327,7 +327,7 @@ typedef struct hm_result {
     uint64_t padded;         /* ... of which had a padded window */
     uint64_t dropped_padded; /* dropped: padded window (SKIP_PADDED) */
     uint64_t dropped_prompt; /* dropped: window occurs in the prompt */
-    uint64_t dropped_filter; /* dropped: distinct tuples not in the filter */
+    uint64_t dropped_filter; /* dropped: window not in the filter */
     uint64_t dropped_repeat; /* dropped: tuple scored before */
     uint64_t scored;         /* tuples in the test */
     double score;            /* sum of their scores (hm_token_score) */
@@ -359,13 +359,20 @@ HM_EXPORT HM_WUR int hm_tally_add(hm_tally *tally, const int32_t *prompt,
 HM_EXPORT HM_WUR int hm_tally_merge(hm_tally *dst, const hm_tally *src,
                                     char *errmsg, size_t errlen);
 
-/* Keep only the tuples that also occur in keep (a tally of the provider's
- * own served outputs, with the same spec and flags; its keys do not
- * matter): the "filtered" radioactivity test, which scores only what the
- * suspect could have learned from.  Apply it last: a filtered tally can
- * be tested and saved but not added to or merged (HM_ENOTSUP). */
-HM_EXPORT HM_WUR int hm_tally_filter(hm_tally *tally, const hm_tally *keep,
-                                     char *errmsg, size_t errlen);
+/* The filtered test: give the provider's own served documents (what the
+ * suspect may have been trained on) before adding any suspect document;
+ * from then on only tuples whose context window occurs among the windows
+ * of those documents are scored, the rest are counted in dropped_filter.
+ * Filtering on windows, not on (window, token) tuples, keeps the test
+ * exact: which windows are kept does not depend on the PRF values the
+ * suspect's tokens get there, whereas the tokens the provider served were
+ * chosen by them.  HM_ENOTSUP once documents were added, or on a loaded
+ * tally.  Tallies merge only with the same filter. */
+HM_EXPORT HM_WUR int hm_tally_filter_add(hm_tally *tally,
+                                         const int32_t *prompt,
+                                         size_t n_prompt,
+                                         const int32_t *tokens,
+                                         size_t n_tokens);
 
 /* Write the tally to path atomically (a temporary file renamed over it). */
 HM_EXPORT HM_WUR int hm_tally_save(const hm_tally *tally, const char *path,

@@ -41,15 +41,21 @@ typedef struct tally_table {
     size_t n;       /* tuples held */
     uint64_t *hash; /* cap slots, 0 = empty */
     uint64_t *val;  /* cap * vpr PRF values */
-    uint64_t dropped_filter; /* distinct tuples removed by hm_tally_filter */
 } tally_table;
+
+/* A growable set of window hashes (the filter). */
+typedef struct wset {
+    size_t cap, n;
+    uint64_t *h;
+} wset;
 
 typedef struct tally_channel {
     int per_key;     /* one table per key (selfhash) */
     size_t n_tables; /* 1 (one set for all keys) or n_keys (selfhash) */
     size_t vpr;      /* PRF values per record: n_keys, or 1 */
     tally_table *tab;
-    uint64_t tokens, padded, dropped_padded, dropped_prompt;
+    uint64_t tokens, padded, dropped_padded, dropped_prompt, dropped_filter;
+    wset filter; /* windows of the provider's own outputs */
 } tally_channel;
 
 typedef struct tally_key {
@@ -62,7 +68,9 @@ struct hm_tally {
     hm_ctx params; /* channel parameters (no keys used) */
     char spec[1024];
     unsigned flags;
-    int filtered; /* hm_tally_filter was applied: no more adding/merging */
+    int filtering;          /* a window filter is set */
+    uint64_t filter_count;  /* its windows, over all channels */
+    uint64_t filter_digest; /* order-independent digest of them */
     size_t n_keys;
     tally_key *keys;
     uint64_t documents;
@@ -256,9 +264,9 @@ void hm_tally_clear(hm_tally *t)
         for (size_t i = 0; tc->tab != NULL && i < tc->n_tables; i++)
             table_free(&tc->tab[i]);
         tc->tokens = tc->padded = tc->dropped_padded = tc->dropped_prompt = 0;
+        tc->dropped_filter = 0;
     }
     t->documents = 0;
-    t->filtered = 0;
 }
 
 void hm_tally_free(hm_tally *t)
@@ -266,8 +274,10 @@ void hm_tally_free(hm_tally *t)
     if (t == NULL)
         return;
     hm_tally_clear(t);
-    for (unsigned c = 0; c < HM_MAX_CHANNELS; c++)
+    for (unsigned c = 0; c < HM_MAX_CHANNELS; c++) {
         free(t->ch[c].tab);
+        free(t->ch[c].filter.h);
+    }
     free(t->keys);
     free(t);
 }
@@ -371,6 +381,89 @@ static int window_in(const window_set *s, const uint32_t *w, unsigned n)
     return 0;
 }
 
+static int wset_has(const wset *s, uint64_t h)
+{
+    if (s->cap == 0)
+        return 0;
+    size_t i = (size_t)(h ^ (h >> 29)) & (s->cap - 1);
+    while (s->h[i] != 0) {
+        if (s->h[i] == h)
+            return 1;
+        i = (i + 1) & (s->cap - 1);
+    }
+    return 0;
+}
+
+/* Insert h; 1 if it was new, 0 if present, -1 without memory. */
+static int wset_put(wset *s, uint64_t h)
+{
+    if (2 * (s->n + 1) > s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 256;
+        uint64_t *nh = calloc(cap, sizeof *nh);
+        if (nh == NULL)
+            return -1;
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->h[i] != 0) {
+                size_t j = (size_t)(s->h[i] ^ (s->h[i] >> 29)) & (cap - 1);
+                while (nh[j] != 0)
+                    j = (j + 1) & (cap - 1);
+                nh[j] = s->h[i];
+            }
+        free(s->h);
+        s->h = nh;
+        s->cap = cap;
+    }
+    size_t i = (size_t)(h ^ (h >> 29)) & (s->cap - 1);
+    while (s->h[i] != 0) {
+        if (s->h[i] == h)
+            return 0;
+        i = (i + 1) & (s->cap - 1);
+    }
+    s->h[i] = h;
+    s->n++;
+    return 1;
+}
+
+/* A tuple's window passes the filter (always, without one). */
+static int filter_keeps(const hm_tally *t, const tally_channel *tc,
+                        const uint32_t *w, unsigned n)
+{
+    return !t->filtering || wset_has(&tc->filter, tuple_hash(w, n, HM_PAD_ID));
+}
+
+int hm_tally_filter_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
+                        const int32_t *tokens, size_t n_tokens)
+{
+    if (t == NULL || (prompt == NULL && n_prompt > 0) ||
+        (tokens == NULL && n_tokens > 0))
+        return HM_EINVAL;
+    if (t->keys[0].ctx == NULL || t->documents > 0)
+        return HM_ENOTSUP; /* loaded, or documents already scored */
+    for (size_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0)
+            return HM_ERANGE;
+    for (size_t i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0)
+            return HM_ERANGE;
+    t->filtering = 1;
+    for (unsigned c = 0; c < t->params.n_channels; c++) {
+        unsigned n = t->params.ch[c].window;
+        for (size_t j = 0; j < n_tokens; j++) {
+            uint32_t w[HM_MAX_CONTEXT];
+            doc_window(prompt, n_prompt, tokens, n_prompt + j, n, w);
+            uint64_t h = tuple_hash(w, n, HM_PAD_ID);
+            int rc = wset_put(&t->ch[c].filter, h);
+            if (rc < 0)
+                return HM_ENOMEM; /* windows added so far stay */
+            if (rc > 0) {
+                t->filter_count++;
+                t->filter_digest += hm_mix(c, UINT64_C(0x9E3779B97F4A7C15), h);
+            }
+        }
+    }
+    return HM_OK;
+}
+
 /* Channels with one table for all keys, in chunks: hash every tuple and
  * prefetch its slot, then insert in order, then compute the PRF values of
  * the new tuples with batched AES, key by key. */
@@ -409,6 +502,10 @@ static void add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
             }
             if (ps->cap != 0 && window_in(ps, ids + i, n)) {
                 tc->dropped_prompt++;
+                continue;
+            }
+            if (!filter_keeps(t, tc, ids + i, n)) {
+                tc->dropped_filter++;
                 continue;
             }
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -453,8 +550,8 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
     if (t == NULL || (prompt == NULL && n_prompt > 0) ||
         (tokens == NULL && n_tokens > 0))
         return HM_EINVAL;
-    if (t->keys[0].ctx == NULL || t->filtered)
-        return HM_ENOTSUP; /* loaded from a file (no keys) or filtered */
+    if (t->keys[0].ctx == NULL)
+        return HM_ENOTSUP; /* loaded from a file: no keys */
     for (size_t i = 0; i < n_prompt; i++)
         if (prompt[i] < 0)
             return HM_ERANGE;
@@ -494,6 +591,10 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
             doc_window(prompt, n_prompt, tokens, p, n, w);
             if (window_in(&ps[c], w, n)) {
                 tc->dropped_prompt++;
+                continue;
+            }
+            if (!filter_keeps(t, tc, w, n)) {
+                tc->dropped_filter++;
                 continue;
             }
             /* selfhash: the value is a function of (anchor, token), or
@@ -538,6 +639,14 @@ static int compatible(const hm_tally *a, const hm_tally *b, char *errmsg,
                 b->flags);
         return 0;
     }
+    if (a->filtering != b->filtering || a->filter_count != b->filter_count ||
+        a->filter_digest != b->filter_digest) {
+        hm_errf(errmsg, errlen,
+                "different filters (%llu and %llu windows)",
+                (unsigned long long)a->filter_count,
+                (unsigned long long)b->filter_count);
+        return 0;
+    }
     if (a->n_keys != b->n_keys) {
         hm_errf(errmsg, errlen, "different numbers of keys: %zu and %zu",
                 a->n_keys, b->n_keys);
@@ -560,11 +669,6 @@ int hm_tally_merge(hm_tally *dst, const hm_tally *src, char *errmsg,
 {
     if (dst == NULL || src == NULL)
         return HM_EINVAL;
-    if (dst->filtered || src->filtered) {
-        hm_errf(errmsg, errlen, "filtered tallies do not merge: merge, then "
-                                "filter");
-        return HM_ENOTSUP;
-    }
     if (!compatible(dst, src, errmsg, errlen))
         return HM_EINVAL;
     for (unsigned c = 0; c < dst->params.n_channels; c++)
@@ -597,68 +701,9 @@ int hm_tally_merge(hm_tally *dst, const hm_tally *src, char *errmsg,
         d->padded += s->padded;
         d->dropped_padded += s->dropped_padded;
         d->dropped_prompt += s->dropped_prompt;
+        d->dropped_filter += s->dropped_filter;
     }
     dst->documents += src->documents;
-    return HM_OK;
-}
-
-/* --------------------------------------------------------- filtering */
-
-int hm_tally_filter(hm_tally *t, const hm_tally *keep, char *errmsg,
-                    size_t errlen)
-{
-    if (t == NULL || keep == NULL || t == keep)
-        return HM_EINVAL;
-    if (t->filtered) {
-        hm_errf(errmsg, errlen, "tally already filtered");
-        return HM_ENOTSUP;
-    }
-    if (strcmp(t->spec, keep->spec) != 0) {
-        hm_errf(errmsg, errlen, "the filter has spec '%s', the tally '%s'",
-                keep->spec, t->spec);
-        return HM_EINVAL;
-    }
-    if (t->flags != keep->flags) {
-        hm_errf(errmsg, errlen, "the filter and the tally differ in flags");
-        return HM_EINVAL;
-    }
-    for (unsigned c = 0; c < t->params.n_channels; c++)
-        if (t->ch[c].per_key && !compatible(t, keep, errmsg, errlen)) {
-            /* selfhash tuples depend on the key: same keys needed */
-            return HM_EINVAL;
-        }
-    for (unsigned c = 0; c < t->params.n_channels; c++) {
-        tally_channel *tc = &t->ch[c];
-        for (size_t k = 0; k < tc->n_tables; k++) {
-            tally_table *tb = &tc->tab[k], nt = *tb;
-            const tally_table *kt = &keep->ch[c].tab[k];
-            nt.cap = 0;
-            nt.n = 0;
-            nt.hash = NULL;
-            nt.val = NULL;
-            int rc = reserve(&nt, tc->vpr, tb->n);
-            if (rc != HM_OK)
-                return rc;
-            for (size_t i = 0; i < tb->cap; i++) {
-                uint64_t h = tb->hash[i];
-                if (h == 0)
-                    continue;
-                if (kt->cap == 0 || kt->hash[slot_of(kt, h)] != h) {
-                    nt.dropped_filter++;
-                    continue;
-                }
-                size_t j = slot_of(&nt, h);
-                nt.hash[j] = h;
-                nt.n++;
-                memcpy(nt.val + j * tc->vpr, tb->val + i * tc->vpr,
-                       tc->vpr * sizeof *nt.val);
-            }
-            free(tb->hash);
-            free(tb->val);
-            *tb = nt;
-        }
-    }
-    t->filtered = 1;
     return HM_OK;
 }
 
@@ -708,10 +753,10 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
     r->padded = tch->padded;
     r->dropped_padded = tch->dropped_padded;
     r->dropped_prompt = tch->dropped_prompt;
-    r->dropped_filter = tc->dropped_filter;
+    r->dropped_filter = tch->dropped_filter;
     r->scored = tc->n;
     r->dropped_repeat = tch->tokens - tch->dropped_padded -
-                        tch->dropped_prompt - tc->dropped_filter - tc->n;
+                        tch->dropped_prompt - tch->dropped_filter - tc->n;
     uint64_t n = tc->n;
     switch (ch->scheme) {
     case HM_SCHEME_GUMBEL: {
@@ -757,12 +802,13 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
 /*
  * Format (version 1), all integers little-endian:
  *   "hallmark-tally 1\n"
- *   text header lines "NAME VALUE\n": spec, flags, filtered (0 or 1),
+ *   text header lines "NAME VALUE\n": spec, flags, "filter WINDOWS
+ *   DIGEST" (0 0 without a filter),
  *   keys, then per key "key I FINGERPRINT HEX(TENANT)" (HEX is "-" for
  *   the default tenant), documents, then per channel
- *   "channel C TOKENS PADDED DROPPED_PADDED DROPPED_PROMPT TABLES" and
- *   per table (one, or one per key for kgw selfhash)
- *   "table T DROPPED_FILTER TUPLES",
+ *   "channel C TOKENS PADDED DROPPED_PADDED DROPPED_PROMPT DROPPED_FILTER
+ *   TABLES" and per table (one, or one per key for kgw selfhash)
+ *   "table T TUPLES",
  *   and "data\n";
  *   per channel and table, TUPLES records sorted by hash: u64 hash, then
  *   u64 PRF values (one per key, or one in a per-key table);
@@ -831,8 +877,9 @@ static void hex_encode(const char *s, char *out)
 static int write_tally(const hm_tally *t, writer *w)
 {
     w_bytes(w, TALLY_MAGIC, strlen(TALLY_MAGIC));
-    w_text(w, "spec %s\nflags %u\nfiltered %d\nkeys %zu\n", t->spec,
-           t->flags, t->filtered, t->n_keys);
+    w_text(w, "spec %s\nflags %u\nfilter %llu %llu\nkeys %zu\n", t->spec,
+           t->flags, (unsigned long long)t->filter_count,
+           (unsigned long long)t->filter_digest, t->n_keys);
     for (size_t i = 0; i < t->n_keys; i++) {
         char hex[2 * HM_TENANT_MAX + 2];
         hex_encode(t->keys[i].tenant, hex);
@@ -841,14 +888,13 @@ static int write_tally(const hm_tally *t, writer *w)
     w_text(w, "documents %llu\n", (unsigned long long)t->documents);
     for (unsigned c = 0; c < t->params.n_channels; c++) {
         const tally_channel *tc = &t->ch[c];
-        w_text(w, "channel %u %llu %llu %llu %llu %zu\n", c,
+        w_text(w, "channel %u %llu %llu %llu %llu %llu %zu\n", c,
                (unsigned long long)tc->tokens, (unsigned long long)tc->padded,
                (unsigned long long)tc->dropped_padded,
-               (unsigned long long)tc->dropped_prompt, tc->n_tables);
+               (unsigned long long)tc->dropped_prompt,
+               (unsigned long long)tc->dropped_filter, tc->n_tables);
         for (size_t k = 0; k < tc->n_tables; k++)
-            w_text(w, "table %zu %llu %zu\n", k,
-                   (unsigned long long)tc->tab[k].dropped_filter,
-                   tc->tab[k].n);
+            w_text(w, "table %zu %zu\n", k, tc->tab[k].n);
     }
     w_text(w, "data\n");
     for (unsigned c = 0; c < t->params.n_channels && !w->err; c++)
@@ -1053,12 +1099,11 @@ static int parse_tally(hm_tally **out, reader *r)
     if (sscanf(line, "flags %u", &flags) != 1 ||
         (flags & ~HM_TALLY_SKIP_PADDED))
         return r_bad(r, "bad 'flags'");
-    int filtered;
+    unsigned long long fcount, fdigest;
     if ((rc = r_line(r, line, sizeof line)) != HM_OK)
         return rc;
-    if (sscanf(line, "filtered %d", &filtered) != 1 ||
-        (filtered != 0 && filtered != 1))
-        return r_bad(r, "bad 'filtered'");
+    if (sscanf(line, "filter %llu %llu", &fcount, &fdigest) != 2)
+        return r_bad(r, "bad 'filter'");
     if ((rc = r_line(r, line, sizeof line)) != HM_OK)
         return rc;
     if (sscanf(line, "keys %zu", &n_keys) != 1 || n_keys == 0 ||
@@ -1069,7 +1114,9 @@ static int parse_tally(hm_tally **out, reader *r)
         return HM_ENOMEM;
     strcpy(t->spec, spec);
     t->flags = flags;
-    t->filtered = filtered;
+    t->filtering = fcount > 0;
+    t->filter_count = fcount;
+    t->filter_digest = fdigest;
     char msg[HM_ERRMSG_SIZE];
     rc = hm_spec_parse(&t->params, spec, msg, sizeof msg);
     if (rc == HM_OK && (rc = channels_init(t)) != HM_OK)
@@ -1104,14 +1151,14 @@ static int parse_tally(hm_tally **out, reader *r)
     for (unsigned c = 0; c < t->params.n_channels; c++) {
         tally_channel *tc = &t->ch[c];
         unsigned idx;
-        unsigned long long v[4];
+        unsigned long long v[5];
         size_t nt;
         if ((rc = r_line(r, line, sizeof line)) != HM_OK)
             goto fail;
-        if (sscanf(line, "channel %u %llu %llu %llu %llu %zu", &idx, &v[0],
-                   &v[1], &v[2], &v[3], &nt) != 6 ||
+        if (sscanf(line, "channel %u %llu %llu %llu %llu %llu %zu", &idx,
+                   &v[0], &v[1], &v[2], &v[3], &v[4], &nt) != 7 ||
             idx != c || v[1] > v[0] || v[2] > v[1] || v[3] > v[0] - v[2] ||
-            nt != tc->n_tables) {
+            v[4] > v[0] - v[2] - v[3] || nt != tc->n_tables) {
             rc = r_bad(r, "bad 'channel' line");
             goto fail;
         }
@@ -1119,18 +1166,16 @@ static int parse_tally(hm_tally **out, reader *r)
         tc->padded = v[1];
         tc->dropped_padded = v[2];
         tc->dropped_prompt = v[3];
+        tc->dropped_filter = v[4];
         for (size_t k = 0; k < nt; k++) {
-            unsigned long long df;
             size_t ik, n;
             if ((rc = r_line(r, line, sizeof line)) != HM_OK)
                 goto fail;
-            if (sscanf(line, "table %zu %llu %zu", &ik, &df, &n) != 3 ||
-                ik != k || df > v[0] - v[2] - v[3] ||
-                n > v[0] - v[2] - v[3] - df) {
+            if (sscanf(line, "table %zu %zu", &ik, &n) != 2 || ik != k ||
+                n > v[0] - v[2] - v[3] - v[4]) {
                 rc = r_bad(r, "bad 'table' line");
                 goto fail;
             }
-            tc->tab[k].dropped_filter = df;
             tc->tab[k].n = n; /* the count to read; reset below */
         }
     }

@@ -475,68 +475,113 @@ START_TEST(test_bad_files)
 }
 END_TEST
 
-/* The filtered test keeps exactly the tuples the filter has seen. */
+/* The filtered test keeps exactly the tuples whose window the filter has
+ * seen, and stays exact: innocent text filtered by the provider's own
+ * watermarked outputs is not evidence (filtering on whole tuples would
+ * keep mostly the green ones and make it look watermarked). */
 START_TEST(test_filter)
 {
     hm_key *k = test_key(51), *k2 = test_key(52);
-    hm_ctx *ctx = test_ctx(k, "kgw:h=1+gumbel:h=4");
-    hm_ctx *other = test_ctx(k2, "kgw:h=1+gumbel:h=4");
-    hm_tally *all = tally1(ctx, 0), *sub = tally1(ctx, 0),
-             *keep = tally1(other, 0);
-    uint64_t s = 8;
-    int32_t docs[6][60];
-    for (int d = 0; d < 6; d++) {
-        random_tokens(docs[d], 60, 50, &s);
-        ck_assert_int_eq(hm_tally_add(all, NULL, 0, docs[d], 60), HM_OK);
-        if (d < 3) {
-            ck_assert_int_eq(hm_tally_add(sub, NULL, 0, docs[d], 60), HM_OK);
-            ck_assert_int_eq(hm_tally_add(keep, NULL, 0, docs[d], 60), HM_OK);
-        }
-    }
-    hm_result before[2];
-    for (unsigned c = 0; c < 2; c++)
-        ck_assert_int_eq(hm_tally_result(all, 0, c, &before[c]), HM_OK);
+    hm_ctx *ctx = test_ctx(k, "kgw:h=1+gumbel:h=2");
+    hm_tally *t = tally1(ctx, 0), *ref = tally1(ctx, 0);
     char msg[HM_ERRMSG_SIZE];
-    ck_assert_int_eq(hm_tally_filter(all, keep, msg, sizeof msg), HM_OK);
-    for (unsigned c = 0; c < 2; c++) {
-        hm_result r, want;
-        ck_assert_int_eq(hm_tally_result(all, 0, c, &r), HM_OK);
-        ck_assert_int_eq(hm_tally_result(sub, 0, c, &want), HM_OK);
-        ck_assert_uint_eq(r.scored, want.scored);
-        ck_assert_double_eq(r.score, want.score);
-        ck_assert_double_eq(r.log10_p, want.log10_p);
-        ck_assert_uint_eq(r.dropped_filter, before[c].scored - want.scored);
-        ck_assert_uint_gt(r.dropped_filter, 0);
-        ck_assert_uint_eq(r.tokens, before[c].tokens);
-        ck_assert_uint_eq(r.dropped_repeat, before[c].dropped_repeat);
+    /* kgw h=1: windows are single tokens.  The filter holds documents
+     * with tokens below 25, so kept tuples follow a token below 25. */
+    uint64_t s = 8;
+    int32_t f[3][40], d[6][60];
+    for (int i = 0; i < 3; i++) {
+        random_tokens(f[i], 40, 25, &s);
+        ck_assert_int_eq(hm_tally_filter_add(t, NULL, 0, f[i], 40), HM_OK);
     }
-    /* filtered tallies take no more input and do not merge */
-    ck_assert_int_eq(hm_tally_add(all, NULL, 0, docs[0], 60), HM_ENOTSUP);
-    ck_assert_int_eq(hm_tally_merge(sub, all, msg, sizeof msg), HM_ENOTSUP);
-    ck_assert_int_eq(hm_tally_filter(all, keep, msg, sizeof msg), HM_ENOTSUP);
-    /* and survive a file */
+    for (int i = 0; i < 6; i++) {
+        random_tokens(d[i], 60, 50, &s);
+        ck_assert_int_eq(hm_tally_add(t, NULL, 0, d[i], 60), HM_OK);
+    }
+    ck_assert_int_eq(hm_tally_filter_add(t, NULL, 0, f[0], 40), HM_ENOTSUP);
+    /* the reference: channel 0 scored by hand on the kept tuples */
+    int32_t pairs[400][2];
+    size_t n_pairs = 0;
+    double score = 0;
+    uint64_t dropped = 0;
+    int seen_w[50] = {0};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 40; j++)
+            if (j > 0)
+                seen_w[f[i][j - 1]] = 1;
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 60; j++) {
+            /* window of position j: the token before, or padding */
+            int keep = j > 0 ? seen_w[d[i][j - 1]] : 1; /* pad seen at j=0 */
+            if (!keep) {
+                dropped++;
+                continue;
+            }
+            int32_t w = j > 0 ? d[i][j - 1] : -1;
+            int dup = 0;
+            for (size_t q = 0; q < n_pairs && !dup; q++)
+                dup = pairs[q][0] == w && pairs[q][1] == d[i][j];
+            if (dup)
+                continue;
+            ck_assert_uint_lt(n_pairs, 400);
+            pairs[n_pairs][0] = w;
+            pairs[n_pairs++][1] = d[i][j];
+            double sc;
+            ck_assert_int_eq(hm_token_score(ctx, 0, d[i], (size_t)j, d[i][j],
+                                            &sc),
+                             HM_OK);
+            score += sc;
+        }
+    hm_result r;
+    ck_assert_int_eq(hm_tally_result(t, 0, 0, &r), HM_OK);
+    ck_assert_uint_eq(r.dropped_filter, dropped);
+    ck_assert_uint_gt(r.dropped_filter, 100);
+    ck_assert_uint_eq(r.scored, n_pairs);
+    ck_assert_double_eq_tol(r.score, score, 1e-9);
+    ck_assert_uint_eq(r.dropped_repeat,
+                      r.tokens - r.dropped_filter - r.scored);
+    /* merging needs the same filter; a file keeps it */
+    ck_assert_int_eq(hm_tally_merge(ref, t, msg, sizeof msg), HM_EINVAL);
+    ck_assert_msg(strstr(msg, "filter") != NULL, "%s", msg);
     char dir[] = "/tmp/hm-detect-XXXXXX", p[64];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(p, sizeof p, "%s/f", dir);
-    save(all, p);
+    save(t, p);
     hm_tally *l;
     ck_assert_msg(hm_tally_load(&l, p, msg, sizeof msg) == HM_OK, "%s", msg);
-    same_results(l, all);
-    ck_assert_int_eq(hm_tally_merge(l, sub, msg, sizeof msg), HM_ENOTSUP);
+    same_results(l, t);
+    ck_assert_int_eq(hm_tally_merge(l, t, msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_merge(l, ref, msg, sizeof msg), HM_EINVAL);
     hm_tally_free(l);
     unlink(p);
     rmdir(dir);
-    /* a filter with another spec is refused */
-    hm_ctx *g = test_ctx(k, "gumbel");
-    hm_tally *tg = tally1(g, 0);
-    ck_assert_int_eq(hm_tally_filter(sub, tg, msg, sizeof msg), HM_EINVAL);
-    hm_tally_free(tg);
-    hm_ctx_free(g);
-    hm_tally_free(all);
-    hm_tally_free(sub);
-    hm_tally_free(keep);
-    hm_ctx_free(ctx);
+    hm_tally_free(t);
+    hm_tally_free(ref);
+
+    /* exactness: innocent text, filtered by text served under the key */
+    hm_ctx *kg = test_ctx(k, "kgw:h=1");
+    hm_ctx *other = test_ctx(k2, "kgw:h=1");
+    hm_tally *ft = tally1(kg, 0);
+    for (int i = 0; i < 40; i++) {
+        int32_t prompt[4], tok[100];
+        random_tokens(prompt, 4, V, &s);
+        generate(kg, prompt, 4, tok, 100, &s);
+        ck_assert_int_eq(hm_tally_filter_add(ft, prompt, 4, tok, 100), HM_OK);
+    }
+    for (int i = 0; i < 40; i++) {
+        int32_t prompt[4], tok[100];
+        random_tokens(prompt, 4, V, &s);
+        generate(other, prompt, 4, tok, 100, &s);
+        ck_assert_int_eq(hm_tally_add(ft, prompt, 4, tok, 100), HM_OK);
+    }
+    ck_assert_int_eq(hm_tally_result(ft, 0, 0, &r), HM_OK);
+    ck_assert_uint_gt(r.scored, 300);
+    ck_assert_msg(r.log10_p > -3, "innocent text filtered: log10 p %g "
+                  "(%g green of %llu)", r.log10_p, r.score,
+                  (unsigned long long)r.scored);
+    hm_tally_free(ft);
+    hm_ctx_free(kg);
     hm_ctx_free(other);
+    hm_ctx_free(ctx);
     hm_key_free(k);
     hm_key_free(k2);
 }

@@ -45,9 +45,10 @@ static void audit_usage(FILE *out)
             "the leak\n"
             "      --correction M      holm (default), bonferroni or sidak "
             "over tenants\n"
-            "  -F, --filter FILE       score only tuples that occur in FILE "
-            "(JSON Lines of\n"
-            "                          the provider's own served outputs)\n"
+            "  -F, --filter FILE       score only tuples whose window occurs "
+            "in FILE (JSON\n"
+            "                          Lines of the provider's own served "
+            "outputs)\n"
             "  -R, --self-check R      never-deployed keys to test "
             "(default %d, 0: off)\n"
             "      --self-check-label L  their public label (default "
@@ -412,7 +413,6 @@ int cmd_audit(int argc, char **argv)
     double *lp = NULL, *adj = NULL, *selfp = NULL;
     cli_doc doc = {0};
     size_t n_keys = 0;
-    hm_tally *keep = NULL;
 
     if (tenants_file != NULL) {
         if (read_tenants(tenants_file, &a.tenants, &a.n_tenants) != 0)
@@ -449,6 +449,30 @@ int cmd_audit(int argc, char **argv)
                      sizeof msg) != HM_OK) {
         cli_error("%s", msg);
         goto done;
+    }
+
+    /* The filtered test: the windows of the provider's own outputs,
+     * before any suspect document. */
+    if (filter_file != NULL) {
+        cli_input in;
+        int rc;
+        if (cli_input_open(&in, filter_file, vocab) != 0)
+            goto done;
+        while ((rc = cli_input_next(&in, &doc)) == 1)
+            if (hm_tally_filter_add(a.t, doc.prompt, doc.n_prompt, doc.tokens,
+                                    doc.n_tokens) != HM_OK) {
+                cli_error("%s:%lu: cannot read the record into the filter",
+                          doc.file, doc.line);
+                rc = -1;
+                break;
+            }
+        cli_input_close(&in);
+        if (rc < 0)
+            goto done;
+        json_array_append_new(
+            inputs, json_pack("{s:s,s:s,s:s,s:I}", "path", filter_file,
+                              "kind", "filter", "sha256", in.sha256_hex,
+                              "records", (json_int_t)in.records));
     }
 
     /* --------------------------------------------------------- inputs */
@@ -502,47 +526,10 @@ int cmd_audit(int argc, char **argv)
         fputc('\n', stderr);
     checkpoint(&a, 1);
 
-    /* The filtered test: only tuples that occur in the provider's own
-     * outputs, applied after the tally is complete (and saved). */
     if (save_tally != NULL &&
         hm_tally_save(a.t, save_tally, msg, sizeof msg) != HM_OK) {
         cli_error("%s", msg);
         goto done;
-    }
-    if (filter_file != NULL) {
-        cli_input in;
-        int rc;
-        if (hm_tally_new(&keep, (const hm_ctx *const *)ctxs, n_keys, flags,
-                         msg, sizeof msg) != HM_OK) {
-            cli_error("%s", msg);
-            goto done;
-        }
-        if (cli_input_open(&in, filter_file, vocab) != 0)
-            goto done;
-        while ((rc = cli_input_next(&in, &doc)) == 1)
-            if (hm_tally_add(keep, doc.prompt, doc.n_prompt, doc.tokens,
-                             doc.n_tokens) != HM_OK) {
-                cli_error("%s:%lu: cannot score the record", doc.file,
-                          doc.line);
-                rc = -1;
-                break;
-            }
-        cli_input_close(&in);
-        if (rc < 0)
-            goto done;
-        if (hm_tally_filter(a.t, keep, msg, sizeof msg) != HM_OK) {
-            cli_error("--filter %s: %s", filter_file, msg);
-            goto done;
-        }
-        json_array_append_new(
-            inputs, json_pack("{s:s,s:s,s:s,s:I}", "path", filter_file,
-                              "kind", "filter", "sha256", in.sha256_hex,
-                              "records", (json_int_t)in.records));
-        /* the curve so far was unfiltered: keep only the filtered end */
-        for (size_t i = 0; i < a.n_pts; i++)
-            free(a.pts[i].lp);
-        a.n_pts = 0;
-        checkpoint(&a, 1);
     }
 
     /* ---------------------------------------------------------- tests */
@@ -789,7 +776,6 @@ done:
     for (size_t i = 0; i < a.n_pts; i++)
         free(a.pts[i].lp);
     hm_tally_free(a.t);
-    hm_tally_free(keep);
     for (size_t i = 0; ctxs && i < n_keys; i++)
         hm_ctx_free(ctxs[i]);
     free(ctxs);
