@@ -49,6 +49,7 @@ expect 1 "verify --json from stdin" -- "$HM" verify --json --key "$T/k" --scheme
 [ "$(wc -l <"$T/out")" -eq 6 ] && ok || bad "verify --json: one line per document"
 contains "$T/out" '"detected":true' "verify --json verdict"
 contains "$T/out" '"dropped_repeat":' "verify --json counts"
+contains "$T/out" '"prf_version":1' "verify --json versions"
 grep -q "$(grep -v '^#' "$T/k" | sed -n 2p)" "$T/out" "$T/err" && bad "key material printed" || ok
 expect 0 "verify --alpha tiny" -- "$HM" verify --alpha 1e-300 --key "$T/k" --scheme $SPEC "$T/ours.jsonl"
 
@@ -68,6 +69,9 @@ expect 2 "record not an object" -- "$HM" verify --key "$T/k" "$T/arr.jsonl"
 printf '{"text": "hello"}\n' >"$T/text.jsonl"
 expect 2 "text without tokenizer" -- "$HM" verify --key "$T/k" "$T/text.jsonl"
 contains "$T/err" "text.jsonl:1: 'text' records need a tokenizer" "text message"
+printf '{"prompt": "hi", "tokens": [1]}\n' >"$T/ptext.jsonl"
+expect 2 "prompt text without tokenizer" -- "$HM" verify --key "$T/k" "$T/ptext.jsonl"
+contains "$T/err" "ptext.jsonl:1: 'prompt' text needs a tokenizer" "prompt text message"
 printf '{"tokens": [1], "tokens": [2]}\n' >"$T/dup.jsonl"
 expect 2 "duplicate field" -- "$HM" verify --key "$T/k" "$T/dup.jsonl"
 expect 2 "missing input" -- "$HM" verify --key "$T/k" "$T/absent.jsonl"
@@ -143,6 +147,7 @@ expect 1 "audit part 2" -- "$HM" audit $A --save-tally "$T/t2" -o "$T/r2" "$T/p2
 expect 0 "merge" -- "$HM" merge -o "$T/merged.tally" "$T/t2" "$T/t1"
 cmp -s "$T/merged.tally" "$T/whole.tally" && ok || bad "merged tally differs from the whole audit's"
 expect 1 "audit from tallies" -- "$HM" audit $A -o "$T/fromtally" "$T/t1" "$T/t2"
+contains "$T/fromtally.json" "$(sha256sum "$T/t1" | cut -d' ' -f1)" "tally input SHA-256"
 sed -n '/"counts"/,/"curve"/p' "$T/w.json" >"$T/c1"
 sed -n '/"counts"/,/"curve"/p' "$T/fromtally.json" >"$T/c2"
 cmp -s "$T/c1" "$T/c2" && ok || { bad "report from merged tallies differs"; diff "$T/c1" "$T/c2" | head; }

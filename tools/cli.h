@@ -61,6 +61,7 @@ int cli_input_next(cli_input *in, cli_doc *doc);
 void cli_input_close(cli_input *in);
 void cli_doc_free(cli_doc *doc);
 int cli_is_tally(const char *path);
+int cli_sha256_file(const char *path, char hex[65]);
 
 int cli_open_key(const char *path, hm_key **key, char *fingerprint);
 int cli_make_ctx(const hm_key *key, const char *spec, const char *tenant,

@@ -491,9 +491,12 @@ int cmd_audit(int argc, char **argv)
                 cli_error("%s: does not match this audit: %s", argv[i], msg);
                 goto done;
             }
+            char hex[65];
+            if (cli_sha256_file(argv[i], hex) != 0)
+                goto done;
             json_array_append_new(inputs,
-                                  json_pack("{s:s,s:s}", "path", argv[i],
-                                            "kind", "tally"));
+                                  json_pack("{s:s,s:s,s:s}", "path", argv[i],
+                                            "kind", "tally", "sha256", hex));
             checkpoint(&a, 1);
             continue;
         }

@@ -151,6 +151,11 @@ int cli_input_next(cli_input *in, cli_doc *doc)
         if (!json_is_object(o))
             cli_error("%s:%lu: a record must be a JSON object", in->name,
                       in->line);
+        else if (pr == NULL && json_object_get(o, "prompt") != NULL)
+            cli_error("%s:%lu: 'prompt' text needs a tokenizer, which this "
+                      "version does not have; give token ids in "
+                      "'prompt_tokens'",
+                      in->name, in->line);
         else if (tok == NULL && json_object_get(o, "text") != NULL)
             cli_error("%s:%lu: 'text' records need a tokenizer, which this "
                       "version does not have; give token ids in 'tokens'",
@@ -340,5 +345,32 @@ int cli_parse_ll(const char *opt, const char *s, long long lo, long long hi,
         return -1;
     }
     *out = v;
+    return 0;
+}
+
+/* SHA-256 of a whole file, as lower-case hex. */
+int cli_sha256_file(const char *path, char hex[65])
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char buf[1 << 16], md[32];
+    unsigned int n = 0;
+    if (f == NULL) {
+        cli_error("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    int ok = c != NULL && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1;
+    size_t r;
+    while (ok && (r = fread(buf, 1, sizeof buf, f)) > 0)
+        ok = EVP_DigestUpdate(c, buf, r) == 1;
+    ok = ok && !ferror(f) && EVP_DigestFinal_ex(c, md, &n) == 1 && n == 32;
+    EVP_MD_CTX_free(c);
+    fclose(f);
+    if (!ok) {
+        cli_error("%s: cannot compute SHA-256", path);
+        return -1;
+    }
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
     return 0;
 }

@@ -201,12 +201,16 @@ int cmd_verify(int argc, char **argv)
                         chs, result_json(&r[ch], ch,
                                          hm_ctx_channel_scheme(ctx, ch)));
                 json_t *o = json_pack(
-                    "{s:s,s:s,s:I,s:I,s:o,s:f,s:s,s:f,s:b,s:s,s:s}", "id",
-                    doc.id, "file", doc.file, "line", (json_int_t)doc.line,
-                    "tokens", (json_int_t)doc.n_tokens, "channels", chs,
-                    "log10_p", lp, "correction",
+                    "{s:s,s:s,s:I,s:I,s:o,s:f,s:s,s:f,s:b,s:s,s:s,s:s,s:s,"
+                    "s:I}",
+                    "id", doc.id, "file", doc.file, "line",
+                    (json_int_t)doc.line, "tokens", (json_int_t)doc.n_tokens,
+                    "channels", chs, "log10_p", lp, "correction",
                     nch > 1 ? "bonferroni over channels" : "none", "alpha",
-                    alpha, "detected", hit, "key", fp, "spec", canon);
+                    alpha, "detected", hit, "key", fp, "tenant",
+                    tenant ? tenant : "", "spec", canon, "hallmark_version",
+                    hm_version_string(), "prf_version",
+                    (json_int_t)hm_prf_version());
                 char *s = o ? json_dumps(o, JSON_COMPACT |
                                                 JSON_REAL_PRECISION(17))
                             : NULL;
