@@ -189,6 +189,10 @@ HM_HIDDEN void hm_k_gumbel_bounds(hm_seed s, const uint32_t *ids,
                                   float inv_t, float *ub, size_t n);
 /* One key, computed exactly as hm_k_gumbel_keys computes it. */
 HM_HIDDEN float hm_gumbel_key(uint64_t x, float l, float inv_t);
+/* Gather ids and logits of m strided records from record base on. */
+HM_HIDDEN void hm_k_gather(const void *data, size_t stride, size_t id_off,
+                           size_t logit_off, size_t base, size_t m,
+                           uint32_t *ids, float *logits);
 /* Largest element (-INFINITY for none; NaN never wins). */
 HM_HIDDEN float hm_k_max(const float *a, size_t n);
 /* Index of the largest key, -1 when none exceeds -INFINITY; ties go to the

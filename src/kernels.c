@@ -175,3 +175,16 @@ HM_CLONES ptrdiff_t hm_k_argmax(const float *keys, size_t n)
             return (ptrdiff_t)i;
     return -1;
 }
+
+/* Gather ids and logits of m strided records starting at record base
+ * (candidate path); cloned so that wide builds vectorise it. */
+HM_CLONES void hm_k_gather(const void *data, size_t stride, size_t id_off,
+                           size_t logit_off, size_t base, size_t m,
+                           uint32_t *restrict ids, float *restrict logits)
+{
+    const unsigned char *p = (const unsigned char *)data + base * stride;
+    for (size_t i = 0; i < m; i++) {
+        memcpy(&ids[i], p + i * stride + id_off, sizeof ids[i]);
+        memcpy(&logits[i], p + i * stride + logit_off, sizeof logits[i]);
+    }
+}

@@ -240,10 +240,8 @@ static ptrdiff_t race_cands(hm_seed s, const hm_cands *c, float inv_t)
     race r = {-INFINITY, 0, -1};
     for (size_t base = 0; base < c->n; base += CHUNK) {
         size_t m = c->n - base < CHUNK ? c->n - base : CHUNK;
-        for (size_t i = 0; i < m; i++) {
-            ids[i] = (uint32_t)cand_id(c, base + i);
-            logits[i] = cand_logit(c, base + i);
-        }
+        hm_k_gather(c->data, c->stride, c->id_offset, c->logit_offset, base,
+                    m, ids, logits);
         race_chunk(&r, s, ids, 0, logits, m, inv_t, base);
     }
     return r.win;
