@@ -295,6 +295,14 @@ HM_EXPORT HM_WUR int hm_sequence_prf(const hm_ctx *ctx, unsigned channel,
                                      const int32_t *seq, size_t n,
                                      size_t start, uint64_t *out);
 
+/* The sum of hm_token_score over seq[start..n-1], each token after the
+ * tokens before it: the fast statistic for one document scored without
+ * dedup.  Repeated tuples count every time, so the exact tests of a tally
+ * (hm_tally_new) are what reports should use; this is for screening. */
+HM_EXPORT HM_WUR int hm_sequence_score(const hm_ctx *ctx, unsigned channel,
+                                       const int32_t *seq, size_t n,
+                                       size_t start, double *sum);
+
 /* The PRF v1 map from 64 bits to a uniform in (0,1). */
 HM_EXPORT double hm_prf_to_unit(uint64_t x);
 

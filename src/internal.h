@@ -193,6 +193,27 @@ HM_HIDDEN float hm_gumbel_key(uint64_t x, float l, float inv_t);
 HM_HIDDEN void hm_k_gather(const void *data, size_t stride, size_t id_off,
                            size_t logit_off, size_t base, size_t m,
                            uint32_t *ids, float *logits);
+/* PRF values of windows of width w (1..4) sliding over ids, the token of
+ * window i being ids[w + i]: out[i] = mix(seed(ids[i..i+w-1]), ids[w+i]).
+ * rk: AES-NI round keys; pad: the CMAC padding XOR K1/K2.  Reads up to 16
+ * ids past ids + n.  Returns how many it did (a multiple of 32; 0 when the
+ * CPU lacks AVX-512/VAES, see hm_k_prf_windows_ok). */
+HM_HIDDEN int hm_k_prf_windows_ok(void);
+HM_HIDDEN size_t hm_k_prf_windows(const unsigned char rk[11][16],
+                                  const unsigned char pad[16], unsigned w,
+                                  const uint32_t *ids, size_t n,
+                                  uint64_t *out);
+/* The CMAC pad of a single-block window of width 1..4 (RFC 4493 10*
+ * padding XOR K2, or K1 for exactly 16 bytes). */
+HM_HIDDEN void hm_cmac_pad(const hm_cmac *c, unsigned width,
+                           unsigned char pad[16]);
+/* Score sums over PRF values: gumbel -ln(1-u), kgw x < below, tournament
+ * popcount(x & mask). */
+HM_HIDDEN double hm_k_gumbel_sum(const uint64_t *x, size_t n);
+HM_HIDDEN uint64_t hm_k_count_below(const uint64_t *x, size_t n,
+                                    uint64_t below);
+HM_HIDDEN uint64_t hm_k_popcount_sum(const uint64_t *x, size_t n,
+                                     uint64_t mask);
 /* Largest element (-INFINITY for none; NaN never wins). */
 HM_HIDDEN float hm_k_max(const float *a, size_t n);
 /* Index of the largest key, -1 when none exceeds -INFINITY; ties go to the

@@ -188,3 +188,156 @@ HM_CLONES void hm_k_gather(const void *data, size_t stride, size_t id_off,
         memcpy(&logits[i], p + i * stride + logit_off, sizeof logits[i]);
     }
 }
+
+/* ------------------------------------------------------------------
+ * PRF values of many sliding windows at once (AVX-512 + VAES): the CMAC
+ * message blocks are permuted out of the id buffer, sixteen blocks are
+ * encrypted together, and the seeds' fix-up and the mixer run on eight
+ * 64-bit lanes.  Bit-identical to hm_seed_windows + hm_mix (tested).
+ */
+#if defined(__x86_64__) && defined(__GNUC__) &&                             \
+    (defined(__clang__) || __GNUC__ >= 10)
+#include <immintrin.h>
+
+#define HM_WIDE_TARGET "avx512f,avx512dq,avx512vpopcntdq,vaes"
+
+int hm_k_prf_windows_ok(void)
+{
+    static int ok = -1; /* a benign race: every thread computes the same */
+    if (ok < 0)
+        ok = __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vpopcntdq") &&
+             __builtin_cpu_supports("vaes");
+    return ok;
+}
+
+__attribute__((target(HM_WIDE_TARGET))) static inline __m512i
+mix8(__m512i a, __m512i g, __m512i c)
+{
+    const __m512i one = _mm512_set1_epi64(1);
+    __m512i z = _mm512_add_epi64(a, _mm512_mullo_epi64(
+                                        _mm512_add_epi64(c, one), g));
+    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 30));
+    z = _mm512_mullo_epi64(z, _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ULL));
+    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 27));
+    z = _mm512_mullo_epi64(z, _mm512_set1_epi64((long long)0x94D049BB133111EBULL));
+    return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+}
+
+__attribute__((target(HM_WIDE_TARGET))) size_t
+hm_k_prf_windows(const unsigned char rk[11][16], const unsigned char pad[16],
+                 unsigned w, const uint32_t *ids, size_t n, uint64_t *out)
+{
+    if (w < 1 || w > 4)
+        return 0;
+    __m512i k[11];
+    for (int r = 0; r < 11; r++)
+        k[r] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)rk[r]));
+    const __m512i padv =
+        _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)pad));
+    /* block j of a register holds the window starting at id j */
+    const __m512i perm = _mm512_setr_epi32(0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4,
+                                           5, 3, 4, 5, 6);
+    const __mmask16 keep = (__mmask16)(0x1111u * ((1u << w) - 1));
+    const __m512i idx_a = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i idx_g = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+    const __m512i alt = _mm512_set1_epi64((long long)0xAAAAAAAAAAAAAAAAULL);
+    const __m512i one = _mm512_set1_epi64(1);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) { /* eight registers in flight */
+        __m512i x[8];
+        for (int j = 0; j < 8; j++) {
+            __m512i src = _mm512_loadu_si512((const void *)(ids + i + 4 * j));
+            __m512i blk = _mm512_maskz_permutexvar_epi32(keep, perm, src);
+            x[j] = _mm512_xor_si512(_mm512_xor_si512(blk, padv), k[0]);
+        }
+        for (int r = 1; r < 10; r++)
+            for (int j = 0; j < 8; j++)
+                x[j] = _mm512_aesenc_epi128(x[j], k[r]);
+        for (int j = 0; j < 8; j++)
+            x[j] = _mm512_aesenclast_epi128(x[j], k[10]);
+        for (int h = 0; h < 4; h++) {
+            __m512i a = _mm512_permutex2var_epi64(x[2 * h], idx_a,
+                                                  x[2 * h + 1]);
+            __m512i g = _mm512_permutex2var_epi64(x[2 * h], idx_g,
+                                                  x[2 * h + 1]);
+            g = _mm512_or_si512(g, one);
+            __m512i t = _mm512_xor_si512(g, _mm512_srli_epi64(g, 1));
+            __mmask8 weak = _mm512_cmplt_epu64_mask(_mm512_popcnt_epi64(t),
+                                                    _mm512_set1_epi64(24));
+            g = _mm512_mask_xor_epi64(g, weak, g, alt);
+            __m512i c = _mm512_cvtepu32_epi64(_mm256_loadu_si256(
+                (const __m256i *)(ids + w + i + 8 * h)));
+            _mm512_storeu_si512((void *)(out + i + 8 * h), mix8(a, g, c));
+        }
+    }
+    return i;
+}
+#else
+int hm_k_prf_windows_ok(void)
+{
+    return 0;
+}
+
+size_t hm_k_prf_windows(const unsigned char rk[11][16],
+                        const unsigned char pad[16], unsigned w,
+                        const uint32_t *ids, size_t n, uint64_t *out)
+{
+    (void)rk, (void)pad, (void)w, (void)ids, (void)n, (void)out;
+    return 0;
+}
+#endif
+
+/* Sums of per-token scores over PRF values (no dedup), vectorised.
+ * gumbel: the sum of -ln(1-u) as the log of products of (1-u), eight
+ * running products renormalised by their exponent bits every 16 factors
+ * (each factor is at least 2^-53, so nothing underflows), one log per
+ * lane at the end. */
+HM_CLONES double hm_k_gumbel_sum(const uint64_t *restrict x, size_t n)
+{
+    double prod[8];
+    int64_t ex[8];
+    for (int j = 0; j < 8; j++) {
+        prod[j] = 1;
+        ex[j] = 0;
+    }
+    size_t i = 0;
+    for (; i + 128 <= n; i += 128) {
+        for (int r = 0; r < 16; r++)
+            for (int j = 0; j < 8; j++)
+                prod[j] *= ((double)(~x[i + 8 * r + j] >> 12) + 0.5) *
+                           0x1p-52;
+        for (int j = 0; j < 8; j++) {
+            uint64_t b;
+            memcpy(&b, &prod[j], sizeof b);
+            ex[j] += (int64_t)((b >> 52) & 0x7ff) - 1023;
+            b = (b & UINT64_C(0x800FFFFFFFFFFFFF)) | (UINT64_C(1023) << 52);
+            memcpy(&prod[j], &b, sizeof b);
+        }
+    }
+    double s = 0;
+    for (int j = 0; j < 8; j++)
+        s -= log(prod[j]) + (double)ex[j] * 0.69314718055994530942;
+    for (; i < n; i++)
+        s -= log(((double)(~x[i] >> 12) + 0.5) * 0x1p-52);
+    return s;
+}
+
+HM_CLONES uint64_t hm_k_count_below(const uint64_t *restrict x, size_t n,
+                                    uint64_t below)
+{
+    uint64_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += x[i] < below;
+    return c;
+}
+
+HM_CLONES uint64_t hm_k_popcount_sum(const uint64_t *restrict x, size_t n,
+                                     uint64_t mask)
+{
+    uint64_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += (uint64_t)__builtin_popcountll(x[i] & mask);
+    return c;
+}

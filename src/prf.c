@@ -112,6 +112,16 @@ hm_seed hm_seed_window(const hm_cmac *c, const uint32_t *w, size_t n)
     return hm_seed_from_bytes(tag);
 }
 
+void hm_cmac_pad(const hm_cmac *c, unsigned width, unsigned char pad[16])
+{
+    const unsigned char *sub = width == 4 ? c->k1 : c->k2;
+    memset(pad, 0, 16);
+    if (width < 4)
+        pad[4 * width] = 0x80;
+    for (int i = 0; i < 16; i++)
+        pad[i] ^= sub[i];
+}
+
 void hm_seed_windows(const hm_cmac *c, const uint32_t *ids, unsigned width,
                      size_t stride, size_t n, hm_seed *out)
 {

@@ -834,8 +834,38 @@ START_TEST(test_sequence_prf)
         }
         hm_ctx_free(ctx);
     }
+    /* the sum of scores without dedup equals hm_token_score's */
+    const char *ss[] = {"gumbel", "kgw:gamma=0.3", "tournament:m=40",
+                        "kgw:seeding=selfhash"};
+    static int32_t big[9000];
+    random_tokens(big, 9000, 5000, &s);
+    for (size_t i = 0; i < 4; i++) {
+        hm_ctx *ctx = test_ctx(k, ss[i]);
+        for (size_t start = 0; start < 9000; start += 4321) {
+            double sum = -1, ref = 0;
+            ck_assert_int_eq(hm_sequence_score(ctx, 0, big, 9000, start,
+                                               &sum),
+                             HM_OK);
+            for (size_t p = start; p < 9000; p++) {
+                double sc;
+                ck_assert_int_eq(hm_token_score(ctx, 0, big, p, big[p], &sc),
+                                 HM_OK);
+                ref += sc;
+            }
+            ck_assert_msg(fabs(sum - ref) <= 1e-9 * ref, "%s: %.17g vs %.17g",
+                          ss[i], sum, ref);
+        }
+        double z = -1;
+        ck_assert_int_eq(hm_sequence_score(ctx, 0, big, 9000, 9000, &z),
+                         HM_OK);
+        ck_assert_double_eq(z, 0);
+        hm_ctx_free(ctx);
+    }
     seq[5] = -1;
     hm_ctx *ctx = test_ctx(k, "gumbel");
+    double sum;
+    ck_assert_int_eq(hm_sequence_score(ctx, 0, seq, 10, 0, &sum), HM_ERANGE);
+    ck_assert_int_eq(hm_sequence_score(ctx, 0, seq, 10, 0, NULL), HM_EINVAL);
     ck_assert_int_eq(hm_sequence_prf(ctx, 0, seq, 10, 0, out), HM_ERANGE);
     ck_assert_int_eq(hm_sequence_prf(ctx, 1, seq, 10, 0, out), HM_EINVAL);
     ck_assert_int_eq(hm_sequence_prf(ctx, 0, seq, 10, 11, out), HM_EINVAL);
