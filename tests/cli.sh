@@ -71,8 +71,9 @@ expect 2 "missing key" -- "$HM" fingerprint "$T/absent"
 contains "$T/err" "$T/absent: No such file" "missing key message"
 expect 2 "fingerprint without file" -- "$HM" fingerprint
 
-# demo: our text is detected, the innocent text is not.
-expect 0 "demo" -- "$HM" demo --tokens 150
+# demo: our text is detected, the innocent text is not (400 tokens: the
+# kgw channel, h=1 with masking, needs them to stay far below 1e-6).
+expect 0 "demo" -- "$HM" demo --tokens 400
 for s in kgw gumbel tournament; do
     line=$(grep "^$s " "$T/out")
     ours=$(echo "$line" | awk '{print $4}')
