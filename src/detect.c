@@ -39,9 +39,14 @@
 typedef struct tally_table {
     size_t cap;     /* slots, a power of two (0: none yet) */
     size_t n;       /* tuples held */
-    uint64_t *hash; /* cap slots, 0 = empty */
-    uint64_t *val;  /* cap * vpr PRF values */
+    size_t w;       /* words per record: the hash, then the PRF values */
+    uint64_t *rec;  /* cap records; a hash of 0 marks an empty slot */
 } tally_table;
+
+/* One record holds a tuple's hash and its values together, so a probe
+ * costs one cache miss, not two. */
+#define HASH(tb, i) ((tb)->rec[(size_t)(i) * (tb)->w])
+#define VAL(tb, i, k) ((tb)->rec[(size_t)(i) * (tb)->w + 1 + (k)])
 
 /* A growable set of window hashes (the filter). */
 typedef struct wset {
@@ -96,7 +101,7 @@ static uint64_t tuple_hash(const uint32_t *w, unsigned n, uint32_t token)
 static size_t slot_of(const tally_table *tc, uint64_t h)
 {
     size_t mask = tc->cap - 1, i = (size_t)(h ^ (h >> 29)) & mask;
-    while (tc->hash[i] != 0 && tc->hash[i] != h)
+    while (HASH(tc, i) != 0 && HASH(tc, i) != h)
         i = (i + 1) & mask;
     return i;
 }
@@ -119,11 +124,11 @@ static void *table_alloc(size_t bytes, int zero)
     return p;
 }
 
-/* Make room for extra more tuples (load factor at most 1/2). */
+/* Make room for extra more tuples (load factor at most 3/4). */
 static int reserve(tally_table *tc, size_t n_keys, size_t extra)
 {
     size_t need = tc->n + extra, cap = tc->cap ? tc->cap : 64;
-    while (cap / 2 < need) {
+    while (cap / 4 * 3 < need) { /* load at most 3/4 */
         if (cap > SIZE_MAX / 4 / (n_keys + 1) / sizeof(uint64_t))
             return HM_ENOMEM;
         cap *= 2;
@@ -132,31 +137,25 @@ static int reserve(tally_table *tc, size_t n_keys, size_t extra)
         return HM_OK;
     tally_table nt = *tc;
     nt.cap = cap;
-    nt.hash = table_alloc(cap * sizeof *nt.hash, 1);
-    nt.val = table_alloc(cap * n_keys * sizeof *nt.val + 1, 0);
-    if (nt.hash == NULL || nt.val == NULL) {
-        free(nt.hash);
-        free(nt.val);
+    nt.w = n_keys + 1;
+    nt.rec = table_alloc(cap * nt.w * sizeof *nt.rec, 1);
+    if (nt.rec == NULL) {
         return HM_ENOMEM;
     }
     for (size_t i = 0; i < tc->cap; i++) {
-        if (tc->hash[i] == 0)
+        if (HASH(tc, i) == 0)
             continue;
-        size_t j = slot_of(&nt, tc->hash[i]);
-        nt.hash[j] = tc->hash[i];
-        memcpy(nt.val + j * n_keys, tc->val + i * n_keys,
-               n_keys * sizeof *nt.val);
+        size_t j = slot_of(&nt, HASH(tc, i));
+        memcpy(&nt.rec[j * nt.w], &tc->rec[i * tc->w], nt.w * sizeof *nt.rec);
     }
-    free(tc->hash);
-    free(tc->val);
+    free(tc->rec);
     *tc = nt;
     return HM_OK;
 }
 
 static void table_free(tally_table *tb)
 {
-    free(tb->hash);
-    free(tb->val);
+    free(tb->rec);
     memset(tb, 0, sizeof *tb);
 }
 
@@ -475,7 +474,6 @@ static void add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
     tally_channel *tc = &t->ch[c];
     tally_table *tb = &tc->tab[0];
     const unsigned n = t->params.ch[c].window;
-    const size_t vpr = tc->vpr;
     uint32_t ids[HM_MAX_CONTEXT + CHUNK], wins[CHUNK * HM_MAX_CONTEXT];
     uint64_t hs[CHUNK];
     size_t slot[CHUNK], pend[CHUNK];
@@ -515,17 +513,16 @@ static void add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
             hs[i] = tuple_hash(ids + i, n, ids[n + i]);
 #endif
             size_t home = (size_t)(hs[i] ^ (hs[i] >> 29)) & (tb->cap - 1);
-            __builtin_prefetch(&tb->hash[home], 1);
-            __builtin_prefetch(&tb->val[home * vpr], 1);
+            __builtin_prefetch(&HASH(tb, home), 1);
         }
         size_t np_new = 0;
         for (size_t i = 0; i < m; i++) {
             if (hs[i] == 0)
                 continue;
             size_t sl = slot_of(tb, hs[i]);
-            if (tb->hash[sl] != 0)
+            if (HASH(tb, sl) != 0)
                 continue; /* scored before */
-            tb->hash[sl] = hs[i];
+            HASH(tb, sl) = hs[i];
             tb->n++;
             slot[np_new] = sl;
             pend[np_new++] = i;
@@ -538,7 +535,7 @@ static void add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
             hm_seed_windows(&t->keys[k].ctx->ch[c].cmac, wins, n, n, np_new,
                             seeds);
             for (size_t q = 0; q < np_new; q++)
-                tb->val[slot[q] * vpr + k] =
+                VAL(tb, slot[q], k) =
                     hm_mix(seeds[q].a, seeds[q].g, ids[n + pend[q]]);
         }
     }
@@ -609,11 +606,11 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
                 uint64_t h = self ? tuple_hash(NULL, 0, v)
                                   : tuple_hash(&st.anchor, 1, v);
                 size_t s = slot_of(tb, h);
-                if (tb->hash[s] != 0)
+                if (HASH(tb, s) != 0)
                     continue;
-                tb->hash[s] = h;
+                HASH(tb, s) = h;
                 tb->n++;
-                tb->val[s] = x;
+                VAL(tb, s, 0) = x;
             }
         }
     }
@@ -681,20 +678,18 @@ int hm_tally_merge(hm_tally *dst, const hm_tally *src, char *errmsg,
     for (unsigned c = 0; c < dst->params.n_channels; c++) {
         tally_channel *d = &dst->ch[c];
         const tally_channel *s = &src->ch[c];
-        size_t vpr = d->vpr;
         for (size_t t = 0; dst != src && t < d->n_tables; t++) {
             tally_table *dt = &d->tab[t];
             const tally_table *st = &s->tab[t];
             for (size_t i = 0; i < st->cap; i++) {
-                if (st->hash[i] == 0)
+                if (HASH(st, i) == 0)
                     continue;
-                size_t j = slot_of(dt, st->hash[i]);
-                if (dt->hash[j] != 0)
+                size_t j = slot_of(dt, HASH(st, i));
+                if (HASH(dt, j) != 0)
                     continue;
-                dt->hash[j] = st->hash[i];
                 dt->n++;
-                memcpy(dt->val + j * vpr, st->val + i * vpr,
-                       vpr * sizeof *dt->val);
+                memcpy(&dt->rec[j * dt->w], &st->rec[i * st->w],
+                       dt->w * sizeof *dt->rec);
             }
         }
         d->tokens += s->tokens;
@@ -720,7 +715,7 @@ static void sum_add(sum128 *s, double x)
 {
     double ip = floor(x);
     uint64_t i = (uint64_t)ip;
-    uint64_t f = (uint64_t)ldexp(x - ip, 64);
+    uint64_t f = (uint64_t)((x - ip) * 0x1p64); /* exact: a power of 2 */
     uint64_t lo = s->lo + f;
     s->hi += i + (lo < s->lo);
     s->lo = lo;
@@ -728,7 +723,7 @@ static void sum_add(sum128 *s, double x)
 
 static double sum_value(const sum128 *s)
 {
-    return (double)s->hi + ldexp((double)s->lo, -64);
+    return (double)s->hi + (double)s->lo * 0x1p-64;
 }
 
 static double gumbel_score(uint64_t x)
@@ -746,7 +741,6 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
     const tally_channel *tch = &t->ch[channel];
     size_t off;
     const tally_table *tc = table_of(tch, key, &off);
-    size_t vpr = tch->vpr;
     memset(r, 0, sizeof *r);
     r->documents = t->documents;
     r->tokens = tch->tokens;
@@ -762,8 +756,8 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
     case HM_SCHEME_GUMBEL: {
         sum128 s = {0, 0};
         for (size_t i = 0; i < tc->cap; i++)
-            if (tc->hash[i] != 0)
-                sum_add(&s, gumbel_score(tc->val[i * vpr + off]));
+            if (HASH(tc, i) != 0)
+                sum_add(&s, gumbel_score(VAL(tc, i, off)));
         r->score = sum_value(&s);
         r->expected = (double)n;
         r->log10_p = n ? hm_log10_sf_gamma((double)n, r->score) : 0;
@@ -773,8 +767,8 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
         uint64_t green = 0;
         double p = ldexp((double)ch->green_below, -64);
         for (size_t i = 0; i < tc->cap; i++)
-            if (tc->hash[i] != 0)
-                green += tc->val[i * vpr + off] < ch->green_below;
+            if (HASH(tc, i) != 0)
+                green += VAL(tc, i, off) < ch->green_below;
         r->score = (double)green;
         r->expected = (double)n * p;
         r->log10_p = hm_log10_sf_binom(green, n, p);
@@ -785,9 +779,9 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
                                          : (UINT64_C(1) << ch->layers) - 1;
         uint64_t ones = 0;
         for (size_t i = 0; i < tc->cap; i++)
-            if (tc->hash[i] != 0)
-                ones += (uint64_t)__builtin_popcountll(
-                    tc->val[i * vpr + off] & mask);
+            if (HASH(tc, i) != 0)
+                ones += (uint64_t)__builtin_popcountll(VAL(tc, i, off) &
+                                                       mask);
         r->score = (double)ones;
         r->expected = (double)n * ch->layers / 2;
         r->log10_p = hm_log10_sf_binom(ones, n * ch->layers, 0.5);
@@ -907,8 +901,8 @@ static int write_tally(const hm_tally *t, writer *w)
             return HM_ENOMEM;
         size_t k = 0;
         for (size_t i = 0; i < tc->cap; i++)
-            if (tc->hash[i] != 0) {
-                order[2 * k] = tc->hash[i];
+            if (HASH(tc, i) != 0) {
+                order[2 * k] = HASH(tc, i);
                 order[2 * k + 1] = i;
                 k++;
             }
@@ -916,7 +910,7 @@ static int write_tally(const hm_tally *t, writer *w)
         for (size_t i = 0; i < k; i++) {
             w_u64(w, order[2 * i]);
             for (size_t j = 0; j < vpr; j++)
-                w_u64(w, tc->val[order[2 * i + 1] * vpr + j]);
+                w_u64(w, VAL(tc, order[2 * i + 1], j));
         }
         free(order);
         }
@@ -1206,10 +1200,10 @@ static int parse_tally(hm_tally **out, reader *r)
                 }
                 prev = h;
                 size_t sl = slot_of(tb, h);
-                tb->hash[sl] = h;
+                HASH(tb, sl) = h;
                 tb->n++;
                 for (size_t j = 0; j < vpr; j++)
-                    tb->val[sl * vpr + j] = r_u64(r);
+                    VAL(tb, sl, j) = r_u64(r);
             }
         }
     if (r->p != r->end) {
