@@ -380,6 +380,14 @@ static int window_in(const window_set *s, const uint32_t *w, unsigned n)
     return 0;
 }
 
+static int negative_id(const int32_t *ids, size_t n)
+{
+    int32_t any = 0; /* the sign bit of any id; vectorises */
+    for (size_t i = 0; i < n; i++)
+        any |= ids[i];
+    return any < 0;
+}
+
 static int wset_has(const wset *s, uint64_t h)
 {
     if (s->cap == 0)
@@ -438,12 +446,8 @@ int hm_tally_filter_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
         return HM_EINVAL;
     if (t->keys[0].ctx == NULL || t->documents > 0)
         return HM_ENOTSUP; /* loaded, or documents already scored */
-    for (size_t i = 0; i < n_prompt; i++)
-        if (prompt[i] < 0)
-            return HM_ERANGE;
-    for (size_t i = 0; i < n_tokens; i++)
-        if (tokens[i] < 0)
-            return HM_ERANGE;
+    if (negative_id(prompt, n_prompt) || negative_id(tokens, n_tokens))
+        return HM_ERANGE;
     t->filtering = 1;
     for (unsigned c = 0; c < t->params.n_channels; c++) {
         unsigned n = t->params.ch[c].window;
@@ -549,12 +553,8 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
         return HM_EINVAL;
     if (t->keys[0].ctx == NULL)
         return HM_ENOTSUP; /* loaded from a file: no keys */
-    for (size_t i = 0; i < n_prompt; i++)
-        if (prompt[i] < 0)
-            return HM_ERANGE;
-    for (size_t i = 0; i < n_tokens; i++)
-        if (tokens[i] < 0)
-            return HM_ERANGE;
+    if (negative_id(prompt, n_prompt) || negative_id(tokens, n_tokens))
+        return HM_ERANGE;
     /* Reserve first, so that nothing fails half-way through. */
     for (unsigned c = 0; c < t->params.n_channels; c++)
         for (size_t i = 0; i < t->ch[c].n_tables; i++) {

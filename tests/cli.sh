@@ -1,28 +1,8 @@
 #!/bin/bash
 # CLI tests: exit codes, messages, key-file safety and the demo.
 set -u
-HM_SRCDIR=${HM_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
-HM_BUILDDIR=${HM_BUILDDIR:-$HM_SRCDIR}
-HM="$HM_BUILDDIR/hallmark"
-T=$(mktemp -d /tmp/hm-cli-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-
-# expect CODE DESCRIPTION -- COMMAND...: run, keep stdout/stderr in $T/out,err
-expect() {
-    local want=$1 what=$2
-    shift 3
-    "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" -eq "$want" ]; then ok; else
-        bad "$what: exit $got, wanted $want"; sed 's/^/  | /' "$T/err"; fi
-}
-contains() { # FILE PATTERN DESCRIPTION
-    if grep -q -- "$2" "$1"; then ok; else bad "$3: no '$2' in $(basename "$1")"; sed 's/^/  | /' "$1"; fi
-}
+# shellcheck source=tests/clilib.sh
+. "$(dirname "$0")/clilib.sh"
 
 expect 0 "--help" -- "$HM" --help
 contains "$T/out" "keygen" "--help lists commands"

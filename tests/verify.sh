@@ -2,26 +2,8 @@
 # CLI tests of verify, audit and merge: verdicts and exit codes, reports,
 # exact merging of split audits, and every kind of bad input.
 set -u
-HM_SRCDIR=${HM_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
-HM_BUILDDIR=${HM_BUILDDIR:-$HM_SRCDIR}
-HM="$HM_BUILDDIR/hallmark"
-T=$(mktemp -d /tmp/hm-verify-XXXXXX)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-expect() {
-    local want=$1 what=$2
-    shift 3
-    "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" -eq "$want" ]; then ok; else
-        bad "$what: exit $got, wanted $want"; sed 's/^/  | /' "$T/err"; fi
-}
-contains() {
-    if grep -q -- "$2" "$1"; then ok; else bad "$3: no '$2' in $(basename "$1")"; sed 's/^/  | /' "$1" | head -20; fi
-}
-absent() { [ ! -e "$1" ] && ok || bad "$2: $1 exists"; }
+# shellcheck source=tests/clilib.sh
+. "$(dirname "$0")/clilib.sh"
 
 SPEC=kgw:h=1+gumbel:h=4
 # Fixed keys and seeds: every outcome below is deterministic, so no
