@@ -34,7 +34,7 @@ START_TEST(test_vectors)
             ck_assert_str_eq(fp, a);
             n_fp++;
         } else if (strcmp(kind, "okm") == 0) {
-            char info[1024], tenant[512];
+            char info[1100], tenant[512];
             unsigned char okm[48], want[48];
             ck_assert_int_eq(
                 sscanf(line, "%*s %*s %255s %255s %255s %511s", a, b, c, d),
