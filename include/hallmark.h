@@ -374,8 +374,9 @@ HM_EXPORT HM_WUR int hm_tally_merge(hm_tally *dst, const hm_tally *src,
  * Filtering on windows, not on (window, token) tuples, keeps the test
  * exact: which windows are kept does not depend on the PRF values the
  * suspect's tokens get there, whereas the tokens the provider served were
- * chosen by them.  HM_ENOTSUP once documents were added, or on a loaded
- * tally.  Tallies merge only with the same filter. */
+ * chosen by them.  Documents without tokens add no window, and a filter
+ * without windows is no filter.  HM_ENOTSUP once documents were added, or
+ * on a loaded tally.  Tallies merge only with the same filter. */
 HM_EXPORT HM_WUR int hm_tally_filter_add(hm_tally *tally,
                                          const int32_t *prompt,
                                          size_t n_prompt,

@@ -448,7 +448,6 @@ int hm_tally_filter_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
         return HM_ENOTSUP; /* loaded, or documents already scored */
     if (negative_id(prompt, n_prompt) || negative_id(tokens, n_tokens))
         return HM_ERANGE;
-    t->filtering = 1;
     for (unsigned c = 0; c < t->params.n_channels; c++) {
         unsigned n = t->params.ch[c].window;
         for (size_t j = 0; j < n_tokens; j++) {
@@ -459,6 +458,7 @@ int hm_tally_filter_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
             if (rc < 0)
                 return HM_ENOMEM; /* windows added so far stay */
             if (rc > 0) {
+                t->filtering = 1; /* a filter without windows is none */
                 t->filter_count++;
                 t->filter_digest += hm_mix(c, UINT64_C(0x9E3779B97F4A7C15), h);
             }

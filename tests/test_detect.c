@@ -485,6 +485,7 @@ START_TEST(test_filter)
     hm_ctx *ctx = test_ctx(k, "kgw:h=1+gumbel:h=2");
     hm_tally *t = tally1(ctx, 0), *ref = tally1(ctx, 0);
     char msg[HM_ERRMSG_SIZE];
+    hm_result r;
     /* kgw h=1: windows are single tokens.  The filter holds documents
      * with tokens below 25, so kept tuples follow a token below 25. */
     uint64_t s = 8;
@@ -498,6 +499,12 @@ START_TEST(test_filter)
         ck_assert_int_eq(hm_tally_add(t, NULL, 0, d[i], 60), HM_OK);
     }
     ck_assert_int_eq(hm_tally_filter_add(t, NULL, 0, f[0], 40), HM_ENOTSUP);
+    /* documents without tokens add no window: no filter at all */
+    ck_assert_int_eq(hm_tally_filter_add(ref, NULL, 0, NULL, 0), HM_OK);
+    ck_assert_int_eq(hm_tally_add(ref, NULL, 0, d[0], 60), HM_OK);
+    ck_assert_int_eq(hm_tally_result(ref, 0, 0, &r), HM_OK);
+    ck_assert_uint_eq(r.dropped_filter, 0);
+    hm_tally_clear(ref);
     /* the reference: channel 0 scored by hand on the kept tuples */
     int32_t pairs[400][2];
     size_t n_pairs = 0;
@@ -531,7 +538,6 @@ START_TEST(test_filter)
                              HM_OK);
             score += sc;
         }
-    hm_result r;
     ck_assert_int_eq(hm_tally_result(t, 0, 0, &r), HM_OK);
     ck_assert_uint_eq(r.dropped_filter, dropped);
     ck_assert_uint_gt(r.dropped_filter, 100);

@@ -112,6 +112,9 @@ expect 2 "audit without -o" -- "$HM" audit --key "$T/k" "$T/ours.jsonl"
 expect 1 "audit --filter" -- "$HM" audit --key "$T/k" --scheme $SPEC --filter "$T/p1f.jsonl" -o "$T/filt" "$T/ours.jsonl" "$T/theirs.jsonl"
 contains "$T/filt.json" '"kind": "filter"' "filter input recorded"
 grep -q '"dropped_filter": 0,' "$T/filt.json" && bad "filter dropped nothing" || ok
+printf '{"tokens": []}\n' >"$T/emptyf.jsonl"
+expect 2 "audit --filter without tokens" -- "$HM" audit --key "$T/k" --filter "$T/emptyf.jsonl" -o "$T/x" "$T/ours.jsonl"
+contains "$T/err" "no tokens" "empty filter message"
 expect 2 "audit --filter missing" -- "$HM" audit --key "$T/k" --filter "$T/nope.jsonl" -o "$T/x" "$T/ours.jsonl"
 absent "$T/x.json" "failed filtered audit"
 

@@ -458,7 +458,9 @@ int cmd_audit(int argc, char **argv)
         int rc;
         if (cli_input_open(&in, filter_file, vocab) != 0)
             goto done;
-        while ((rc = cli_input_next(&in, &doc)) == 1)
+        size_t windows = 0;
+        while ((rc = cli_input_next(&in, &doc)) == 1 &&
+               (windows += doc.n_tokens, 1))
             if (hm_tally_filter_add(a.t, doc.prompt, doc.n_prompt, doc.tokens,
                                     doc.n_tokens) != HM_OK) {
                 cli_error("%s:%lu: cannot read the record into the filter",
@@ -469,6 +471,10 @@ int cmd_audit(int argc, char **argv)
         cli_input_close(&in);
         if (rc < 0)
             goto done;
+        if (windows == 0) {
+            cli_error("--filter %s: no tokens, so no window to keep", filter_file);
+            goto done;
+        }
         json_array_append_new(
             inputs, json_pack("{s:s,s:s,s:s,s:I}", "path", filter_file,
                               "kind", "filter", "sha256", in.sha256_hex,
