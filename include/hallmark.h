@@ -413,6 +413,38 @@ HM_EXPORT HM_WUR int hm_key_from_label(hm_key **key, const char *label,
 HM_EXPORT const char *hm_ctx_fingerprint(const hm_ctx *ctx);
 HM_EXPORT const char *hm_ctx_tenant(const hm_ctx *ctx);
 
+/* -------------------------------------------------------------- tokenizer */
+
+/* Exact re-tokenization of suspect text: byte-level BPE from a tiktoken
+ * rank file ("<base64 bytes> <rank>" per line) with a named preset's
+ * pre-tokenization pattern ("r50k_base", "p50k_base", "cl100k_base",
+ * "o200k_base").  Special tokens are not parsed out of the text: it is
+ * tokenized as ordinary text.  Immutable and thread-safe once loaded. */
+typedef struct hm_tokenizer hm_tokenizer;
+
+HM_EXPORT HM_WUR int hm_tokenizer_load_tiktoken(hm_tokenizer **tok,
+                                                const char *preset,
+                                                const char *path,
+                                                char *errmsg, size_t errlen);
+HM_EXPORT void hm_tokenizer_free(hm_tokenizer *tok);
+/* The preset's name, and the SHA-256 (hex) of the vocabulary file. */
+HM_EXPORT const char *hm_tokenizer_name(const hm_tokenizer *tok);
+HM_EXPORT const char *hm_tokenizer_digest(const hm_tokenizer *tok);
+/* Largest token id + 1. */
+HM_EXPORT size_t hm_tokenizer_vocab(const hm_tokenizer *tok);
+/* The bytes of token id (not NUL-terminated). */
+HM_EXPORT HM_WUR int hm_tokenizer_piece(const hm_tokenizer *tok, int32_t id,
+                                        const unsigned char **bytes,
+                                        size_t *len);
+/* Token ids of len bytes of text, in *ids (free with hm_tokens_free).
+ * Invalid UTF-8 is tokenized byte-wise; *invalid (may be NULL) receives
+ * how many bytes were invalid. */
+HM_EXPORT HM_WUR int hm_tokenizer_encode(const hm_tokenizer *tok,
+                                         const char *text, size_t len,
+                                         int32_t **ids, size_t *n_ids,
+                                         size_t *invalid);
+HM_EXPORT void hm_tokens_free(int32_t *ids);
+
 /* ------------------------------------------------------------ statistics */
 
 /* log10 of exact upper-tail p-values, accurate far below 1e-300.

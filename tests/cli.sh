@@ -11,7 +11,7 @@ contains "$T/out" "PRF v1" "--version names the PRF"
 expect 2 "no command" -- "$HM"
 expect 2 "unknown command" -- "$HM" frobnicate
 contains "$T/err" "unknown command 'frobnicate'" "unknown command message"
-for c in keygen fingerprint demo; do
+for c in keygen fingerprint demo tokenize; do
     expect 0 "$c --help" -- "$HM" "$c" --help
     contains "$T/out" "usage: hallmark $c" "$c --help usage"
     expect 2 "$c bad option" -- "$HM" "$c" --no-such-option
@@ -62,6 +62,24 @@ for s in kgw gumbel tournament; do
     awk -v p="$theirs" 'BEGIN{exit !(p > -6 && p <= 0)}' && ok || bad "demo $s: log10 p $theirs on innocent text"
 done
 expect 2 "demo bad tokens" -- "$HM" demo --tokens 0
+
+# tokenize: ids and pieces with the committed mini vocabulary
+MINI="r50k_base=$HM_SRCDIR/tests/vectors/tok-mini.tiktoken"
+printf 'hello abab' >"$T/text"
+expect 0 "tokenize" -- "$HM" tokenize --tokenizer "$MINI" "$T/text"
+[ "$(cat "$T/out")" = "269 32 273" ] && ok || bad "tokenize ids: $(cat "$T/out")"
+expect 0 "tokenize --pieces" -- "$HM" tokenize -T "$MINI" --pieces - <"$T/text"
+contains "$T/out" "$(printf '273\tabab')" "tokenize pieces"
+printf 'ab\377' >"$T/bin"
+expect 0 "tokenize invalid UTF-8" -- "$HM" tokenize -T "$MINI" "$T/bin"
+contains "$T/err" "1 bytes of invalid UTF-8" "invalid UTF-8 counted"
+expect 2 "tokenize unknown preset" -- "$HM" tokenize -T "gpt9=$HM_SRCDIR/tests/vectors/tok-mini.tiktoken" "$T/text"
+contains "$T/err" "unknown tokenizer preset 'gpt9'" "unknown preset message"
+expect 2 "tokenize missing rank file" -- "$HM" tokenize -T "cl100k_base=$T/none" "$T/text"
+contains "$T/err" "$T/none: No such file" "missing rank file message"
+expect 2 "tokenize preset without a directory" -- env -u HALLMARK_TOKENIZERS "$HM" tokenize -T cl100k_base "$T/text"
+contains "$T/err" "HALLMARK_TOKENIZERS" "preset lookup message"
+expect 2 "tokenize without --tokenizer" -- "$HM" tokenize "$T/text"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

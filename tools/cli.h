@@ -28,6 +28,9 @@ int cmd_demo(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cli_open_tokenizer(const char *spec, hm_tokenizer **tok);
+int cli_read_all(const char *path, char **data, size_t *len);
 
 /* One suspect document: token ids, the prompt when known, and a name. */
 typedef struct cli_doc {

@@ -31,6 +31,7 @@ static const struct command {
     {"verify", cmd_verify, "test each document for the watermark (exact p-values)"},
     {"audit", cmd_audit, "corpus-level radioactivity audit with a report"},
     {"merge", cmd_merge, "merge partial audit tallies exactly"},
+    {"tokenize", cmd_tokenize, "show how the teacher's tokenizer splits a text"},
 };
 
 static void usage(FILE *out)
