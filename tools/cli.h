@@ -50,6 +50,9 @@ typedef struct cli_input {
     unsigned long line;
     unsigned long long records;
     long long vocab; /* > 0: ids must be below it */
+    const hm_tokenizer *tok; /* text records and plain files, or NULL */
+    int plain;               /* a plain text file: one document */
+    size_t invalid_utf8;     /* bytes tokenized byte-wise */
     EVP_MD_CTX *md;
     char *buf;
     size_t cap;
@@ -57,7 +60,8 @@ typedef struct cli_input {
     char sha256_hex[65];
 } cli_input;
 
-int cli_input_open(cli_input *in, const char *path, long long vocab);
+int cli_input_open(cli_input *in, const char *path, long long vocab,
+                   const hm_tokenizer *tok);
 /* 1: a document, 0: end of input, -1: error (message printed). */
 int cli_input_next(cli_input *in, cli_doc *doc);
 /* Closes and finalises sha256_hex (read to the end first). */

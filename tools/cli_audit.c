@@ -57,6 +57,10 @@ static void audit_usage(FILE *out)
             "      --vocab-size N      reject token ids >= N\n"
             "      --skip-padded       do not score windows reaching before "
             "a document\n"
+            "      --tokenizer SPEC    tokenize text: plain text files (one "
+            "document each)\n"
+            "                          and 'text'/'prompt' fields; see "
+            "hallmark tokenize\n"
             "      --save-tally FILE   also write the tally, for 'hallmark "
             "merge'\n"
             "  -o, --output REPORT     report name (REPORT.json, "
@@ -315,12 +319,13 @@ int cmd_audit(int argc, char **argv)
         {"alpha", required_argument, NULL, 'a'},
         {"vocab-size", required_argument, NULL, 'V'},
         {"skip-padded", no_argument, NULL, 'P'},
+        {"tokenizer", required_argument, NULL, 'Z'},
         {"save-tally", required_argument, NULL, 'S'},
         {"output", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *keyfile = NULL, *tenants_file = NULL, *output = NULL,
-               *save_tally = NULL, *filter_file = NULL;
+               *save_tally = NULL, *filter_file = NULL, *tokspec = NULL;
     char spec[1024] = "";
     double alpha = 1e-3;
     long long vocab = 0, n_self = DEFAULT_SELF_CHECK;
@@ -381,6 +386,9 @@ int cmd_audit(int argc, char **argv)
         case 'S':
             save_tally = optarg;
             break;
+        case 'Z':
+            tokspec = optarg;
+            break;
         case 'o':
             output = optarg;
             break;
@@ -413,6 +421,7 @@ int cmd_audit(int argc, char **argv)
     double *lp = NULL, *adj = NULL, *selfp = NULL;
     cli_doc doc = {0};
     size_t n_keys = 0;
+    hm_tokenizer *tok = NULL;
 
     if (tenants_file != NULL) {
         if (read_tenants(tenants_file, &a.tenants, &a.n_tenants) != 0)
@@ -429,7 +438,8 @@ int cmd_audit(int argc, char **argv)
     self_keys = calloc(a.n_self + 1, sizeof *self_keys);
     if (ctxs == NULL || self_keys == NULL || inputs == NULL)
         goto done;
-    if (cli_open_key(keyfile, &key, fp) != 0)
+    if (cli_open_key(keyfile, &key, fp) != 0 ||
+        (tokspec != NULL && cli_open_tokenizer(tokspec, &tok) != 0))
         goto done;
     for (size_t i = 0; i < a.n_tenants; i++)
         if (cli_make_ctx(key, spec, a.tenants[i], &ctxs[i]) != 0)
@@ -456,7 +466,7 @@ int cmd_audit(int argc, char **argv)
     if (filter_file != NULL) {
         cli_input in;
         int rc;
-        if (cli_input_open(&in, filter_file, vocab) != 0)
+        if (cli_input_open(&in, filter_file, vocab, tok) != 0)
             goto done;
         size_t windows = 0;
         while ((rc = cli_input_next(&in, &doc)) == 1 &&
@@ -508,7 +518,7 @@ int cmd_audit(int argc, char **argv)
         }
         cli_input in;
         int rc;
-        if (cli_input_open(&in, argv[i], vocab) != 0)
+        if (cli_input_open(&in, argv[i], vocab, tok) != 0)
             goto done;
         while ((rc = cli_input_next(&in, &doc)) == 1) {
             if (hm_tally_add(a.t, doc.prompt, doc.n_prompt, doc.tokens,
@@ -527,9 +537,11 @@ int cmd_audit(int argc, char **argv)
         if (rc < 0)
             goto done;
         json_array_append_new(
-            inputs, json_pack("{s:s,s:s,s:s,s:I}", "path", argv[i], "kind",
-                              "jsonl", "sha256", in.sha256_hex, "records",
-                              (json_int_t)in.records));
+            inputs, json_pack("{s:s,s:s,s:s,s:I,s:I}", "path", argv[i],
+                              "kind", in.plain ? "text" : "jsonl", "sha256",
+                              in.sha256_hex, "records",
+                              (json_int_t)in.records, "invalid_utf8_bytes",
+                              (json_int_t)in.invalid_utf8));
     }
     if (progress && docs >= 1000)
         fputc('\n', stderr);
@@ -627,13 +639,16 @@ int cmd_audit(int argc, char **argv)
     for (size_t j = 0; j < a.n_self; j++)
         json_array_append_new(selfj, json_real(selfp[j]));
     report = json_pack(
-        "{s:{s:s,s:I},s:o,s:s,s:s,s:{s:s},s:s,s:{s:b},s:o,s:n,s:f,s:{s:s,s:I},"
+        "{s:{s:s,s:I},s:o,s:s,s:s,s:{s:s},s:s,s:{s:b},s:o,s:o,s:f,s:{s:s,s:I},"
         "s:o,s:o,s:{s:s,s:I,s:o,s:f,s:f,s:b},s:o,s:s}",
         "hallmark", "version", hm_version_string(), "prf_version",
         (json_int_t)hm_prf_version(), "command", cmd, "date", date, "spec",
         canon, "key", "fingerprint", fp, "channel_test",
         "bonferroni over channels", "flags", "skip_padded",
         (flags & HM_TALLY_SKIP_PADDED) != 0, "inputs", inputs, "tokenizer",
+        tok ? json_pack("{s:s,s:s}", "name", hm_tokenizer_name(tok), "sha256",
+                        hm_tokenizer_digest(tok))
+            : json_null(),
         "alpha", alpha, "tenant_correction", "method", corr_name(corr),
         "tenants", (json_int_t)a.n_tenants, "counts", counts, "tenants", tj,
         "self_check", "label", a.label, "keys", (json_int_t)a.n_self,
@@ -785,6 +800,7 @@ done:
     for (size_t i = 0; i < a.n_pts; i++)
         free(a.pts[i].lp);
     hm_tally_free(a.t);
+    hm_tokenizer_free(tok);
     for (size_t i = 0; ctxs && i < n_keys; i++)
         hm_ctx_free(ctxs[i]);
     free(ctxs);

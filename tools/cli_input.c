@@ -13,11 +13,24 @@
 
 #include "cli.h"
 
-int cli_input_open(cli_input *in, const char *path, long long vocab)
+/* With a tokenizer, files not named *.jsonl, *.ndjson or *.json are plain
+ * text: the whole file is one document. */
+static int is_jsonl_name(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    return strcmp(path, "-") == 0 ||
+           (dot && (strcmp(dot, ".jsonl") == 0 || strcmp(dot, ".ndjson") == 0 ||
+                    strcmp(dot, ".json") == 0));
+}
+
+int cli_input_open(cli_input *in, const char *path, long long vocab,
+                   const hm_tokenizer *tok)
 {
     memset(in, 0, sizeof *in);
     in->path = path;
     in->vocab = vocab;
+    in->tok = tok;
+    in->plain = tok != NULL && !is_jsonl_name(path);
     in->is_stdin = strcmp(path, "-") == 0;
     in->name = in->is_stdin ? "(stdin)" : path;
     in->f = in->is_stdin ? stdin : fopen(path, "rb");
@@ -118,8 +131,68 @@ static int read_ids(cli_input *in, json_t *arr, const char *field,
     return 0;
 }
 
+/* Tokenize a text into a growable id array. */
+static int tokenize_into(cli_input *in, const char *text, size_t len,
+                         int32_t **out, size_t *n, size_t *cap)
+{
+    int32_t *ids;
+    size_t m, invalid = 0;
+    int rc = hm_tokenizer_encode(in->tok, text, len, &ids, &m, &invalid);
+    if (rc != HM_OK) {
+        cli_error("%s:%lu: cannot tokenize: %s", in->name, in->line,
+                  hm_strerror(rc));
+        return -1;
+    }
+    in->invalid_utf8 += invalid;
+    free(*out);
+    *out = malloc((m ? m : 1) * sizeof **out);
+    if (*out == NULL) {
+        hm_tokens_free(ids);
+        cli_error("%s: out of memory", in->name);
+        return -1;
+    }
+    memcpy(*out, ids, m * sizeof *ids);
+    hm_tokens_free(ids);
+    *n = m;
+    *cap = m ? m : 1;
+    return 0;
+}
+
 int cli_input_next(cli_input *in, cli_doc *doc)
 {
+    if (in->plain) { /* the whole file is one document */
+        if (in->line > 0)
+            return 0;
+        size_t cap = 1 << 16, len = 0;
+        char *text = malloc(cap);
+        for (size_t r; text && (r = fread(text + len, 1, cap - len, in->f)) > 0;) {
+            len += r;
+            if (len == cap) {
+                char *nt = realloc(text, cap *= 2);
+                if (nt == NULL)
+                    free(text);
+                text = nt;
+            }
+        }
+        if (text == NULL || ferror(in->f)) {
+            cli_error("%s: %s", in->name, text ? "read error" : "out of memory");
+            free(text);
+            return -1;
+        }
+        in->line = 1;
+        EVP_DigestUpdate(in->md, text, len);
+        int rc = tokenize_into(in, text, len, &doc->tokens, &doc->n_tokens,
+                               &doc->cap_tokens);
+        free(text);
+        if (rc != 0)
+            return -1;
+        doc->n_prompt = 0;
+        doc->file = in->name;
+        doc->line = 1;
+        snprintf(doc->id, sizeof doc->id, "%s", in->name);
+        in->records++;
+        return 1;
+    }
     for (;;) {
         ssize_t len = getline(&in->buf, &in->cap, in->f);
         if (len < 0) {
@@ -148,26 +221,47 @@ int cli_input_next(cli_input *in, cli_doc *doc)
         json_t *tok = json_object_get(o, "tokens");
         json_t *pr = json_object_get(o, "prompt_tokens");
         json_t *id = json_object_get(o, "id");
+        json_t *txt = json_object_get(o, "text");
+        json_t *ptxt = json_object_get(o, "prompt");
+        int from_text = tok == NULL && txt != NULL && in->tok != NULL;
+        int prompt_text = pr == NULL && ptxt != NULL && in->tok != NULL;
+        if (json_is_object(o) && (from_text || prompt_text) &&
+            ((from_text && !json_is_string(txt)) ||
+             (prompt_text && !json_is_string(ptxt)))) {
+            cli_error("%s:%lu: 'text' and 'prompt' must be strings", in->name,
+                      in->line);
+            json_decref(o);
+            return -1;
+        }
         if (!json_is_object(o))
             cli_error("%s:%lu: a record must be a JSON object", in->name,
                       in->line);
-        else if (pr == NULL && json_object_get(o, "prompt") != NULL)
+        else if (pr == NULL && ptxt != NULL && in->tok == NULL)
             cli_error("%s:%lu: 'prompt' text needs a tokenizer, which this "
                       "version does not have; give token ids in "
                       "'prompt_tokens'",
                       in->name, in->line);
-        else if (tok == NULL && json_object_get(o, "text") != NULL)
-            cli_error("%s:%lu: 'text' records need a tokenizer, which this "
-                      "version does not have; give token ids in 'tokens'",
+        else if (tok == NULL && txt != NULL && in->tok == NULL)
+            cli_error("%s:%lu: 'text' records need --tokenizer, or token "
+                      "ids in 'tokens'",
                       in->name, in->line);
-        else if (tok == NULL)
-            cli_error("%s:%lu: record has no 'tokens'", in->name, in->line);
-        else if (read_ids(in, tok, "tokens", &doc->tokens, &doc->n_tokens,
-                          &doc->cap_tokens) == 0 &&
-                 (pr == NULL ||
-                  read_ids(in, pr, "prompt_tokens", &doc->prompt,
-                           &doc->n_prompt, &doc->cap_prompt) == 0)) {
-            if (pr == NULL)
+        else if (tok == NULL && !from_text)
+            cli_error("%s:%lu: record has no 'tokens' or 'text'", in->name,
+                      in->line);
+        else if ((from_text
+                      ? tokenize_into(in, json_string_value(txt),
+                                      json_string_length(txt), &doc->tokens,
+                                      &doc->n_tokens, &doc->cap_tokens)
+                      : read_ids(in, tok, "tokens", &doc->tokens,
+                                 &doc->n_tokens, &doc->cap_tokens)) == 0 &&
+                 (prompt_text
+                      ? tokenize_into(in, json_string_value(ptxt),
+                                      json_string_length(ptxt), &doc->prompt,
+                                      &doc->n_prompt, &doc->cap_prompt) == 0
+                      : (pr == NULL ||
+                         read_ids(in, pr, "prompt_tokens", &doc->prompt,
+                                  &doc->n_prompt, &doc->cap_prompt) == 0))) {
+            if (pr == NULL && !prompt_text)
                 doc->n_prompt = 0;
             doc->file = in->name;
             doc->line = in->line;

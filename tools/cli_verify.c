@@ -37,6 +37,10 @@ static void verify_usage(FILE *out)
             "      --vocab-size N    reject token ids >= N\n"
             "      --skip-padded     do not score windows reaching before "
             "the document\n"
+            "      --tokenizer SPEC  tokenize text: plain text files (one "
+            "document each)\n"
+            "                        and 'text'/'prompt' fields; see "
+            "hallmark tokenize\n"
             "  -j, --json            JSON Lines output\n"
             "  -h, --help            this help\n"
             "\n"
@@ -86,10 +90,11 @@ int cmd_verify(int argc, char **argv)
         {"alpha", required_argument, NULL, 'a'},
         {"vocab-size", required_argument, NULL, 'V'},
         {"skip-padded", no_argument, NULL, 'P'},
+        {"tokenizer", required_argument, NULL, 'Z'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    const char *keyfile = NULL, *tenant = NULL;
+    const char *keyfile = NULL, *tenant = NULL, *tokspec = NULL;
     char spec[1024] = "";
     double alpha = 1e-3;
     long long vocab = 0;
@@ -123,6 +128,9 @@ int cmd_verify(int argc, char **argv)
         case 'j':
             json = 1;
             break;
+        case 'Z':
+            tokspec = optarg;
+            break;
         case 'h':
             verify_usage(stdout);
             return 0;
@@ -143,12 +151,14 @@ int cmd_verify(int argc, char **argv)
     hm_key *key = NULL;
     hm_ctx *ctx = NULL;
     hm_tally *t = NULL;
+    hm_tokenizer *tok = NULL;
     char fp[HM_FINGERPRINT_SIZE], canon[1024], msg[HM_ERRMSG_SIZE];
     int status = EXIT_TROUBLE, detected = 0;
     cli_buf out = {0};
     cli_doc doc = {0};
     if (cli_open_key(keyfile, &key, fp) != 0 ||
-        cli_make_ctx(key, spec, tenant, &ctx) != 0)
+        cli_make_ctx(key, spec, tenant, &ctx) != 0 ||
+        (tokspec != NULL && cli_open_tokenizer(tokspec, &tok) != 0))
         goto done;
     if (hm_tally_new(&t, (const hm_ctx *const *)&ctx, 1, flags, msg,
                      sizeof msg) != HM_OK) {
@@ -160,10 +170,11 @@ int cmd_verify(int argc, char **argv)
     if (!json) {
         cli_buf_printf(&out,
                        "# hallmark %s, PRF v%u, key %s%s%s, spec %s, alpha "
-                       "%g\n",
+                       "%g%s%s\n",
                        hm_version_string(), hm_prf_version(), fp,
                        tenant ? ", tenant " : "", tenant ? tenant : "", canon,
-                       alpha);
+                       alpha, tok ? ", tokenizer " : "",
+                       tok ? hm_tokenizer_name(tok) : "");
         cli_buf_printf(&out, "%-24s %8s", "document", "tokens");
         for (unsigned ch = 0; ch < nch; ch++) {
             char head[48];
@@ -176,7 +187,7 @@ int cmd_verify(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         cli_input in;
         int rc;
-        if (cli_input_open(&in, argv[i], vocab) != 0)
+        if (cli_input_open(&in, argv[i], vocab, tok) != 0)
             goto done;
         while ((rc = cli_input_next(&in, &doc)) == 1) {
             hm_result r[HM_MAX_CHANNELS];
@@ -202,7 +213,7 @@ int cmd_verify(int argc, char **argv)
                                          hm_ctx_channel_scheme(ctx, ch)));
                 json_t *o = json_pack(
                     "{s:s,s:s,s:I,s:I,s:o,s:f,s:s,s:f,s:b,s:s,s:s,s:s,s:s,"
-                    "s:I}",
+                    "s:I,s:s?,s:s?}",
                     "id", doc.id, "file", doc.file, "line",
                     (json_int_t)doc.line, "tokens", (json_int_t)doc.n_tokens,
                     "channels", chs, "log10_p", lp, "correction",
@@ -210,7 +221,9 @@ int cmd_verify(int argc, char **argv)
                     alpha, "detected", hit, "key", fp, "tenant",
                     tenant ? tenant : "", "spec", canon, "hallmark_version",
                     hm_version_string(), "prf_version",
-                    (json_int_t)hm_prf_version());
+                    (json_int_t)hm_prf_version(), "tokenizer",
+                    tok ? hm_tokenizer_name(tok) : NULL, "tokenizer_sha256",
+                    tok ? hm_tokenizer_digest(tok) : NULL);
                 char *s = o ? json_dumps(o, JSON_COMPACT |
                                                 JSON_REAL_PRECISION(17))
                             : NULL;
@@ -235,6 +248,10 @@ int cmd_verify(int argc, char **argv)
         cli_input_close(&in);
         if (rc < 0)
             goto done;
+        if (in.invalid_utf8)
+            fprintf(stderr, "%s: %zu bytes of invalid UTF-8, tokenized "
+                            "byte-wise\n",
+                    in.name, in.invalid_utf8);
     }
     fwrite(out.data, 1, out.len, stdout);
     if (fflush(stdout) != 0) {
@@ -248,6 +265,7 @@ done:
     hm_tally_free(t);
     hm_ctx_free(ctx);
     hm_key_free(key);
+    hm_tokenizer_free(tok);
     return status;
 }
 
