@@ -418,7 +418,8 @@ HM_EXPORT const char *hm_ctx_tenant(const hm_ctx *ctx);
 /* Exact re-tokenization of suspect text: byte-level BPE from a tiktoken
  * rank file ("<base64 bytes> <rank>" per line) with a named preset's
  * pre-tokenization pattern ("r50k_base", "p50k_base", "cl100k_base",
- * "o200k_base").  Special tokens are not parsed out of the text: it is
+ * "o200k_base", or "llama3": Llama 3's vocabulary as a rank file, with
+ * cl100k's pattern).  Special tokens are not parsed out of the text: it is
  * tokenized as ordinary text.  Immutable and thread-safe once loaded. */
 typedef struct hm_tokenizer hm_tokenizer;
 

@@ -39,6 +39,10 @@ static const struct preset {
     {"cl100k_base",
      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
      "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+    /* Llama 3: tiktoken-style ranks with cl100k's pattern */
+    {"llama3",
+     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}"
+     "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
     {"o200k_base",
      "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*"
      "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
@@ -219,7 +223,7 @@ int hm_tokenizer_load_tiktoken(hm_tokenizer **out, const char *preset,
     if (pr == NULL) {
         hm_errf(errmsg, errlen,
                 "unknown tokenizer preset '%s' (r50k_base, p50k_base, "
-                "cl100k_base or o200k_base)",
+                "cl100k_base, o200k_base or llama3)",
                 preset);
         return HM_EINVAL;
     }

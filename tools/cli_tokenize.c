@@ -100,7 +100,7 @@ static void tokenize_usage(FILE *out)
             "the file in\n"
             "                        $HALLMARK_TOKENIZERS; presets: r50k_base, "
             "p50k_base,\n"
-            "                        cl100k_base, o200k_base\n"
+            "                        cl100k_base, o200k_base, llama3\n"
             "  -i, --ids             print the ids on one line (default)\n"
             "  -p, --pieces          print 'ID<TAB>PIECE' per token, bytes "
             "escaped\n"
