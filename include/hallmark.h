@@ -415,35 +415,46 @@ HM_EXPORT const char *hm_ctx_tenant(const hm_ctx *ctx);
 
 /* -------------------------------------------------------------- tokenizer */
 
-/* Exact re-tokenization of suspect text: byte-level BPE from a tiktoken
- * rank file ("<base64 bytes> <rank>" per line) with a named preset's
- * pre-tokenization pattern ("r50k_base", "p50k_base", "cl100k_base",
- * "o200k_base", or "llama3": Llama 3's vocabulary as a rank file, with
- * cl100k's pattern).  Special tokens are not parsed out of the text: it is
- * tokenized as ordinary text.  Immutable and thread-safe once loaded. */
+/* Exact re-tokenization of suspect text: byte-level BPE, either from a
+ * tiktoken rank file ("<base64 bytes> <rank>" per line) with a named
+ * preset's pre-tokenization pattern and special tokens ("r50k_base",
+ * "p50k_base", "cl100k_base", "o200k_base", or "llama3": Llama 3's
+ * vocabulary as a rank file, with cl100k's pattern), or from a Hugging Face
+ * tokenizer.json (model BPE with a ByteLevel pre-tokenizer; Split steps,
+ * both merges formats, ignore_merges, added tokens; anything else is
+ * refused with HM_ENOTSUP and a message naming the field).  Immutable and
+ * thread-safe once loaded. */
 typedef struct hm_tokenizer hm_tokenizer;
 
 HM_EXPORT HM_WUR int hm_tokenizer_load_tiktoken(hm_tokenizer **tok,
                                                 const char *preset,
                                                 const char *path,
                                                 char *errmsg, size_t errlen);
+HM_EXPORT HM_WUR int hm_tokenizer_load_hf(hm_tokenizer **tok,
+                                          const char *path, char *errmsg,
+                                          size_t errlen);
 HM_EXPORT void hm_tokenizer_free(hm_tokenizer *tok);
-/* The preset's name, and the SHA-256 (hex) of the vocabulary file. */
+/* The preset's name (or "tokenizer.json"), and the SHA-256 (hex) of the
+ * file it was loaded from. */
 HM_EXPORT const char *hm_tokenizer_name(const hm_tokenizer *tok);
 HM_EXPORT const char *hm_tokenizer_digest(const hm_tokenizer *tok);
-/* Largest token id + 1. */
+/* Largest token id + 1 (special and added tokens included). */
 HM_EXPORT size_t hm_tokenizer_vocab(const hm_tokenizer *tok);
 /* The bytes of token id (not NUL-terminated). */
 HM_EXPORT HM_WUR int hm_tokenizer_piece(const hm_tokenizer *tok, int32_t id,
                                         const unsigned char **bytes,
                                         size_t *len);
+/* hm_tokenizer_encode flag: parse special tokens ("<|endoftext|>") out of
+ * the text.  Without it they are ordinary text (added tokens of a
+ * tokenizer.json that are not special are always parsed, as HF does). */
+#define HM_TOKENIZE_SPECIAL 0x1u
 /* Token ids of len bytes of text, in *ids (free with hm_tokens_free).
  * Invalid UTF-8 is tokenized byte-wise; *invalid (may be NULL) receives
  * how many bytes were invalid. */
 HM_EXPORT HM_WUR int hm_tokenizer_encode(const hm_tokenizer *tok,
                                          const char *text, size_t len,
-                                         int32_t **ids, size_t *n_ids,
-                                         size_t *invalid);
+                                         unsigned flags, int32_t **ids,
+                                         size_t *n_ids, size_t *invalid);
 HM_EXPORT void hm_tokens_free(int32_t *ids);
 
 /* ------------------------------------------------------------ statistics */

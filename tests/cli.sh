@@ -81,5 +81,24 @@ expect 2 "tokenize preset without a directory" -- env -u HALLMARK_TOKENIZERS "$H
 contains "$T/err" "HALLMARK_TOKENIZERS" "preset lookup message"
 expect 2 "tokenize without --tokenizer" -- "$HM" tokenize "$T/text"
 
+# tokenize: the same vocabulary as a Hugging Face tokenizer.json, and
+# special tokens only with --parse-special
+HFJ="$HM_SRCDIR/tests/vectors/tok-mini.json"
+printf 'hello abab<|endoftext|>' >"$T/special"
+expect 0 "tokenize tokenizer.json" -- "$HM" tokenize --tokenizer "$HFJ" "$T/text"
+[ "$(cat "$T/out")" = "269 32 273" ] && ok || bad "tokenizer.json ids: $(cat "$T/out")"
+expect 0 "tokenize special as text" -- "$HM" tokenize -T "$HFJ" "$T/special"
+[ "$(cat "$T/out")" = "269 32 273 60 124 101 110 100 111 102 116 101 120 116 124 62" ] && ok || bad "special as text: $(cat "$T/out")"
+expect 0 "tokenize --parse-special" -- "$HM" tokenize -T "$HFJ" --parse-special "$T/special"
+[ "$(cat "$T/out")" = "269 32 273 282" ] && ok || bad "parse special: $(cat "$T/out")"
+expect 0 "tokenize --parse-special preset" -- "$HM" tokenize -T "cl100k_base=$HM_SRCDIR/tests/vectors/tok-mini.tiktoken" --parse-special "$T/special"
+[ "$(cat "$T/out")" = "269 32 273 100257" ] && ok || bad "preset special: $(cat "$T/out")"
+printf '{"model": {"type": "Unigram", "vocab": []}, "pre_tokenizer": {"type": "ByteLevel"}}' >"$T/uni.json"
+expect 2 "tokenize unsupported tokenizer.json" -- "$HM" tokenize -T "$T/uni.json" "$T/text"
+contains "$T/err" "model.type 'Unigram' is not supported" "unsupported model message"
+printf '{"model": \n [' >"$T/broken.json"
+expect 2 "tokenize broken tokenizer.json" -- "$HM" tokenize -T "$T/broken.json" "$T/text"
+contains "$T/err" "broken.json:2:" "broken JSON names the line"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -145,6 +145,13 @@ tr -d ' \n' <"$T/txt.json" >"$T/txt.flat"
 contains "$T/txt.flat" '"tokenizer":{"name":"r50k_base","sha256":"'"$(sha256sum "$HM_SRCDIR/tests/vectors/tok-mini.tiktoken" | cut -d' ' -f1)" "audit records the tokenizer"
 contains "$T/txt.flat" '"kind":"text"' "audit records a text input"
 expect 2 "bad tokenizer" -- "$HM" verify --key "$T/k" --tokenizer "nope=$T/none" "$T/plain.txt"
+# the same through the tokenizer.json of the same vocabulary: same counts
+HFJ="$HM_SRCDIR/tests/vectors/tok-mini.json"
+expect 0 "verify plain text, tokenizer.json" -- "$HM" verify --key "$T/k" --tokenizer "$HFJ" "$T/plain.txt"
+grep -q "plain.txt  *6 " "$T/out" && ok || { bad "tokenizer.json plain text: 6 tokens"; cat "$T/out"; }
+expect 0 "audit --parse-special" -- "$HM" audit --key "$T/k" --tokenizer "$HFJ" --parse-special --self-check 4 -o "$T/txs" "$T/plain.txt"
+tr -d ' \n' <"$T/txs.json" >"$T/txs.flat"
+contains "$T/txs.flat" '"tokenizer":{"name":"tokenizer.json","sha256":"'"$(sha256sum "$HFJ" | cut -d' ' -f1)"'","parse_special":true}' "audit records tokenizer.json and parse_special"
 
 # ---- merge: split audits merge to exactly the whole
 head -n 3 "$T/ours.jsonl" >"$T/p1.jsonl"; tail -n +3 "$T/ours.jsonl" >"$T/p2.jsonl"  # line 3 in both

@@ -30,6 +30,8 @@ int cmd_audit(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cli_open_tokenizer(const char *spec, hm_tokenizer **tok);
+/* hm_tokenizer_encode flags for every text input (--parse-special). */
+extern unsigned cli_tok_flags;
 int cli_read_all(const char *path, char **data, size_t *len);
 
 /* One suspect document: token ids, the prompt when known, and a name. */

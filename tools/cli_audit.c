@@ -61,6 +61,8 @@ static void audit_usage(FILE *out)
             "document each)\n"
             "                          and 'text'/'prompt' fields; see "
             "hallmark tokenize\n"
+            "      --parse-special     special tokens in text are special "
+            "tokens\n"
             "      --save-tally FILE   also write the tally, for 'hallmark "
             "merge'\n"
             "  -o, --output REPORT     report name (REPORT.json, "
@@ -320,6 +322,7 @@ int cmd_audit(int argc, char **argv)
         {"vocab-size", required_argument, NULL, 'V'},
         {"skip-padded", no_argument, NULL, 'P'},
         {"tokenizer", required_argument, NULL, 'Z'},
+        {"parse-special", no_argument, NULL, 'Y'},
         {"save-tally", required_argument, NULL, 'S'},
         {"output", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},
@@ -385,6 +388,9 @@ int cmd_audit(int argc, char **argv)
             break;
         case 'S':
             save_tally = optarg;
+            break;
+        case 'Y':
+            cli_tok_flags |= HM_TOKENIZE_SPECIAL;
             break;
         case 'Z':
             tokspec = optarg;
@@ -646,8 +652,9 @@ int cmd_audit(int argc, char **argv)
         canon, "key", "fingerprint", fp, "channel_test",
         "bonferroni over channels", "flags", "skip_padded",
         (flags & HM_TALLY_SKIP_PADDED) != 0, "inputs", inputs, "tokenizer",
-        tok ? json_pack("{s:s,s:s}", "name", hm_tokenizer_name(tok), "sha256",
-                        hm_tokenizer_digest(tok))
+        tok ? json_pack("{s:s,s:s,s:b}", "name", hm_tokenizer_name(tok),
+                        "sha256", hm_tokenizer_digest(tok), "parse_special",
+                        (cli_tok_flags & HM_TOKENIZE_SPECIAL) != 0)
             : json_null(),
         "alpha", alpha, "tenant_correction", "method", corr_name(corr),
         "tenants", (json_int_t)a.n_tenants, "counts", counts, "tenants", tj,

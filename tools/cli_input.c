@@ -137,7 +137,7 @@ static int tokenize_into(cli_input *in, const char *text, size_t len,
 {
     int32_t *ids;
     size_t m, invalid = 0;
-    int rc = hm_tokenizer_encode(in->tok, text, len, &ids, &m, &invalid);
+    int rc = hm_tokenizer_encode(in->tok, text, len, cli_tok_flags, &ids, &m, &invalid);
     if (rc != HM_OK) {
         cli_error("%s:%lu: cannot tokenize: %s", in->name, in->line,
                   hm_strerror(rc));

@@ -10,12 +10,30 @@
 
 #include "cli.h"
 
-/* "PRESET=FILE", "FILE" (preset from its name, e.g. cl100k_base.tiktoken)
- * or "PRESET" (FILE from $HALLMARK_TOKENIZERS/PRESET.tiktoken). */
+unsigned cli_tok_flags;
+
+static int has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* "PRESET=FILE", "FILE.json" (a Hugging Face tokenizer.json), "FILE"
+ * (preset from its name, e.g. cl100k_base.tiktoken) or "PRESET" (FILE from
+ * $HALLMARK_TOKENIZERS/PRESET.tiktoken). */
 int cli_open_tokenizer(const char *spec, hm_tokenizer **tok)
 {
     char preset[64], path[4096], msg[HM_ERRMSG_SIZE] = "";
     const char *eq = strchr(spec, '=');
+    if (eq == NULL && has_suffix(spec, ".json")) {
+        int rc = hm_tokenizer_load_hf(tok, spec, msg, sizeof msg);
+        if (rc != HM_OK) {
+            cli_error("--tokenizer %s: %s", spec,
+                      msg[0] ? msg : hm_strerror(rc));
+            return -1;
+        }
+        return 0;
+    }
     if (eq != NULL) {
         snprintf(preset, sizeof preset, "%.*s", (int)(eq - spec), spec);
         snprintf(path, sizeof path, "%s", eq + 1);
@@ -88,19 +106,25 @@ static void tokenize_usage(FILE *out)
 {
     fprintf(out,
             "usage: hallmark tokenize --tokenizer SPEC [--ids | --pieces] "
-            "[--bench N] [FILE]\n"
+            "[--parse-special]\n"
+            "                         [--bench N] [FILE]\n"
             "\n"
             "Tokenize FILE (default: standard input) exactly as the teacher's "
             "tokenizer\n"
-            "does, as ordinary text (special tokens are not parsed).\n"
+            "does, as ordinary text (special tokens are parsed only with\n"
+            "--parse-special).\n"
             "\n"
             "  -T, --tokenizer SPEC  PRESET=RANKFILE, a rank file named after "
             "its preset\n"
-            "                        (cl100k_base.tiktoken), or PRESET with "
-            "the file in\n"
-            "                        $HALLMARK_TOKENIZERS; presets: r50k_base, "
-            "p50k_base,\n"
-            "                        cl100k_base, o200k_base, llama3\n"
+            "                        (cl100k_base.tiktoken), a Hugging Face "
+            "FILE.json,\n"
+            "                        or PRESET with the file in "
+            "$HALLMARK_TOKENIZERS;\n"
+            "                        presets: r50k_base, p50k_base, "
+            "cl100k_base,\n"
+            "                        o200k_base, llama3\n"
+            "      --parse-special   special tokens in the text are special "
+            "tokens\n"
             "  -i, --ids             print the ids on one line (default)\n"
             "  -p, --pieces          print 'ID<TAB>PIECE' per token, bytes "
             "escaped\n"
@@ -116,6 +140,7 @@ int cmd_tokenize(int argc, char **argv)
         {"ids", no_argument, NULL, 'i'},
         {"pieces", no_argument, NULL, 'p'},
         {"bench", required_argument, NULL, 'B'},
+        {"parse-special", no_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *spec = NULL;
@@ -132,6 +157,9 @@ int cmd_tokenize(int argc, char **argv)
             break;
         case 'p':
             pieces = 1;
+            break;
+        case 'S':
+            cli_tok_flags |= HM_TOKENIZE_SPECIAL;
             break;
         case 'B':
             if (cli_parse_ll("--bench", optarg, 1, 100000, &bench) != 0)
@@ -165,7 +193,8 @@ int cmd_tokenize(int argc, char **argv)
     for (long long r = 0; r < (bench ? bench : 1); r++) {
         hm_tokens_free(ids);
         ids = NULL;
-        int rc = hm_tokenizer_encode(tok, text, len, &ids, &n, &invalid);
+        int rc = hm_tokenizer_encode(tok, text, len, cli_tok_flags, &ids, &n,
+                                     &invalid);
         if (rc != HM_OK) {
             cli_error("%s: %s", path, hm_strerror(rc));
             goto done;

@@ -41,6 +41,8 @@ static void verify_usage(FILE *out)
             "document each)\n"
             "                        and 'text'/'prompt' fields; see "
             "hallmark tokenize\n"
+            "      --parse-special   special tokens in text are special "
+            "tokens\n"
             "  -j, --json            JSON Lines output\n"
             "  -h, --help            this help\n"
             "\n"
@@ -91,6 +93,7 @@ int cmd_verify(int argc, char **argv)
         {"vocab-size", required_argument, NULL, 'V'},
         {"skip-padded", no_argument, NULL, 'P'},
         {"tokenizer", required_argument, NULL, 'Z'},
+        {"parse-special", no_argument, NULL, 'Y'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
@@ -127,6 +130,9 @@ int cmd_verify(int argc, char **argv)
             break;
         case 'j':
             json = 1;
+            break;
+        case 'Y':
+            cli_tok_flags |= HM_TOKENIZE_SPECIAL;
             break;
         case 'Z':
             tokspec = optarg;
@@ -213,7 +219,7 @@ int cmd_verify(int argc, char **argv)
                                          hm_ctx_channel_scheme(ctx, ch)));
                 json_t *o = json_pack(
                     "{s:s,s:s,s:I,s:I,s:o,s:f,s:s,s:f,s:b,s:s,s:s,s:s,s:s,"
-                    "s:I,s:s?,s:s?}",
+                    "s:I,s:s?,s:s?,s:b}",
                     "id", doc.id, "file", doc.file, "line",
                     (json_int_t)doc.line, "tokens", (json_int_t)doc.n_tokens,
                     "channels", chs, "log10_p", lp, "correction",
@@ -223,7 +229,8 @@ int cmd_verify(int argc, char **argv)
                     hm_version_string(), "prf_version",
                     (json_int_t)hm_prf_version(), "tokenizer",
                     tok ? hm_tokenizer_name(tok) : NULL, "tokenizer_sha256",
-                    tok ? hm_tokenizer_digest(tok) : NULL);
+                    tok ? hm_tokenizer_digest(tok) : NULL, "parse_special",
+                    (cli_tok_flags & HM_TOKENIZE_SPECIAL) != 0);
                 char *s = o ? json_dumps(o, JSON_COMPACT |
                                                 JSON_REAL_PRECISION(17))
                             : NULL;
