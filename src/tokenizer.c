@@ -287,21 +287,108 @@ static int index_added(hm_tokenizer *t)
     return HM_OK;
 }
 
+/* Unicode White_Space, which is \s for tiktoken's Rust regex and for HF's
+ * Oniguruma.  PCRE2's \s (UCP) also takes U+180E (through \h), which
+ * Unicode stopped calling a space in 6.3: written out, \s means the same
+ * in all three. */
+#define WHITE_SPACE                                                          \
+    "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}"     \
+    "\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+
+/* The pattern with \s and \S written out (outside \Q...\E); NULL when out
+ * of memory. */
+static char *rewrite_space(const char *p, size_t n, size_t *outlen)
+{
+    size_t cap = n * 8 + sizeof WHITE_SPACE * 4 + 16, k = 0;
+    char *o = malloc(cap);
+    if (o == NULL)
+        return NULL;
+    int in_class = 0, quoted = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k + sizeof WHITE_SPACE + 8 > cap) {
+            char *no = realloc(o, cap *= 2);
+            if (no == NULL) {
+                free(o);
+                return NULL;
+            }
+            o = no;
+        }
+        char c = p[i];
+        if (quoted) {
+            if (c == '\\' && i + 1 < n && p[i + 1] == 'E') {
+                quoted = 0;
+                o[k++] = p[i++];
+            }
+            o[k++] = p[i];
+            continue;
+        }
+        if (c == '\\' && i + 1 < n) {
+            char d = p[++i];
+            const char *w = NULL;
+            if (d == 's')
+                w = in_class ? WHITE_SPACE : "[" WHITE_SPACE "]";
+            else if (d == 'S' && !in_class)
+                w = "[^" WHITE_SPACE "]";
+            if (w != NULL) {
+                memcpy(o + k, w, strlen(w));
+                k += strlen(w);
+                continue;
+            }
+            if (d == 'Q')
+                quoted = 1;
+            o[k++] = c;
+            o[k++] = d;
+            continue;
+        }
+        if (c == '[' && !in_class) {
+            in_class = 1;
+            o[k++] = c;
+            /* a ']' first in the class is literal */
+            if (i + 1 < n && p[i + 1] == '^')
+                o[k++] = p[++i];
+            if (i + 1 < n && p[i + 1] == ']')
+                o[k++] = p[++i];
+            continue;
+        }
+        if (c == '[' && in_class && i + 1 < n && p[i + 1] == ':') {
+            const char *e = memchr(p + i, ']', n - i); /* [:alpha:] */
+            size_t l = e ? (size_t)(e - (p + i)) + 1 : 1;
+            memcpy(o + k, p + i, l);
+            k += l;
+            i += l - 1;
+            continue;
+        }
+        if (c == ']' && in_class)
+            in_class = 0;
+        o[k++] = c;
+    }
+    *outlen = k;
+    return o;
+}
+
 static pcre2_code *compile(const char *pattern, size_t len, uint32_t opts,
                            char *why, size_t whylen)
 {
     int err;
     PCRE2_SIZE at;
-    /* PCRE2_LITERAL allows no UCP (nor needs it) */
-    if ((opts & PCRE2_LITERAL) == 0)
-        opts |= PCRE2_UCP;
+    char *rewritten = NULL;
+    if ((opts & PCRE2_LITERAL) == 0) {
+        if (len == PCRE2_ZERO_TERMINATED)
+            len = strlen(pattern);
+        if ((rewritten = rewrite_space(pattern, len, &len)) == NULL) {
+            snprintf(why, whylen, "out of memory");
+            return NULL;
+        }
+        pattern = rewritten;
+        opts |= PCRE2_UCP; /* PCRE2_LITERAL allows no UCP, nor needs it */
+    }
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, len, PCRE2_UTF | opts,
                                    &err, &at, NULL);
+    free(rewritten);
     if (re == NULL) {
         PCRE2_UCHAR buf[160];
         pcre2_get_error_message(err, buf, sizeof buf);
-        snprintf(why, whylen, "at offset %zu: %s", (size_t)at,
-                 (const char *)buf);
+        snprintf(why, whylen, "(%s)", (const char *)buf);
         return NULL;
     }
     (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional */
