@@ -41,7 +41,7 @@
 #define EMPTY UINT32_MAX
 #define MAX_TOKEN_BYTES 4096
 #define MAX_STEPS 8
-#define MAX_ID (1u << 30)
+#define MAX_ID (1u << 24) /* ids are below; real vocabularies have < 1M */
 
 /* GPT-2's pattern: ByteLevel's use_regex, and r50k/p50k (tiktoken). */
 #define GPT2_PATTERN                                                         \
