@@ -157,11 +157,7 @@ void hm_aes_encrypt_blocks(const hm_aes *aes, const unsigned char *in,
 #ifdef HM_HAVE_NI
     if (aes->use_ni) {
 #ifdef HM_HAVE_VAES
-        static int vaes = -1;
-        if (vaes < 0) /* a benign race: every thread computes the same */
-            vaes = __builtin_cpu_supports("vaes") &&
-                   __builtin_cpu_supports("avx512f");
-        if (vaes) {
+        if (hm_cpu_has_avx512_vaes()) {
             encrypt_vaes_blocks(aes, in, out, n);
             return;
         }

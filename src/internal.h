@@ -220,6 +220,11 @@ HM_HIDDEN float hm_k_max(const float *a, size_t n);
  * first. */
 HM_HIDDEN ptrdiff_t hm_k_argmax(const float *keys, size_t n);
 
+/* CPU features the run-time dispatch needs beyond what every compiler's
+ * __builtin_cpu_supports knows: AVX-512 F, DQ and VPOPCNTDQ with VAES,
+ * and the OS saving ZMM state (cpuid and xgetbv; cached). */
+HM_HIDDEN int hm_cpu_has_avx512_vaes(void);
+
 /* Small helpers shared by the hot path. */
 HM_HIDDEN void hm_errf(char *errmsg, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -15,7 +15,11 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(HAVE_TARGET_CLONES) && defined(__x86_64__) && !defined(HM_NO_CLONES)
+/* GCC only: clang (14, at least) emits clones that callers in other
+ * files, which see a plain prototype, cannot link to; clang builds get
+ * the baseline loops (and the AVX-512 PRF kernel, dispatched by hand). */
+#if defined(HAVE_TARGET_CLONES) && defined(__x86_64__) &&                    \
+    !defined(HM_NO_CLONES) && !defined(__clang__)
 #define HM_CLONES \
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
                                  "default")))
@@ -203,13 +207,7 @@ HM_CLONES void hm_k_gather(const void *data, size_t stride, size_t id_off,
 
 int hm_k_prf_windows_ok(void)
 {
-    static int ok = -1; /* a benign race: every thread computes the same */
-    if (ok < 0)
-        ok = __builtin_cpu_supports("avx512f") &&
-             __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("avx512vpopcntdq") &&
-             __builtin_cpu_supports("vaes");
-    return ok;
+    return hm_cpu_has_avx512_vaes();
 }
 
 __attribute__((target(HM_WIDE_TARGET))) static inline __m512i

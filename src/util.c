@@ -5,6 +5,41 @@
 
 #include <stdio.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
+static int detect_avx512_vaes(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) /* OSXSAVE */
+        return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    if ((lo & 0xe6) != 0xe6) /* XMM, YMM, opmask, ZMM state enabled */
+        return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return 0;
+    return (b & (1u << 16)) &&  /* AVX512F */
+           (b & (1u << 17)) &&  /* AVX512DQ */
+           (c & (1u << 14)) &&  /* AVX512_VPOPCNTDQ */
+           (c & (1u << 9));     /* VAES */
+}
+#else
+static int detect_avx512_vaes(void)
+{
+    return 0;
+}
+#endif
+
+int hm_cpu_has_avx512_vaes(void)
+{
+    static int ok = -1; /* a benign race: every thread computes the same */
+    if (ok < 0)
+        ok = detect_avx512_vaes();
+    return ok;
+}
+
 unsigned hm_version_number(void)
 {
     return HM_VERSION_NUMBER;
