@@ -353,6 +353,13 @@ HM_EXPORT void hm_tally_free(hm_tally *tally);
 /* Forget every tuple and count (keeps the keys). */
 HM_EXPORT void hm_tally_clear(hm_tally *tally);
 
+/* Make room for n_tokens more scored tokens in every channel, so that
+ * adding (or merging) that many does not grow the tally's tables on the
+ * way: a size hint for large audits, which saves time and memory.  Never
+ * changes a result.  HM_ENOMEM when the memory is not there (the tally
+ * is unchanged and still usable). */
+HM_EXPORT HM_WUR int hm_tally_reserve(hm_tally *tally, size_t n_tokens);
+
 /* Score one document: tokens after prompt (prompt may be NULL when
  * n_prompt is 0).  All or nothing: on error the tally is unchanged.
  * HM_ERANGE for a negative id. */

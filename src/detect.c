@@ -98,11 +98,25 @@ static uint64_t tuple_hash(const uint32_t *w, unsigned n, uint32_t token)
     return h ? h : 1u;
 }
 
+/* A tuple's first slot: the high half of (mixed hash) x cap, so that a
+ * table of any size (not only a power of two) is filled evenly, even
+ * when its hashes share their top bits (a partition of an audit). */
+static size_t home_of(const tally_table *tc, uint64_t h)
+{
+#ifdef __SIZEOF_INT128__
+    return (size_t)(((unsigned __int128)(h * UINT64_C(0x9E3779B97F4A7C15)) *
+                     tc->cap) >> 64);
+#else
+    return (size_t)((h * UINT64_C(0x9E3779B97F4A7C15)) >> 32) % tc->cap;
+#endif
+}
+
 static size_t slot_of(const tally_table *tc, uint64_t h)
 {
-    size_t mask = tc->cap - 1, i = (size_t)(h ^ (h >> 29)) & mask;
+    size_t i = home_of(tc, h);
     while (HASH(tc, i) != 0 && HASH(tc, i) != h)
-        i = (i + 1) & mask;
+        if (++i == tc->cap)
+            i = 0;
     return i;
 }
 
@@ -124,16 +138,33 @@ static void *table_alloc(size_t bytes, int zero)
     return p;
 }
 
-/* Make room for extra more tuples (load factor at most 3/4). */
-static int reserve(tally_table *tc, size_t n_keys, size_t extra)
+/* Slots for need tuples at a load of at most 3/4; 0 on overflow. */
+static size_t cap_for(size_t need, size_t n_keys)
 {
-    size_t need = tc->n + extra, cap = tc->cap ? tc->cap : 64;
-    while (cap / 4 * 3 < need) { /* load at most 3/4 */
-        if (cap > SIZE_MAX / 4 / (n_keys + 1) / sizeof(uint64_t))
-            return HM_ENOMEM;
-        cap *= 2;
-    }
-    if (cap == tc->cap)
+    size_t cap = need / 3 * 4 + (need % 3 ? 4 : 0);
+    cap = cap < 64 ? 64 : (cap + 63) / 64 * 64;
+    if (cap > SIZE_MAX / 4 / (n_keys + 1) / sizeof(uint64_t))
+        return 0;
+    return cap;
+}
+
+/* Make room for extra more tuples (load factor at most 3/4).  A table
+ * that must grow at least doubles, unless exact says to size it for
+ * exactly the tuples asked for (hm_tally_reserve). */
+static int reserve_table(tally_table *tc, size_t n_keys, size_t extra,
+                         int exact)
+{
+    if (extra > SIZE_MAX / 2 - tc->n)
+        return HM_ENOMEM;
+    size_t need = tc->n + extra;
+    if (tc->cap != 0 && need <= tc->cap / 4 * 3)
+        return HM_OK;
+    if (!exact && need < 2 * (tc->cap / 4 * 3))
+        need = 2 * (tc->cap / 4 * 3);
+    size_t cap = cap_for(need, n_keys);
+    if (cap == 0)
+        return HM_ENOMEM;
+    if (cap <= tc->cap)
         return HM_OK;
     tally_table nt = *tc;
     nt.cap = cap;
@@ -151,6 +182,11 @@ static int reserve(tally_table *tc, size_t n_keys, size_t extra)
     free(tc->rec);
     *tc = nt;
     return HM_OK;
+}
+
+static int reserve(tally_table *tc, size_t n_keys, size_t extra)
+{
+    return reserve_table(tc, n_keys, extra, 0);
 }
 
 static void table_free(tally_table *tb)
@@ -516,8 +552,7 @@ static void add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
 #else
             hs[i] = tuple_hash(ids + i, n, ids[n + i]);
 #endif
-            size_t home = (size_t)(hs[i] ^ (hs[i] >> 29)) & (tb->cap - 1);
-            __builtin_prefetch(&HASH(tb, home), 1);
+            __builtin_prefetch(&HASH(tb, home_of(tb, hs[i])), 1);
         }
         size_t np_new = 0;
         for (size_t i = 0; i < m; i++) {
@@ -543,6 +578,20 @@ static void add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
                     hm_mix(seeds[q].a, seeds[q].g, ids[n + pend[q]]);
         }
     }
+}
+
+int hm_tally_reserve(hm_tally *t, size_t n_tokens)
+{
+    if (t == NULL)
+        return HM_EINVAL;
+    for (unsigned c = 0; c < t->params.n_channels; c++)
+        for (size_t i = 0; i < t->ch[c].n_tables; i++) {
+            int rc = reserve_table(&t->ch[c].tab[i], t->ch[c].vpr, n_tokens,
+                                   1);
+            if (rc != HM_OK)
+                return rc;
+        }
+    return HM_OK;
 }
 
 int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
@@ -711,11 +760,16 @@ typedef struct sum128 {
     uint64_t lo, hi;
 } sum128;
 
+/* x >= 0 (a score): its integer part and its fraction cut to 64 bits,
+ * through conversions below 2^32, which need no branch. */
 static void sum_add(sum128 *s, double x)
 {
-    double ip = floor(x);
-    uint64_t i = (uint64_t)ip;
-    uint64_t f = (uint64_t)((x - ip) * 0x1p64); /* exact: a power of 2 */
+    double ip = (double)(int64_t)x; /* floor(x), as x >= 0 */
+    uint64_t i = (uint64_t)(int64_t)ip;
+    double y = (x - ip) * 0x1p32; /* exact: a power of 2 */
+    double yi = (double)(int64_t)y;
+    uint64_t f = (uint64_t)(int64_t)yi << 32 |
+                 (uint64_t)(int64_t)((y - yi) * 0x1p32);
     uint64_t lo = s->lo + f;
     s->hi += i + (lo < s->lo);
     s->lo = lo;
@@ -728,7 +782,22 @@ static double sum_value(const sum128 *s)
 
 static double gumbel_score(uint64_t x)
 {
-    return -log(((double)(~x >> 12) + 0.5) * 0x1p-52);
+    return -log(((double)(int64_t)(~x >> 12) + 0.5) * 0x1p-52);
+}
+
+/* The values at offset off of the occupied slots from slot *pos on, up
+ * to 512 of them into buf: a scan without unpredictable branches. */
+enum { SCAN = 512 };
+static size_t scan_values(const tally_table *tc, size_t off, size_t *pos,
+                          uint64_t *buf)
+{
+    size_t m = 0, i = *pos;
+    for (; i < tc->cap && m < SCAN; i++) {
+        buf[m] = VAL(tc, i, off);
+        m += HASH(tc, i) != 0;
+    }
+    *pos = i;
+    return m;
 }
 
 int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
@@ -755,9 +824,10 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
     switch (ch->scheme) {
     case HM_SCHEME_GUMBEL: {
         sum128 s = {0, 0};
-        for (size_t i = 0; i < tc->cap; i++)
-            if (HASH(tc, i) != 0)
-                sum_add(&s, gumbel_score(VAL(tc, i, off)));
+        uint64_t buf[SCAN];
+        for (size_t pos = 0, m; (m = scan_values(tc, off, &pos, buf)) > 0;)
+            for (size_t i = 0; i < m; i++)
+                sum_add(&s, gumbel_score(buf[i]));
         r->score = sum_value(&s);
         r->expected = (double)n;
         r->log10_p = n ? hm_log10_sf_gamma((double)n, r->score) : 0;
@@ -766,9 +836,9 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
     case HM_SCHEME_KGW: {
         uint64_t green = 0;
         double p = ldexp((double)ch->green_below, -64);
-        for (size_t i = 0; i < tc->cap; i++)
-            if (HASH(tc, i) != 0)
-                green += VAL(tc, i, off) < ch->green_below;
+        uint64_t buf[SCAN];
+        for (size_t pos = 0, m; (m = scan_values(tc, off, &pos, buf)) > 0;)
+            green += hm_k_count_below(buf, m, ch->green_below);
         r->score = (double)green;
         r->expected = (double)n * p;
         r->log10_p = hm_log10_sf_binom(green, n, p);
@@ -778,10 +848,9 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
         uint64_t mask = ch->layers >= 64 ? ~UINT64_C(0)
                                          : (UINT64_C(1) << ch->layers) - 1;
         uint64_t ones = 0;
-        for (size_t i = 0; i < tc->cap; i++)
-            if (HASH(tc, i) != 0)
-                ones += (uint64_t)__builtin_popcountll(VAL(tc, i, off) &
-                                                       mask);
+        uint64_t buf[SCAN];
+        for (size_t pos = 0, m; (m = scan_values(tc, off, &pos, buf)) > 0;)
+            ones += hm_k_popcount_sum(buf, m, mask);
         r->score = (double)ones;
         r->expected = (double)n * ch->layers / 2;
         r->log10_p = hm_log10_sf_binom(ones, n * ch->layers, 0.5);

@@ -421,6 +421,64 @@ START_TEST(test_merge_algebra)
 END_TEST
 
 /* Damaged files are refused with the file name and the problem. */
+/* A size hint changes nothing but the memory: the same results and the
+ * same bytes saved, with the hint too small, exact or generous; and a
+ * hint that cannot be met fails cleanly. */
+START_TEST(test_reserve)
+{
+    hm_key *k = test_key(31);
+    hm_ctx *ctx = test_ctx(k, specs[_i]);
+    static const size_t hints[] = {0, 50, 2400, 100000};
+    hm_tally *t[4];
+    char dir[] = "/tmp/hm-reserve-XXXXXX", path[4][64];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    for (int i = 0; i < 4; i++) {
+        t[i] = tally1(ctx, 0);
+        if (hints[i] > 0)
+            ck_assert_int_eq(hm_tally_reserve(t[i], hints[i]), HM_OK);
+        snprintf(path[i], sizeof path[i], "%s/%d", dir, i);
+    }
+    uint64_t s = 300 + (uint64_t)_i;
+    for (int d = 0; d < 30; d++) {
+        int32_t prompt[20], tok[80];
+        random_tokens(prompt, 20, 50, &s);
+        random_tokens(tok, 80, d % 2 ? 50 : 5000, &s);
+        for (int i = 0; i < 4; i++)
+            ck_assert_int_eq(hm_tally_add(t[i], prompt, 20, tok, 80), HM_OK);
+        if (d == 10) /* a hint after some tuples are in */
+            ck_assert_int_eq(hm_tally_reserve(t[1], 5000), HM_OK);
+    }
+    size_t l0, li;
+    save(t[0], path[0]);
+    unsigned char *b0 = slurp(path[0], &l0);
+    for (int i = 1; i < 4; i++) {
+        same_results(t[0], t[i]);
+        save(t[i], path[i]);
+        unsigned char *bi = slurp(path[i], &li);
+        ck_assert_uint_eq(l0, li);
+        ck_assert_mem_eq(b0, bi, l0);
+        free(bi);
+        unlink(path[i]);
+    }
+    free(b0);
+    unlink(path[0]);
+    rmdir(dir);
+    /* an impossible hint: HM_ENOMEM, and the tally is as it was */
+    hm_result before, after;
+    ck_assert_int_eq(hm_tally_result(t[2], 0, 0, &before), HM_OK);
+    ck_assert_int_eq(hm_tally_reserve(t[2], SIZE_MAX / 2), HM_ENOMEM);
+    ck_assert_int_eq(hm_tally_result(t[2], 0, 0, &after), HM_OK);
+    ck_assert_mem_eq(&before, &after, sizeof before);
+    same_results(t[0], t[2]);
+    ck_assert_int_eq(hm_tally_reserve(NULL, 10), HM_EINVAL);
+    ck_assert_int_eq(hm_tally_reserve(t[3], 0), HM_OK);
+    for (int i = 0; i < 4; i++)
+        hm_tally_free(t[i]);
+    hm_ctx_free(ctx);
+    hm_key_free(k);
+}
+END_TEST
+
 START_TEST(test_bad_files)
 {
     hm_key *k = test_key(31);
@@ -890,6 +948,8 @@ static Suite *detect_suite(void)
                         (int)(sizeof specs / sizeof *specs));
     tcase_add_test(tc, test_rules);
     tcase_add_test(tc, test_merge_algebra);
+    tcase_add_loop_test(tc, test_reserve, 0,
+                        (int)(sizeof specs / sizeof specs[0]));
     tcase_add_test(tc, test_bad_files);
     tcase_add_test(tc, test_filter);
     tcase_add_test(tc, test_calibration);

@@ -295,9 +295,34 @@ static int compare(const char *exe)
     return 0;
 }
 
+/* One whole-corpus tally with global dedup: sized for the corpus
+ * (hm_tally_reserve), every document added, the test computed.  Seconds. */
+static double tally_run(const hm_ctx *ctx, const int32_t *tok, size_t docs,
+                        size_t len)
+{
+    hm_tally *t = NULL;
+    double t0 = now();
+    if (hm_tally_new(&t, &ctx, 1, 0, NULL, 0) != HM_OK ||
+        hm_tally_reserve(t, docs * len) != HM_OK)
+        abort();
+    for (size_t d = 0; d < docs; d++)
+        if (hm_tally_add(t, NULL, 0, tok + d * len, len) != HM_OK)
+            abort();
+    hm_result r;
+    if (hm_tally_result(t, 0, 0, &r) != HM_OK)
+        abort();
+    double t1 = now();
+    sink = (int32_t)r.scored;
+    hm_tally_free(t);
+    return t1 - t0;
+}
+
 /* Detection throughput on 10 M in-memory tokens, one core: per-tuple
- * scoring without dedup (hm_token_score) and whole-corpus tallies with
- * global dedup (hm_tally_add), next to the issue's targets. */
+ * scoring without dedup (hm_sequence_score) and whole-corpus tallies with
+ * global dedup (hm_tally_add), next to the issue's targets.  The first
+ * tally of a scheme takes its memory fresh from the system; in a VM the
+ * first touch of a page can cost more than the rest of the work, so the
+ * best of two more tallies, on memory already touched, is shown too. */
 static void bench_scoring(const hm_key *key)
 {
     enum { DOCS = 100, LEN = 100000 };
@@ -310,18 +335,14 @@ static void bench_scoring(const hm_key *key)
     printf("\ndetection throughput, %d M tokens, one core (targets: >= 400 M/s "
            "without dedup,\n>= 35 M/s with global dedup)\n\n",
            DOCS * LEN / 1000000);
-    printf("%-12s %22s %22s\n", "scheme", "no dedup (M tok/s)",
-           "global dedup (M tok/s)");
+    printf("%-12s %20s %24s %20s\n", "scheme", "no dedup (M tok/s)",
+           "global dedup (M tok/s)", "dedup, warm memory");
     /* no dedup: hm_sequence_score (PRF values and the statistic) per doc;
      * global dedup: hm_tally_add of every document into one tally */
     for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) {
         hm_ctx *ctx = NULL;
-        hm_tally *t = NULL;
-        if (hm_ctx_new(&ctx, key, specs[s], NULL, NULL, 0) != HM_OK ||
-            hm_tally_new(&t, (const hm_ctx *const *)&ctx, 1, 0, NULL, 0) !=
-                HM_OK) {
+        if (hm_ctx_new(&ctx, key, specs[s], NULL, NULL, 0) != HM_OK) {
             fprintf(stderr, "bench: set-up failed\n");
-            hm_ctx_free(ctx);
             break;
         }
         double acc = 0, t0 = now();
@@ -333,18 +354,15 @@ static void bench_scoring(const hm_key *key)
             acc += sum;
         }
         double t1 = now();
-        for (size_t d = 0; d < DOCS; d++)
-            if (hm_tally_add(t, NULL, 0, tok + d * LEN, LEN) != HM_OK)
-                abort();
-        hm_result r;
-        if (hm_tally_result(t, 0, 0, &r) != HM_OK)
-            abort();
-        double t2 = now();
-        sink = (int32_t)acc + (int32_t)r.scored;
-        printf("%-12s %22.1f %22.1f\n", specs[s],
+        sink = (int32_t)acc;
+        double cold = tally_run(ctx, tok, DOCS, LEN);
+        double warm = tally_run(ctx, tok, DOCS, LEN), w2;
+        if ((w2 = tally_run(ctx, tok, DOCS, LEN)) < warm)
+            warm = w2;
+        printf("%-12s %20.1f %24.1f %20.1f\n", specs[s],
                DOCS * (double)LEN / (t1 - t0) / 1e6,
-               DOCS * (double)LEN / (t2 - t1) / 1e6);
-        hm_tally_free(t);
+               DOCS * (double)LEN / cold / 1e6,
+               DOCS * (double)LEN / warm / 1e6);
         hm_ctx_free(ctx);
     }
     free(tok);
