@@ -330,12 +330,15 @@ static uint64_t splitmix64(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-/* An id drawn from the distribution exp(row), by inversion. */
-static int32_t draw(const float *row, int32_t v, uint64_t *rng)
+/* An id drawn from the distribution exp(row), by inversion; *sum (may be
+ * NULL) receives the row's total probability. */
+static int32_t draw(const float *row, int32_t v, uint64_t *rng, double *sum)
 {
     double total = 0;
     for (int32_t w = 0; w < v; w++)
         total += exp(row[w]);
+    if (sum != NULL)
+        *sum = total;
     double u = (double)(splitmix64(rng) >> 11) * 0x1p-53 * total, acc = 0;
     for (int32_t w = 0; w < v; w++) {
         acc += exp(row[w]);
@@ -442,7 +445,7 @@ static int cmd_sample(int argc, char **argv)
         uint64_t rng = (uint64_t)o.seed;
         for (long i = 0; i < o.n; i++) {
             ng_logits(m, ids, (size_t)i, row);
-            ids[i] = draw(row, ng_vocab(m), &rng);
+            ids[i] = draw(row, ng_vocab(m), &rng, NULL);
             if (tok != NULL)
                 print_piece(tok, ids[i]);
             else
@@ -490,7 +493,7 @@ static int cmd_bench(int argc, char **argv)
     /* Contexts from the model's own samples: documents of 100 tokens, so
      * that document starts (the busiest histories) are represented. */
     uint64_t rng = (uint64_t)o.seed;
-    double total = 0;
+    double total = 0, worst_sum = 0;
     for (size_t i = 0; i < n; i++) {
         size_t start = i / 100 * 100;
         double t0 = now();
@@ -498,7 +501,9 @@ static int cmd_bench(int argc, char **argv)
         double t1 = now();
         us[i] = 1e6 * (t1 - t0);
         total += us[i];
-        ids[i] = draw(row, (int32_t)v, &rng);
+        double sum;
+        ids[i] = draw(row, (int32_t)v, &rng, &sum);
+        worst_sum = fmax(worst_sum, fabs(sum - 1));
     }
     size_t probes = 0;
     double t0 = now();
@@ -510,10 +515,11 @@ static int cmd_bench(int argc, char **argv)
     }
     double prob_ns = 1e9 * (now() - t0) / (double)probes;
     qsort(us, n, sizeof *us, cmp_double);
-    printf("V %zu, order %d: ng_logits %.1f us/row mean, %.1f median, "
-           "%.1f p99, %.1f max over %zu rows; ng_prob %.0f ns\n",
-           v, ng_order(m), total / (double)n, us[n / 2],
-           us[n * 99 / 100], us[n - 1], n, prob_ns);
+    printf("V %zu, order %d, %zu rows: ng_logits %.1f us/row median, "
+           "%.1f mean, %.1f min, %.1f p99; ng_prob %.0f ns; "
+           "max |row sum - 1| %.1e\n",
+           v, ng_order(m), n, us[n / 2], total / (double)n, us[0],
+           us[n * 99 / 100], prob_ns, worst_sum);
     free(ids);
     free(row);
     free(us);

@@ -493,7 +493,7 @@ int ng__finish(ng_model *m)
     for (size_t e = 0; e < lv->n; e++)
         m->base[lv->word[e]] += own(lv, lv->count[e]) * lv->hist_inv[0];
     for (size_t w = 0; w < v; w++)
-        m->logbase[w] = log(m->base[w]);
+        m->logbase[w] = (float)log(m->base[w]);
     return 0;
 }
 
@@ -530,11 +530,11 @@ double ng_prob(const ng_model *m, const int32_t *ctx, size_t h, int32_t tok)
 }
 
 /* row[w] = ln(base[w]) + lm for every w: the shared part of every row. */
-static void fill_base(float *restrict row, const double *restrict logbase,
+static void fill_base(float *restrict row, const float *restrict logbase,
                       size_t v, double lm)
 {
     for (size_t w = 0; w < v; w++)
-        row[w] = (float)(logbase[w] + lm);
+        row[w] = logbase[w] + (float)lm;
 }
 
 void ng_logits(const ng_model *m, const int32_t *ctx, size_t h, float *row)
@@ -578,7 +578,7 @@ void ng_logits(const ng_model *m, const int32_t *ctx, size_t h, float *row)
                 pos[k]++;
             }
         }
-        row[w] = (float)log(p);
+        row[w] = logf((float)p);
     }
 }
 

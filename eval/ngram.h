@@ -88,9 +88,11 @@ size_t ng_memory(const ng_model *m);
  * [0, V). */
 double ng_prob(const ng_model *m, const int32_t *ctx, size_t h, int32_t tok);
 /* The whole next-token distribution as natural-log probabilities:
- * row[w] = ln P(w | ctx) for w in [0, V), in float.  O(V) plus the ids
- * seen after the context: the shared lower-order part is one vectorised
- * pass over a precomputed row. */
+ * row[w] = ln P(w | ctx) for w in [0, V), in float (within a few ulps of
+ * ln ng_prob: the row sums to 1 within ~1e-6).  O(V) plus the ids seen
+ * after the context's last id: the shared lower-order part is one
+ * vectorised pass over a precomputed float row, then those ids get their
+ * own terms.  No allocation. */
 void ng_logits(const ng_model *m, const int32_t *ctx, size_t h, float *row);
 /* sum_i ln P(ids[i] | ids[0..i)) of one document (natural log). */
 double ng_logprob(const ng_model *m, const int32_t *ids, size_t n);

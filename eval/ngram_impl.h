@@ -34,7 +34,7 @@ struct ng_model {
     int32_t vocab;
     struct ng_level lv[NG_MAX_ORDER + 1]; /* lv[1..order] */
     double *base;        /* V: P_1(w), order 1 interpolated with uniform */
-    double *logbase;     /* V: ln base[w] */
+    float *logbase;      /* V: ln base[w] */
 };
 
 /* snprintf into err (NULL or errlen 0: nothing). */
