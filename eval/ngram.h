@@ -42,8 +42,9 @@
 
 #define NG_MIN_ORDER 1
 #define NG_MAX_ORDER 6
-/* Largest vocabulary: ids and NG_BOS must fit in int32_t. */
-#define NG_MAX_VOCAB (INT32_MAX - 1)
+/* Largest vocabulary (2^24; real tokenizers have at most a few 10^5 ids):
+ * bounds the 12 bytes per id a model holds, even for a hostile file. */
+#define NG_MAX_VOCAB (INT32_C(1) << 24)
 /* Room for any message these functions write. */
 #define NG_ERRMSG_SIZE 512
 

@@ -285,7 +285,7 @@ static int parse(ng_model **out, const unsigned char *b, size_t len,
     for (uint32_t k = 1; k <= order && !huge; k++) {
         n[k] = get64(b + HEADER_BYTES + 8 * (k - 1));
         uint64_t rb = 4 * ((uint64_t)k + 1);
-        if (n[k] > (UINT64_MAX - need) / rb)
+        if (n[k] >= UINT32_MAX || n[k] > (UINT64_MAX - need) / rb)
             huge = 1;
         else
             need += n[k] * rb;

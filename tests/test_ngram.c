@@ -637,6 +637,67 @@ START_TEST(test_damaged_files)
 }
 END_TEST
 
+/* Random changes that keep the checksum valid: every file is either
+ * refused with a message or loads as a proper model (rows sum to one).
+ * Mostly a job for the sanitizer build. */
+START_TEST(test_sealed_mutations)
+{
+    make_tmpdir();
+    size_t lens[BIG_DOCS];
+    int32_t **docs = big_docs(lens, 31);
+    for (int d = 0; d < BIG_DOCS; d++)
+        lens[d] /= 20; /* a small model: fast to load 3000 times */
+    ng_model *m = train_or_fail(3, BIG_V, (const int32_t *const *)docs, lens,
+                                BIG_DOCS);
+    char path[256], err[NG_ERRMSG_SIZE];
+    path_in_tmp(path, sizeof path, "m.ngm");
+    ck_assert_msg(ng_save(m, path, err, sizeof err) == 0, "%s", err);
+    ng_free(m);
+    size_t len;
+    unsigned char *b = slurp(path, &len), *c = malloc(len);
+    float *row = malloc(BIG_V * sizeof *row);
+    uint64_t s = 99;
+    int loaded = 0;
+    for (int t = 0; t < 3000; t++) {
+        memcpy(c, b, len);
+        /* Header fields, the discounts or the records (the trailer is
+         * rewritten anyway). */
+        for (int j = 0; j < 1 + t % 3; j++) {
+            size_t at = t % 4 == 0 ? rnd(&s) % 120 : rnd(&s) % (len - 32);
+            c[at] = t % 2 ? (unsigned char)rnd(&s) : c[at] ^ (1u << (t % 8));
+        }
+        reseal(c, len);
+        spill(path, c, len);
+        m = NULL;
+        err[0] = '\0';
+        if (ng_load(&m, path, err, sizeof err) != 0) {
+            ck_assert_msg(strstr(err, path) != NULL, "message: %s", err);
+            continue;
+        }
+        loaded++;
+        /* The vocabulary field may have changed: size the row by it. */
+        float *r2 = realloc(row, (size_t)ng_vocab(m) * sizeof *row);
+        ck_assert_ptr_nonnull(r2);
+        row = r2;
+        int32_t ctx[2] = {(int32_t)(rnd(&s) % BIG_V), docs[0][0]};
+        ng_logits(m, ctx, t % 3, row);
+        double sum = 0;
+        for (int32_t w = 0; w < ng_vocab(m); w++)
+            sum += exp((double)row[w]);
+        ck_assert_msg(fabs(sum - 1) < 1e-5, "mutant %d: row sum %.9g", t,
+                      sum);
+        ng_free(m);
+    }
+    ck_assert_int_gt(loaded, 0); /* count changes, for instance */
+    free(row);
+    free(b);
+    free(c);
+    unlink(path);
+    ck_assert_int_eq(rmdir(tmpdir), 0);
+    free_docs(docs);
+}
+END_TEST
+
 START_TEST(test_bad_input)
 {
     char err[NG_ERRMSG_SIZE];
@@ -775,6 +836,7 @@ static Suite *ngram_suite(void)
     tcase_add_test(tc, test_rows_sum_to_one);
     tcase_add_test(tc, test_save_load);
     tcase_add_test(tc, test_damaged_files);
+    tcase_add_test(tc, test_sealed_mutations);
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_markov_entropy);
     suite_add_tcase(s, tc);
