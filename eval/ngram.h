@@ -57,7 +57,9 @@ typedef struct ng_trainer ng_trainer;
 ng_trainer *ng_trainer_new(int order, int32_t vocab, char *err, size_t errlen);
 /* Count one document of n ids (n = 0 is an empty document, which adds
  * nothing).  0, or -1 with a message: an id outside [0, V) (*bad_index, if
- * not NULL, receives its index), or no memory (*bad_index = n). */
+ * not NULL, receives its index; nothing of the document is counted), or
+ * no memory or more than 2^32-1 tokens in all (*bad_index = n; after no
+ * memory the trainer is only good for ng_trainer_free). */
 int ng_trainer_add(ng_trainer *t, const int32_t *ids, size_t n,
                    size_t *bad_index, char *err, size_t errlen);
 /* Tokens and documents counted so far. */
