@@ -374,7 +374,8 @@ double ng_discount(const ng_model *m, int k, int c)
 
 size_t ng_memory(const ng_model *m)
 {
-    size_t b = sizeof *m + 2 * (size_t)m->vocab * sizeof(double);
+    size_t b = sizeof *m + (size_t)m->vocab * (sizeof *m->base +
+                                             sizeof *m->logbase);
     for (int k = 1; k <= m->order; k++) {
         const struct ng_level *lv = &m->lv[k];
         b += lv->n * (sizeof *lv->word + sizeof *lv->count);
