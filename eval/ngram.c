@@ -198,6 +198,8 @@ uint64_t ng_trainer_docs(const ng_trainer *t) { return t->docs; }
 int ng_trainer_add(ng_trainer *t, const int32_t *ids, size_t n,
                    size_t *bad_index, char *err, size_t errlen)
 {
+    if (n == 0)
+        return 0; /* nothing to predict: not counted as a document */
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->vocab) {
             if (bad_index != NULL)

@@ -62,7 +62,7 @@ ng_trainer *ng_trainer_new(int order, int32_t vocab, char *err, size_t errlen);
  * memory the trainer is only good for ng_trainer_free). */
 int ng_trainer_add(ng_trainer *t, const int32_t *ids, size_t n,
                    size_t *bad_index, char *err, size_t errlen);
-/* Tokens and documents counted so far. */
+/* Tokens and (non-empty) documents counted so far. */
 uint64_t ng_trainer_tokens(const ng_trainer *t);
 uint64_t ng_trainer_docs(const ng_trainer *t);
 /* The model of everything added (the trainer may then be freed or used

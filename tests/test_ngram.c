@@ -716,7 +716,10 @@ START_TEST(test_bad_input)
     ck_assert_uint_eq(bad, 2);
     ck_assert_ptr_nonnull(strstr(err, "id 10 outside"));
     ck_assert_uint_eq(ng_trainer_tokens(t), 0); /* nothing of it counted */
+    ck_assert_int_eq(ng_trainer_add(t, ids, 0, &bad, err, sizeof err), 0);
     ck_assert_int_eq(ng_trainer_add(t, ids, 2, &bad, err, sizeof err), 0);
+    ck_assert_uint_eq(ng_trainer_docs(t), 1);
+    ck_assert_uint_eq(ng_trainer_tokens(t), 2);
     ck_assert_int_eq(ng_trainer_finish(t, &m, err, sizeof err), 0);
     ck_assert_uint_eq(ng_count(m, 3), 2);
     ck_assert(isnan(ng_perplexity(m, ids, 0)));
