@@ -177,6 +177,11 @@ add("nosplit-digits", "7".repeat(30000));
     "\u00e9", "e\u0301", "\u4E2D", "\u0627", "\u0915\u094D", "\uAC00", "\u{1F600}", "\u200D", "\uFEFF", "\0",
     "\u00a0", "\u3000", "<|endoftext|>", "--", "...", "\u2019"];
   for (let k = 0; k < 4; k++) add("random-" + k, pick(atoms, 5000));
+  // without U+FEFF (which JavaScript's \s matches: see tokenizer-diff.sh),
+  // with the special tokens of GPT-2 and Llama 3 as text
+  const noBom = atoms.filter((a) => a !== "\uFEFF")
+    .concat(["<|begin_of_text|>", "<|eot_id|>", "<|endoftext|>", "<|reserved_special_token_5|>"]);
+  for (let k = 0; k < 2; k++) add("random-special-" + k, pick(noBom, 5000));
 }
 // ---- empty and tiny files
 add("empty", "");
