@@ -80,6 +80,13 @@ contains "$T/err" "$T/none: No such file" "missing rank file message"
 expect 2 "tokenize preset without a directory" -- env -u HALLMARK_TOKENIZERS "$HM" tokenize -T cl100k_base "$T/text"
 contains "$T/err" "HALLMARK_TOKENIZERS" "preset lookup message"
 expect 2 "tokenize without --tokenizer" -- "$HM" tokenize "$T/text"
+: >"$T/empty"
+expect 0 "tokenize several files" -- "$HM" tokenize -T "$MINI" "$T/text" "$T/empty" "$T/text"
+[ "$(cat "$T/out")" = "$(printf '269 32 273\n\n269 32 273')" ] && ok || bad "several files: $(cat "$T/out")"
+expect 0 "tokenize --pieces several files" -- "$HM" tokenize -T "$MINI" -p "$T/text" "$T/text"
+[ "$(grep -c '^$' "$T/out")" = 1 ] && ok || bad "several files' pieces: $(cat "$T/out")"
+expect 2 "tokenize a missing second file" -- "$HM" tokenize -T "$MINI" "$T/text" "$T/none"
+contains "$T/err" "$T/none: No such file" "missing input message"
 
 # tokenize: the same vocabulary as a Hugging Face tokenizer.json, and
 # special tokens only with --parse-special

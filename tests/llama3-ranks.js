@@ -3,12 +3,15 @@
 // differential test.  Nothing it writes is committed (Meta's licence).
 //   node llama3-ranks.js PKGDIR ranks OUT.tiktoken
 //   node llama3-ranks.js PKGDIR encode FILE...   (one line of ids per file)
+//   node llama3-ranks.js PKGDIR encode-to OUTDIR FILE...
+//       the same line written to OUTDIR/<basename of FILE>.ids, one each
+// Files are decoded as strict UTF-8 (invalid UTF-8 is an error, exit 3).
 'use strict';
 const fs = require('fs');
 const path = require('path');
 const [pkg, mode, ...args] = process.argv.slice(2);
 const { llama3Tokenizer: tok } = require(path.join(
-    pkg, 'bundle', 'commonjs-llama3-tokenizer-with-baked-data.cjs'));
+    path.resolve(pkg), 'bundle', 'commonjs-llama3-tokenizer-with-baked-data.cjs'));
 
 // GPT-2's byte <-> printable character map used by byte-level BPE.
 function unicodeToBytes() {
@@ -39,14 +42,24 @@ if (mode === 'ranks') {
         lines.push(Buffer.from(bytes).toString('base64') + ' ' + id);
     });
     fs.writeFileSync(args[0], lines.join('\n') + '\n');
-} else if (mode === 'encode') {
+} else if (mode === 'encode' || mode === 'encode-to') {
     const never = /(?!)/g; // parse no special token: text is ordinary text
+    const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+    const outdir = mode === 'encode-to' ? args.shift() : null;
     for (const f of args) {
-        const ids = tok.encode(fs.readFileSync(f, 'utf8'),
-                               { bos: false, eos: false, specialTokenRegex: never });
-        process.stdout.write(ids.join(' ') + '\n');
+        let text;
+        try {
+            text = utf8.decode(fs.readFileSync(f));
+        } catch (e) {
+            process.stderr.write(`llama3-ranks: ${f}: ${e.message}\n`);
+            process.exit(3);
+        }
+        const line = tok.encode(text, { bos: false, eos: false, specialTokenRegex: never })
+            .join(' ') + '\n';
+        if (outdir === null) process.stdout.write(line);
+        else fs.writeFileSync(path.join(outdir, path.basename(f) + '.ids'), line);
     }
 } else {
-    process.stderr.write('usage: llama3-ranks.js PKGDIR ranks OUT | encode FILE...\n');
+    process.stderr.write('usage: llama3-ranks.js PKGDIR ranks OUT | encode FILE... | encode-to OUTDIR FILE...\n');
     process.exit(2);
 }

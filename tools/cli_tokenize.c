@@ -107,12 +107,14 @@ static void tokenize_usage(FILE *out)
     fprintf(out,
             "usage: hallmark tokenize --tokenizer SPEC [--ids | --pieces] "
             "[--parse-special]\n"
-            "                         [--bench N] [FILE]\n"
+            "                         [--bench N] [FILE...]\n"
             "\n"
-            "Tokenize FILE (default: standard input) exactly as the teacher's "
-            "tokenizer\n"
-            "does, as ordinary text (special tokens are parsed only with\n"
-            "--parse-special).\n"
+            "Tokenize each FILE (default: standard input) exactly as the "
+            "teacher's\n"
+            "tokenizer does, as ordinary text (special tokens are parsed only "
+            "with\n"
+            "--parse-special).  Each file is one text: one line of ids per "
+            "file.\n"
             "\n"
             "  -T, --tokenizer SPEC  PRESET=RANKFILE, a rank file named after "
             "its preset\n"
@@ -128,6 +130,7 @@ static void tokenize_usage(FILE *out)
             "  -i, --ids             print the ids on one line (default)\n"
             "  -p, --pieces          print 'ID<TAB>PIECE' per token, bytes "
             "escaped\n"
+            "                        (an empty line between files)\n"
             "      --bench N         tokenize N times; print MB/s on standard "
             "error\n"
             "  -h, --help            this help\n");
@@ -173,66 +176,81 @@ int cmd_tokenize(int argc, char **argv)
             return EXIT_TROUBLE;
         }
     }
-    if (spec == NULL || argc - optind > 1) {
-        cli_error(spec ? "tokenize: one input file at most"
-                       : "tokenize: --tokenizer is required");
+    if (spec == NULL) {
+        cli_error("tokenize: --tokenizer is required");
         tokenize_usage(stderr);
         return EXIT_TROUBLE;
     }
-    const char *path = optind < argc ? argv[optind] : "-";
+    /* Several files: each is tokenized on its own (one text per file, not
+     * their concatenation), one line of ids each, or their pieces
+     * separated by an empty line; the tokenizer is loaded once. */
+    static char *const stdin_only[] = {"-", NULL};
+    char *const *paths = optind < argc ? argv + optind : stdin_only;
+    int npaths = optind < argc ? argc - optind : 1;
     hm_tokenizer *tok = NULL;
     char *text = NULL;
-    size_t len = 0, n = 0, invalid = 0;
+    size_t len = 0, n = 0, invalid = 0, total_len = 0, total_n = 0;
     int32_t *ids = NULL;
     int status = EXIT_TROUBLE;
-    if (cli_open_tokenizer(spec, &tok) != 0 ||
-        cli_read_all(path, &text, &len) != 0)
+    double secs = 0;
+    if (cli_open_tokenizer(spec, &tok) != 0)
         goto done;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (long long r = 0; r < (bench ? bench : 1); r++) {
-        hm_tokens_free(ids);
-        ids = NULL;
-        int rc = hm_tokenizer_encode(tok, text, len, cli_tok_flags, &ids, &n,
-                                     &invalid);
-        if (rc != HM_OK) {
-            cli_error("%s: %s", path, hm_strerror(rc));
+    for (int fi = 0; fi < npaths; fi++) {
+        const char *path = paths[fi];
+        free(text);
+        text = NULL;
+        if (cli_read_all(path, &text, &len) != 0)
             goto done;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (long long r = 0; r < (bench ? bench : 1); r++) {
+            hm_tokens_free(ids);
+            ids = NULL;
+            int rc = hm_tokenizer_encode(tok, text, len, cli_tok_flags, &ids,
+                                         &n, &invalid);
+            if (rc != HM_OK) {
+                cli_error("%s: %s", path, hm_strerror(rc));
+                goto done;
+            }
         }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        secs += (double)(t1.tv_sec - t0.tv_sec) +
+                1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        total_len += len;
+        total_n += n;
+        if (invalid)
+            fprintf(stderr,
+                    "%s: %zu bytes of invalid UTF-8, tokenized byte-wise\n",
+                    path, invalid);
+        if (pieces && fi > 0)
+            putchar('\n');
+        for (size_t i = 0; i < n; i++) {
+            if (!pieces) {
+                printf(i ? " %d" : "%d", (int)ids[i]);
+                continue;
+            }
+            const unsigned char *b;
+            size_t bl;
+            if (hm_tokenizer_piece(tok, ids[i], &b, &bl) != HM_OK)
+                goto done;
+            printf("%d\t", (int)ids[i]);
+            for (size_t k = 0; k < bl; k++) {
+                if (b[k] == '\\')
+                    fputs("\\\\", stdout);
+                else if (b[k] < 0x20 || b[k] >= 0x7f)
+                    printf("\\x%02x", b[k]);
+                else
+                    putchar(b[k]);
+            }
+            putchar('\n');
+        }
+        if (!pieces)
+            putchar('\n');
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (bench) {
-        double s = (double)(t1.tv_sec - t0.tv_sec) +
-                   1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (bench)
         fprintf(stderr, "%.2f MB/s (%zu bytes, %zu tokens, %lld runs)\n",
-                (double)len * (double)bench / s / 1e6, len, n, bench);
-    }
-    if (invalid)
-        fprintf(stderr,
-                "%s: %zu bytes of invalid UTF-8, tokenized byte-wise\n",
-                path, invalid);
-    for (size_t i = 0; i < n; i++) {
-        if (!pieces) {
-            printf(i ? " %d" : "%d", (int)ids[i]);
-            continue;
-        }
-        const unsigned char *b;
-        size_t bl;
-        if (hm_tokenizer_piece(tok, ids[i], &b, &bl) != HM_OK)
-            goto done;
-        printf("%d\t", (int)ids[i]);
-        for (size_t k = 0; k < bl; k++) {
-            if (b[k] == '\\')
-                fputs("\\\\", stdout);
-            else if (b[k] < 0x20 || b[k] >= 0x7f)
-                printf("\\x%02x", b[k]);
-            else
-                putchar(b[k]);
-        }
-        putchar('\n');
-    }
-    if (!pieces)
-        putchar('\n');
+                (double)total_len * (double)bench / secs / 1e6, total_len,
+                total_n, bench);
     if (fflush(stdout) != 0) {
         cli_error("standard output: write error");
         goto done;
