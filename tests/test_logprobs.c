@@ -972,6 +972,89 @@ START_TEST(test_no_allocation)
 END_TEST
 #endif
 
+/* The committed vectors, computed from the man page by
+ * tools/gen-logprobs-vectors.py with the openssl tool: offsets and
+ * hardened values bit for bit. */
+static size_t parse_ids(char *s, int32_t *out, size_t max)
+{
+    size_t n = 0;
+    if (strcmp(s, "-") == 0)
+        return 0;
+    for (char *t = strtok(s, ","); t != NULL; t = strtok(NULL, ",")) {
+        ck_assert_uint_lt(n, max);
+        out[n++] = (int32_t)strtol(t, NULL, 10);
+    }
+    return n;
+}
+
+START_TEST(test_vectors)
+{
+    FILE *f = test_open_vectors("logprobs-v1.txt");
+    char line[4096];
+    size_t n_offset = 0, n_harden = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        char kind[16], master[80], spec[160], tenant[64], ctx[256],
+            a[1024], b[1024];
+        unsigned char mb[HM_KEY_BYTES];
+        int32_t c[32];
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        ck_assert_int_eq(sscanf(line, "%15s %79s %159s %63s %255s %1023s "
+                                      "%1023s",
+                                kind, master, spec, tenant, ctx, a, b),
+                         7);
+        test_hex(master, mb, sizeof mb);
+        hm_key *key = NULL;
+        ck_assert_int_eq(hm_key_from_bytes(&key, mb, sizeof mb), HM_OK);
+        hm_logprobs *lp =
+            test_lp(key, spec, strcmp(tenant, "-") == 0 ? "" : tenant);
+        char canon[160];
+        hm_logprobs_spec(lp, canon, sizeof canon);
+        ck_assert_str_eq(canon, spec);
+        size_t nc = parse_ids(ctx, c, 32);
+        if (strcmp(kind, "offset") == 0) {
+            /* a is the token, b the 64-bit value; the offset follows */
+            double want, got;
+            const char *rest = strstr(line, b) + strlen(b);
+            ck_assert_int_eq(sscanf(rest, "%lf", &want), 1);
+            ck_assert_int_eq(hm_logprobs_offset(lp, c, nc,
+                                                (int32_t)strtol(a, NULL, 10),
+                                                &got),
+                             HM_OK);
+            ck_assert_msg(got == want, "%s: offset %a, want %a", line, got,
+                          want);
+            n_offset++;
+        } else {
+            int32_t ids[20];
+            double in[20], out[20];
+            size_t n = 0, m = 0;
+            for (char *t = strtok(a, ","); t != NULL; t = strtok(NULL, ",")) {
+                ck_assert_uint_lt(n, 20);
+                ids[n] = (int32_t)strtol(t, &t, 10);
+                ck_assert_int_eq(*t, ':');
+                in[n++] = strtod(t + 1, NULL);
+            }
+            for (char *t = strtok(b, ","); t != NULL; t = strtok(NULL, ","))
+                out[m++] = strtod(t, NULL);
+            ck_assert_uint_eq(n, m);
+            hm_row row = {c, nc, NULL, 0, 0};
+            ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids, in, n,
+                                                HM_LOGPROBS_KEEP_ORDER),
+                             HM_OK);
+            for (size_t i = 0; i < n; i++)
+                ck_assert_msg(in[i] == out[i], "%s: value %zu is %a, want %a",
+                              line, i, in[i], out[i]);
+            n_harden++;
+        }
+        hm_logprobs_free(lp);
+        hm_key_free(key);
+    }
+    fclose(f);
+    ck_assert_uint_ge(n_offset, 300);
+    ck_assert_uint_ge(n_harden, 70);
+}
+END_TEST
+
 static Suite *logprobs_suite(void)
 {
     Suite *s = suite_create("logprobs");
@@ -980,6 +1063,7 @@ static Suite *logprobs_suite(void)
     tcase_add_test(tc, test_offsets);
     tcase_add_test(tc, test_repeats_identical);
     tcase_add_test(tc, test_set_and_window);
+    tcase_add_test(tc, test_vectors);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 
