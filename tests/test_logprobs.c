@@ -800,8 +800,8 @@ START_TEST(test_bad_input)
     const int32_t neg[] = {1, -2};
     hm_row negrow = {neg, 2, NULL, 0, 0};
     ck_assert_int_eq(DENSE(lp, l, 1, V, V, &negrow, 5), HM_ERANGE);
-    int fake = 0;
-    hm_row seqrow = {NULL, 0, (hm_seq *)(void *)&fake, 0, 0};
+    uint64_t fake[32] = {0}; /* no state: the magic is missing */
+    hm_row seqrow = {NULL, 0, (hm_seq *)(void *)fake, 0, 0};
     ck_assert_int_eq(DENSE(lp, l, 1, V, V, &seqrow, 5), HM_EINVAL);
     /* NaN and +inf anywhere in the row; a row without a finite logit */
     static const float badv[] = {NAN, INFINITY};
