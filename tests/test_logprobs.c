@@ -705,6 +705,23 @@ START_TEST(test_sort_worst_case)
         check_valid(ids, r, 1024, 0, "worst case");
     }
     hm_logprobs_free(lp);
+    /* on the grid (sorted by integers): -inf among the values, all -inf,
+     * a single id, large ids; the same order as a comparison sort */
+    hm_logprobs *g = test_lp(key, "topk=1024", NULL);
+    for (int trial = 0; trial < 6; trial++) {
+        size_t n = trial < 3 ? 100 : 1024;
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = trial == 4 ? (int32_t)(INT32_MAX - 3 * i)
+                                : (int32_t)(5 * i + (size_t)trial);
+            r[i] = trial == 1 || test_rand(&s) % 7 == 0
+                       ? -INFINITY
+                       : -20 * test_uniform(&s) - (trial == 5 ? 1e6 : 0);
+        }
+        hm_row row = {NULL, 0, NULL, 0, 0};
+        ck_assert_int_eq(hm_logprobs_harden(g, &row, ids, r, n, 0), HM_OK);
+        check_valid(ids, r, n, HM_LOGPROBS_QUANTUM_DEFAULT, "grid sort");
+    }
+    hm_logprobs_free(g);
     hm_key_free(key);
 }
 END_TEST
