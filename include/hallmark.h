@@ -489,6 +489,68 @@ HM_EXPORT HM_WUR int hm_log10_adjust(const double *in, double *out, size_t m,
 HM_EXPORT HM_WUR int hm_ks_uniform(double *p, size_t n, double *d_plus,
                                    double *log10_pvalue);
 
+/* ---------------------------------------------- hardened log-probabilities
+ * What a server returns as top_logprobs, made hard to extract from: the
+ * top k of the model's own distribution (k capped), each log-probability
+ * moved by a keyed offset in [-eps, eps] that depends on the key, the
+ * context window and the token id (so repeats give identical values and
+ * averaging them removes nothing), then rounded to a grid of step quantum.
+ * The renormalized returned distribution is within tanh(eta/2) of the true
+ * one restricted to the same tokens in total variation, eta = eps +
+ * quantum/2.  Pass the row before any watermark bias and before the
+ * request's logit bias, penalties and temperature.  Subkeys come from the
+ * master key with HKDF info "hallmark/v1/logprobs/ID/TENANT", independent of
+ * every watermark channel.  Immutable and thread-safe once created; the
+ * calls allocate nothing.  See hm_logprobs_new(3). */
+typedef struct hm_logprobs hm_logprobs;
+
+#define HM_LOGPROBS_TOPK_DEFAULT 20   /* cap on returned tokens */
+#define HM_LOGPROBS_TOPK_MAX 1024     /* largest cap */
+#define HM_LOGPROBS_EPS_DEFAULT 0.0625        /* 2^-4 nats */
+#define HM_LOGPROBS_QUANTUM_DEFAULT 0.015625  /* 2^-6 nats */
+#define HM_LOGPROBS_WINDOW_DEFAULT 4  /* context ids the offsets read */
+
+/* hm_logprobs_harden flag: leave the records in their input order. */
+#define HM_LOGPROBS_KEEP_ORDER 0x1u
+
+/* spec: NULL, "" or NAME=VALUE[,NAME=VALUE...] with topk, eps, quantum, h
+ * and id (see hm_logprobs_new(3)); tenant as for hm_ctx_new. */
+HM_EXPORT HM_WUR int hm_logprobs_new(hm_logprobs **lp, const hm_key *key,
+                                     const char *spec, const char *tenant,
+                                     char *errmsg, size_t errlen);
+HM_EXPORT void hm_logprobs_free(hm_logprobs *lp);
+/* Canonical parameter string; returns the length it needs (as hm_ctx_spec). */
+HM_EXPORT size_t hm_logprobs_spec(const hm_logprobs *lp, char *buf,
+                                  size_t len);
+/* "topk", "eps", "quantum", "h", "max_error" (eta) or "tv_bound". */
+HM_EXPORT HM_WUR int hm_logprobs_param(const hm_logprobs *lp,
+                                       const char *name, double *value);
+
+/* Dense rows (as hm_select_dense) to the k <= topk best tokens of each row:
+ * row r's ids and hardened log-probabilities go to ids + r*k and
+ * logprobs + r*k, sorted, and their number (k, or fewer when fewer logits
+ * are finite) to n_out[r]. */
+HM_EXPORT HM_WUR int hm_logprobs_dense(const hm_logprobs *lp,
+                                       const float *logits, size_t n_rows,
+                                       size_t n_vocab, size_t row_stride,
+                                       const hm_row *rows, size_t k,
+                                       int32_t *ids, double *logprobs,
+                                       size_t *n_out);
+
+/* Harden n <= topk log-probabilities the host computed itself over the
+ * full vocabulary (e.g. on the GPU), in place: sorted by hardened value
+ * unless flags has HM_LOGPROBS_KEEP_ORDER. */
+HM_EXPORT HM_WUR int hm_logprobs_harden(const hm_logprobs *lp,
+                                        const hm_row *row, int32_t *ids,
+                                        double *logprobs, size_t n,
+                                        unsigned flags);
+
+/* The keyed offset (in [-eps, eps]) of token after context. */
+HM_EXPORT HM_WUR int hm_logprobs_offset(const hm_logprobs *lp,
+                                        const int32_t *context,
+                                        size_t n_context, int32_t token,
+                                        double *offset);
+
 #ifdef __cplusplus
 }
 #endif

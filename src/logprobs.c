@@ -1,0 +1,795 @@
+/*
+ * logprobs.c - hardened log-probabilities: what a server returns as
+ * top_logprobs, capped, keyed-perturbed and quantized so that the model's
+ * output layer is hard to extract from them (hm_logprobs_new(3)).
+ *
+ * A returned value is r = clamp0(Q(l + eps*s)) - c: l the true
+ * log-probability, s in (-1, 1) a keyed function of (key, window, token),
+ * Q rounding to the grid, clamp0 min(., 0), c a common shift (a multiple of
+ * the grid step) that keeps the returned probabilities summing to at most
+ * 1.  Only |clamp0(Q(l + eps*s)) - l| <= eps + quantum/2 enters the
+ * total-variation bound; the common shift cancels in the renormalized
+ * distribution.
+ */
+#define _GNU_SOURCE 1 /* strtod_l, uselocale */
+#include "internal.h"
+
+#include <errno.h>
+#include <locale.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#define ID_MAX 32
+#define AES_BATCH 64 /* blocks per pipelined AES call */
+
+/* Run-time dispatched copies of the loops, as in kernels.c (GCC only). */
+#if defined(HAVE_TARGET_CLONES) && defined(__x86_64__) && \
+    !defined(HM_NO_CLONES) && !defined(__clang__)
+#define LP_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
+                                 "default")))
+#else
+#define LP_CLONES
+#endif
+
+/* 1.5 * 2^52: (t + R) - R rounds t to an integer, ties to even, for
+ * |t| < 2^51, with adds that vectorize (nearbyint is a call without
+ * SSE4.1). */
+#define ROUND_MAGIC 0x1.8p52
+
+/* e^x for x <= 0 in binary32, relative error below 3e-7 (x < -87 gives
+ * 0): the log-sum-exp of a row and the sum check of harden need no more,
+ * and unlike expf this vectorizes. */
+static inline float exp_neg(float x)
+{
+    x = x > -87.0f ? x : -87.0f;
+    float t = x * 1.44269504088896341f;
+    float n = (t + 12582912.0f) - 12582912.0f; /* round, |t| < 2^22 */
+    float r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187045e-06f;
+    float p = 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &e, sizeof scale);
+    return p * scale;
+}
+
+struct hm_logprobs {
+    char fingerprint[HM_FINGERPRINT_SIZE];
+    char tenant[HM_TENANT_MAX];
+    char id[ID_MAX];
+    unsigned topk;
+    unsigned h;
+    double eps;
+    double quantum;
+    hm_cmac cmac; /* window tags: T = CMAC(K, window) */
+    hm_aes tok;   /* token values: AES(K_t, T XOR LE32(id)) */
+};
+
+/* ------------------------------------------------------- parameters */
+
+static int plain_number(const char *v, const char *allowed)
+{
+    if (!(*v >= '0' && *v <= '9') &&
+        !(*v == '.' && v[1] >= '0' && v[1] <= '9'))
+        return 0;
+    return strspn(v, allowed) == strlen(v);
+}
+
+static int parse_uint(const char *v, unsigned lo, unsigned hi, unsigned *out)
+{
+    char *end;
+    if (!plain_number(v, "0123456789"))
+        return -1;
+    errno = 0;
+    unsigned long x = strtoul(v, &end, 10);
+    if (errno || end == v || *end != '\0' || x < lo || x > hi)
+        return -1;
+    *out = (unsigned)x;
+    return 0;
+}
+
+static int parse_double(const char *v, double *out)
+{
+    char *end;
+    if (!plain_number(v, "0123456789.eE+-"))
+        return -1;
+    locale_t c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    if (c == (locale_t)0)
+        return -1;
+    errno = 0;
+    double x = strtod_l(v, &end, c);
+    freelocale(c);
+    if (errno || end == v || *end != '\0' || !isfinite(x))
+        return -1;
+    *out = x;
+    return 0;
+}
+
+static int valid_id(const char *v)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n >= ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = v[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+static int set_param(hm_logprobs *lp, const char *name, const char *val,
+                     char *errmsg, size_t errlen)
+{
+    int ok;
+    if (strcmp(name, "topk") == 0)
+        ok = parse_uint(val, 1, HM_LOGPROBS_TOPK_MAX, &lp->topk) == 0;
+    else if (strcmp(name, "h") == 0)
+        ok = parse_uint(val, 1, HM_MAX_CONTEXT, &lp->h) == 0;
+    else if (strcmp(name, "eps") == 0)
+        ok = parse_double(val, &lp->eps) == 0 && lp->eps >= 0 &&
+             lp->eps <= 1;
+    else if (strcmp(name, "quantum") == 0)
+        ok = parse_double(val, &lp->quantum) == 0 && lp->quantum >= 0 &&
+             lp->quantum <= 1 && (lp->quantum == 0 || lp->quantum >= 0x1p-30);
+    else if (strcmp(name, "id") == 0) {
+        ok = valid_id(val);
+        if (ok)
+            strcpy(lp->id, val);
+    } else {
+        hm_errf(errmsg, errlen, "unknown logprobs parameter '%s'", name);
+        return -1;
+    }
+    if (!ok) {
+        hm_errf(errmsg, errlen, "bad value '%s' for logprobs parameter '%s'",
+                val, name);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_spec(hm_logprobs *lp, const char *spec, char *errmsg,
+                      size_t errlen)
+{
+    char buf[512];
+    if (strlen(spec) >= sizeof buf) {
+        hm_errf(errmsg, errlen, "logprobs parameter string too long");
+        return HM_EFORMAT;
+    }
+    strcpy(buf, spec);
+    char *p = buf;
+    while (*p != '\0') {
+        char *comma = strchr(p, ',');
+        if (comma != NULL)
+            *comma = '\0';
+        char *eq = strchr(p, '=');
+        if (eq == NULL || eq == p || eq[1] == '\0') {
+            hm_errf(errmsg, errlen, "expected NAME=VALUE, got '%s'", p);
+            return HM_EFORMAT;
+        }
+        *eq = '\0';
+        if (set_param(lp, p, eq + 1, errmsg, errlen) != 0)
+            return HM_EFORMAT;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+        if (*p == '\0') {
+            hm_errf(errmsg, errlen, "trailing ',' in logprobs parameters");
+            return HM_EFORMAT;
+        }
+    }
+    return HM_OK;
+}
+
+int hm_logprobs_new(hm_logprobs **out, const hm_key *key, const char *spec,
+                    const char *tenant, char *errmsg, size_t errlen)
+{
+    if (out == NULL || key == NULL)
+        return HM_EINVAL;
+    *out = NULL;
+    if (tenant == NULL)
+        tenant = "";
+    if (strlen(tenant) >= HM_TENANT_MAX) {
+        hm_errf(errmsg, errlen, "tenant id longer than %d bytes",
+                HM_TENANT_MAX - 1);
+        return HM_EINVAL;
+    }
+    hm_logprobs *lp = OPENSSL_zalloc(sizeof *lp);
+    if (lp == NULL)
+        return HM_ENOMEM;
+    lp->topk = HM_LOGPROBS_TOPK_DEFAULT;
+    lp->h = HM_LOGPROBS_WINDOW_DEFAULT;
+    lp->eps = HM_LOGPROBS_EPS_DEFAULT;
+    lp->quantum = HM_LOGPROBS_QUANTUM_DEFAULT;
+    strcpy(lp->id, "main");
+    memcpy(lp->tenant, tenant, strlen(tenant) + 1);
+    int rc = spec != NULL ? parse_spec(lp, spec, errmsg, errlen) : HM_OK;
+    if (rc == HM_OK)
+        rc = hm_key_fingerprint(key, lp->fingerprint, sizeof lp->fingerprint);
+    if (rc == HM_OK) {
+        /* Its own scheme name in the info string: independent of every
+         * watermark channel (hallmark-prf(7), Subkeys). */
+        char info[64 + ID_MAX + HM_TENANT_MAX];
+        unsigned char okm[32];
+        snprintf(info, sizeof info, "hallmark/v1/logprobs/%s/%s", lp->id,
+                 tenant);
+        rc = hm_key_derive(key, info, okm, sizeof okm);
+        if (rc == HM_OK) {
+            hm_cmac_init(&lp->cmac, okm);
+            hm_aes_init(&lp->tok, okm + 16);
+        } else {
+            hm_errf(errmsg, errlen, "key derivation failed");
+        }
+        OPENSSL_cleanse(okm, sizeof okm);
+    }
+    if (rc != HM_OK) {
+        hm_logprobs_free(lp);
+        return rc;
+    }
+    *out = lp;
+    return HM_OK;
+}
+
+void hm_logprobs_free(hm_logprobs *lp)
+{
+    if (lp != NULL)
+        OPENSSL_clear_free(lp, sizeof *lp);
+}
+
+static void fmt_double(char *out, size_t n, double x)
+{
+    locale_t c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+    locale_t old = c != (locale_t)0 ? uselocale(c) : (locale_t)0;
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, n, "%.*g", prec, x);
+        if (strtod(out, NULL) == x)
+            break;
+    }
+    if (c != (locale_t)0) {
+        uselocale(old);
+        freelocale(c);
+    }
+}
+
+size_t hm_logprobs_spec(const hm_logprobs *lp, char *buf, size_t len)
+{
+    char e[32], q[32], tmp[256];
+    if (lp == NULL)
+        return 0;
+    fmt_double(e, sizeof e, lp->eps);
+    fmt_double(q, sizeof q, lp->quantum);
+    int n = snprintf(tmp, sizeof tmp, "topk=%u,eps=%s,quantum=%s,h=%u,id=%s",
+                     lp->topk, e, q, lp->h, lp->id);
+    if (buf != NULL && len > 0)
+        snprintf(buf, len, "%s", tmp);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+/* The worst error of one value before the common shift, and the
+ * total-variation bound it implies (hm_logprobs_new(3), THE BOUND). */
+static double max_error(const hm_logprobs *lp)
+{
+    return lp->eps + lp->quantum / 2;
+}
+
+int hm_logprobs_param(const hm_logprobs *lp, const char *name, double *value)
+{
+    if (lp == NULL || name == NULL || value == NULL)
+        return HM_EINVAL;
+    if (strcmp(name, "topk") == 0)
+        *value = lp->topk;
+    else if (strcmp(name, "h") == 0)
+        *value = lp->h;
+    else if (strcmp(name, "eps") == 0)
+        *value = lp->eps;
+    else if (strcmp(name, "quantum") == 0)
+        *value = lp->quantum;
+    else if (strcmp(name, "max_error") == 0)
+        *value = max_error(lp);
+    else if (strcmp(name, "tv_bound") == 0)
+        *value = tanh(max_error(lp) / 2);
+    else
+        return HM_EINVAL;
+    return HM_OK;
+}
+
+/* --------------------------------------------------------- offsets */
+
+static void window_tag(const hm_logprobs *lp, const uint32_t *w,
+                       unsigned char tag[16])
+{
+    unsigned char msg[4 * HM_MAX_CONTEXT];
+    for (unsigned i = 0; i < lp->h; i++) {
+        msg[4 * i] = (unsigned char)w[i];
+        msg[4 * i + 1] = (unsigned char)(w[i] >> 8);
+        msg[4 * i + 2] = (unsigned char)(w[i] >> 16);
+        msg[4 * i + 3] = (unsigned char)(w[i] >> 24);
+    }
+    hm_cmac_tag(&lp->cmac, msg, 4 * (size_t)lp->h, tag);
+}
+
+/* s = 2u - 1 for u = ((x >> 12) + 0.5) 2^-52 (PRF v1's uniform map) is
+ * an odd multiple of 2^-52 in (-1, 1), exactly, symmetric about 0. */
+
+/* off[i] = eps * s(key, window tag, ids[i]) for n ids: AES-128 under K_t
+ * of the tag with the id XORed into its first four bytes (little-endian),
+ * the first eight bytes of the result read little-endian as x. */
+LP_CLONES static void offsets_batch(const hm_aes *aes, uint64_t t0,
+                                    uint64_t t1, const int32_t *restrict ids,
+                                    size_t m, double eps,
+                                    double *restrict off)
+{
+    uint64_t blk[AES_BATCH][2];
+    for (size_t i = 0; i < m; i++) {
+        blk[i][0] = t0 ^ (uint64_t)(uint32_t)ids[i];
+        blk[i][1] = t1;
+    }
+    /* (GCC cannot see that the m blocks read are the m just written) */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+    hm_aes_encrypt_blocks(aes, (const unsigned char *)blk,
+                          (unsigned char *)blk, m);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+    for (size_t i = 0; i < m; i++) {
+        uint64_t x = blk[i][0];
+        int64_t v = (int64_t)(2 * (x >> 12) + 1) - (INT64_C(1) << 52);
+        off[i] = eps * ((double)v * 0x1p-52);
+    }
+}
+
+static void offsets(const hm_logprobs *lp, const unsigned char tag[16],
+                    const int32_t *ids, size_t n, double *off)
+{
+    /* The blocks are handled as two 64-bit words: little-endian loads
+     * keep the byte layout on little-endian hosts. */
+    uint64_t t0, t1;
+    memcpy(&t0, tag, 8);
+    memcpy(&t1, tag + 8, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#error "hardened log-probabilities assume a little-endian host"
+#endif
+    for (size_t base = 0; base < n; base += AES_BATCH) {
+        size_t m = n - base < AES_BATCH ? n - base : AES_BATCH;
+        offsets_batch(&lp->tok, t0, t1, ids + base, m, lp->eps, off + base);
+    }
+    /* (not wiped: the hot path's per-step values are no more secret than
+     * the step seeds sample.c leaves on its stack) */
+}
+
+int hm_logprobs_offset(const hm_logprobs *lp, const int32_t *context,
+                       size_t n_context, int32_t token, double *offset)
+{
+    if (lp == NULL || offset == NULL || (context == NULL && n_context > 0))
+        return HM_EINVAL;
+    if (token < 0)
+        return HM_ERANGE;
+    hm_row row = {context, n_context, NULL, 0.0f, 0.0};
+    uint32_t w[HM_MAX_CONTEXT];
+    unsigned char tag[16];
+    int rc = hm_row_window(&row, lp->h, w);
+    if (rc != HM_OK)
+        return rc;
+    window_tag(lp, w, tag);
+    offsets(lp, tag, &token, 1, offset);
+    OPENSSL_cleanse(tag, sizeof tag);
+    return HM_OK;
+}
+
+/* ------------------------------------------------------------ sorting */
+
+typedef struct rec {
+    double r;
+    int32_t id;
+} rec;
+
+/* Larger value first, then smaller id: a total order on distinct ids that
+ * depends on returned values only, never on the true ranking. */
+static inline int before(const rec *a, const rec *b)
+{
+    return a->r > b->r || (a->r == b->r && a->id < b->id);
+}
+
+static void sift(rec *a, size_t i, size_t n)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            return;
+        /* max-heap under "after": the root is the record that goes last */
+        if (c + 1 < n && before(&a[c], &a[c + 1]))
+            c++;
+        if (!before(&a[i], &a[c]))
+            return;
+        rec t = a[i];
+        a[i] = a[c];
+        a[c] = t;
+        i = c;
+    }
+}
+
+/* Insertion sort, which is linear on the nearly sorted input the usual
+ * callers give (records in true order, values moved by at most eta);
+ * heapsort once it has done 8n moves, so the worst case is n log n. */
+static void sort_recs(rec *a, size_t n)
+{
+    size_t budget = 8 * n + 16;
+    for (size_t i = 1; i < n; i++) {
+        rec t = a[i];
+        size_t j = i;
+        while (j > 0 && before(&t, &a[j - 1])) {
+            a[j] = a[j - 1];
+            j--;
+            if (--budget == 0) {
+                a[j] = t;
+                for (size_t k = n / 2; k-- > 0;)
+                    sift(a, k, n);
+                for (size_t k = n; k-- > 1;) {
+                    rec u = a[0];
+                    a[0] = a[k];
+                    a[k] = u;
+                    sift(a, 0, k);
+                }
+                return;
+            }
+        }
+        a[j] = t;
+    }
+}
+
+/* ------------------------------------------------------------ hardening */
+
+static int window_of(const hm_logprobs *lp, const hm_row *row,
+                     unsigned char tag[16])
+{
+    uint32_t w[HM_MAX_CONTEXT];
+    if (row->context == NULL && row->n_context > 0)
+        return HM_EINVAL;
+    int rc = hm_row_window(row, lp->h, w);
+    if (rc == HM_OK)
+        window_tag(lp, w, tag);
+    return rc;
+}
+
+/* Perturb, round to the grid, clamp at 0. */
+LP_CLONES static void quantize(double *restrict l, const double *restrict off,
+                               size_t n, double q)
+{
+    if (q > 0) {
+        const double inv = 1 / q;
+        for (size_t i = 0; i < n; i++) {
+            double t = (l[i] + off[i]) * inv; /* -inf stays -inf */
+            double tr = (t + ROUND_MAGIC) - ROUND_MAGIC;
+            double y = (fabs(t) < 0x1p51 ? tr : t) * q;
+            /* Clamping at 0 only moves y towards l <= 0. */
+            l[i] = y < 0 ? y : 0.0;
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            double y = l[i] + off[i];
+            l[i] = y < 0 ? y : 0.0;
+        }
+    }
+}
+
+/* An approximation of the sum of e^l, within a relative 1e-5 (values below
+ * -100 count as -100). */
+LP_CLONES static double approx_sum(const double *restrict l, size_t n)
+{
+    double sum = 0;
+    for (size_t base = 0; base < n; base += 128) {
+        size_t m = n - base < 128 ? n - base : 128;
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        size_t i = 0;
+        for (; i + 8 <= m; i += 8)
+            for (int j = 0; j < 8; j++) {
+                double y = l[base + i + j];
+                acc[j] += exp_neg((float)(y > -100 ? y : -100));
+            }
+        for (; i < m; i++) {
+            double y = l[base + i];
+            acc[0] += exp_neg((float)(y > -100 ? y : -100));
+        }
+        for (int j = 0; j < 8; j++)
+            sum += acc[j];
+    }
+    return sum;
+}
+
+/* The core: values l[0..n-1] (true log-probabilities, finite or -inf) of
+ * ids, hardened in place with the window's tag. */
+static void harden(const hm_logprobs *lp, const unsigned char tag[16],
+                   const int32_t *ids, double *l, size_t n)
+{
+    double off[HM_LOGPROBS_TOPK_MAX];
+    const double q = lp->quantum;
+    offsets(lp, tag, ids, n, off);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+    quantize(l, off, n, q); /* reads the n offsets just written */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+    double approx = approx_sum(l, n);
+    /* A common shift, which leaves the renormalized distribution alone,
+     * keeps the probabilities' sum at most 1: without it the sign of a
+     * peaked row's perturbation would show.  The cheap sum decides when
+     * that is clearly not needed. */
+    if (approx > 1 - 1e-4) {
+        double sum = 0;
+        for (size_t i = 0; i < n; i++)
+            sum += exp(l[i]);
+        if (sum > 1) {
+            double c = log(sum);
+            if (q > 0)
+                c = ceil(c / q) * q;
+            for (size_t i = 0; i < n; i++)
+                l[i] -= c;
+        }
+    }
+}
+
+/* Sorting values on the grid by their integers: key = (rank of the value,
+ * largest first; id; position), sorted least significant byte first on the
+ * rank and id bits only, the position riding along in the low 10 bits.
+ * Linear in n, where comparison sorts of 1024 nearly-tied values cost tens
+ * of microseconds.  Returns 0 (nothing done) when a value is too far off
+ * the grid's integers or the key does not fit in 64 bits. */
+static int sort_grid(int32_t *ids, double *l, size_t n, double q)
+{
+    uint64_t a[HM_LOGPROBS_TOPK_MAX], b[HM_LOGPROBS_TOPK_MAX];
+    int64_t mmax = INT64_MIN, mmin = INT64_MAX;
+    uint32_t id_or = 0;
+    for (size_t i = 0; i < n; i++) {
+        id_or |= (uint32_t)ids[i];
+        if (l[i] == -INFINITY)
+            continue;
+        double t = l[i] / q;
+        if (!(fabs(t) < 0x1p40))
+            return 0;
+        t = (t + ROUND_MAGIC) - ROUND_MAGIC;
+        int64_t m = (int64_t)t;
+        mmax = m > mmax ? m : mmax;
+        mmin = m < mmin ? m : mmin;
+    }
+    if (mmax == INT64_MIN) /* all -inf: order by id */
+        mmax = mmin = 0;
+    uint64_t inf_rank = (uint64_t)(mmax - mmin) + 1;
+    unsigned rbits = 0, ibits = 0;
+    while (rbits < 64 && (inf_rank >> rbits) != 0)
+        rbits++;
+    while (ibits < 32 && (id_or >> ibits) != 0)
+        ibits++;
+    if (rbits + ibits + 10 > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        double t = (l[i] / q + ROUND_MAGIC) - ROUND_MAGIC;
+        uint64_t rank = l[i] == -INFINITY ? inf_rank
+                                          : (uint64_t)(mmax - (int64_t)t);
+        a[i] = (((rank << ibits) | (uint32_t)ids[i]) << 10) | i;
+    }
+    uint64_t *src = a, *dst = b;
+    for (unsigned shift = 10; shift < 10 + rbits + ibits; shift += 8) {
+        size_t count[256] = {0};
+        for (size_t i = 0; i < n; i++)
+            count[(src[i] >> shift) & 255]++;
+        if (count[(src[0] >> shift) & 255] == n)
+            continue; /* one digit everywhere: already in order */
+        size_t pos = 0;
+        for (int d = 0; d < 256; d++) {
+            size_t c = count[d];
+            count[d] = pos;
+            pos += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[count[(src[i] >> shift) & 255]++] = src[i];
+        uint64_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    /* dst is free now: it keeps the old values' bits while permuting (the
+     * ids are in the keys) */
+    memcpy(dst, l, n * sizeof *l);
+    for (size_t i = 0; i < n; i++) {
+        size_t j = (size_t)(src[i] & 1023);
+        memcpy(&l[i], &dst[j], sizeof l[i]);
+        ids[i] = (int32_t)((src[i] >> 10) & ((UINT64_C(1) << ibits) - 1));
+    }
+    return 1;
+}
+
+static void sort_out(int32_t *ids, double *l, size_t n, double q)
+{
+    if (n > 32 && q > 0 && sort_grid(ids, l, n, q))
+        return;
+    rec a[HM_LOGPROBS_TOPK_MAX];
+    for (size_t i = 0; i < n; i++) {
+        a[i].r = l[i];
+        a[i].id = ids[i];
+    }
+    sort_recs(a, n);
+    for (size_t i = 0; i < n; i++) {
+        l[i] = a[i].r;
+        ids[i] = a[i].id;
+    }
+}
+
+int hm_logprobs_harden(const hm_logprobs *lp, const hm_row *row,
+                       int32_t *ids, double *logprobs, size_t n,
+                       unsigned flags)
+{
+    unsigned char tag[16];
+    if (lp == NULL || row == NULL ||
+        (n > 0 && (ids == NULL || logprobs == NULL)) ||
+        (flags & ~HM_LOGPROBS_KEEP_ORDER) != 0)
+        return HM_EINVAL;
+    if (n > lp->topk)
+        return HM_ERANGE;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0)
+            return HM_ERANGE;
+        /* NaN, +inf and positive values are not log-probabilities. */
+        if (!(logprobs[i] <= 0))
+            return HM_EINVAL;
+    }
+    int rc = window_of(lp, row, tag);
+    if (rc != HM_OK)
+        return rc;
+    harden(lp, tag, ids, logprobs, n);
+    if (!(flags & HM_LOGPROBS_KEEP_ORDER))
+        sort_out(ids, logprobs, n, lp->quantum);
+    return HM_OK;
+}
+
+/* --------------------------------------------------- top-k of a dense row */
+
+/* Min-heap of the k best (logit, id) so far; the root is the worst. */
+typedef struct cand {
+    float l;
+    int32_t id;
+} cand;
+
+static inline int worse(const cand *a, const cand *b)
+{
+    return a->l < b->l || (a->l == b->l && a->id > b->id);
+}
+
+static void heap_down(cand *h, size_t i, size_t n)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && worse(&h[c + 1], &h[c]))
+            c++;
+        if (!worse(&h[c], &h[i]))
+            return;
+        cand t = h[i];
+        h[i] = h[c];
+        h[c] = t;
+        i = c;
+    }
+}
+
+static void heap_up(cand *h, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!worse(&h[i], &h[p]))
+            return;
+        cand t = h[i];
+        h[i] = h[p];
+        h[p] = t;
+        i = p;
+    }
+}
+
+/* Sum of e^(l[v] - mx) over the row (each term <= 1), in eight binary32
+ * lanes gathered into binary64 every 128 tokens: relative error below
+ * 1.5e-6, so log-probabilities within that of exact. */
+LP_CLONES static double sum_exp(const float *restrict l, size_t V, float mx)
+{
+    double sum = 0;
+    for (size_t base = 0; base < V; base += 128) {
+        size_t m = V - base < 128 ? V - base : 128;
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        size_t i = 0;
+        for (; i + 8 <= m; i += 8)
+            for (int j = 0; j < 8; j++)
+                acc[j] += exp_neg(l[base + i + j] - mx);
+        for (; i < m; i++)
+            acc[0] += exp_neg(l[base + i] - mx);
+        for (int j = 0; j < 8; j++)
+            sum += acc[j];
+    }
+    return sum;
+}
+
+/* The k best tokens of a row, best first, and the row's log-sum-exp;
+ * HM_EINVAL for a NaN or +inf logit or a row without a finite one. */
+static int row_topk(const float *l, size_t V, size_t k, int32_t *ids,
+                    double *lp, size_t *n_out)
+{
+    cand h[HM_LOGPROBS_TOPK_MAX];
+    size_t n = 0;
+    float mx = -INFINITY;
+    for (size_t v = 0; v < V; v++) {
+        float x = l[v];
+        if (!(x < INFINITY))
+            return HM_EINVAL; /* NaN or +inf */
+        if (x == -INFINITY)
+            continue;
+        mx = x > mx ? x : mx;
+        cand c = {x, (int32_t)v};
+        if (n < k) {
+            h[n] = c;
+            heap_up(h, n++);
+        } else if (k > 0 && worse(&h[0], &c)) {
+            h[0] = c;
+            heap_down(h, 0, n);
+        }
+    }
+    if (mx == -INFINITY)
+        return HM_EINVAL;
+    double sum = sum_exp(l, V, mx);
+    /* l - max first: max + log(sum) would lose log(sum) next to a logit
+     * of 1e38. */
+    double lsum = log(sum);
+    *n_out = n;
+    for (size_t i = n; i-- > 0;) { /* pop the worst into the last slot */
+        ids[i] = h[0].id;
+        lp[i] = ((double)h[0].l - (double)mx) - lsum;
+        h[0] = h[i];
+        heap_down(h, 0, i);
+    }
+    return HM_OK;
+}
+
+int hm_logprobs_dense(const hm_logprobs *lp, const float *logits,
+                      size_t n_rows, size_t n_vocab, size_t row_stride,
+                      const hm_row *rows, size_t k, int32_t *ids,
+                      double *logprobs, size_t *n_out)
+{
+    if (lp == NULL ||
+        (n_rows > 0 && (logits == NULL || rows == NULL || n_out == NULL ||
+                        (k > 0 && (ids == NULL || logprobs == NULL)))) ||
+        n_vocab == 0 || row_stride < n_vocab)
+        return HM_EINVAL;
+    if (n_vocab > INT32_MAX || k > lp->topk || k > n_vocab)
+        return HM_ERANGE;
+    for (size_t r = 0; r < n_rows; r++)
+        if (rows[r].context == NULL && rows[r].n_context > 0)
+            return HM_EINVAL;
+    for (size_t r = 0; r < n_rows; r++) {
+        unsigned char tag[16];
+        /* (k 0: ids and logprobs may be NULL, no arithmetic on them) */
+        int32_t *id = k > 0 ? ids + r * k : ids;
+        double *l = k > 0 ? logprobs + r * k : logprobs;
+        int rc = row_topk(logits + r * row_stride, n_vocab, k, id, l,
+                          &n_out[r]);
+        if (rc == HM_OK)
+            rc = window_of(lp, &rows[r], tag);
+        if (rc != HM_OK)
+            return rc;
+        harden(lp, tag, id, l, n_out[r]);
+        sort_out(id, l, n_out[r], lp->quantum);
+    }
+    return HM_OK;
+}
