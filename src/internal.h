@@ -225,6 +225,15 @@ HM_HIDDEN ptrdiff_t hm_k_argmax(const float *keys, size_t n);
  * and the OS saving ZMM state (cpuid and xgetbv; cached). */
 HM_HIDDEN int hm_cpu_has_avx512_vaes(void);
 
+/* Parameter-string pieces shared by the spec parsers (spec.c): plain
+ * decimal numbers in the C locale, identifiers of [A-Za-z0-9_.-] shorter
+ * than max, and the shortest decimal that reads back as x. */
+HM_HIDDEN int hm_spec_uint(const char *v, unsigned lo, unsigned hi,
+                           unsigned *out);
+HM_HIDDEN int hm_spec_double(const char *v, double *out);
+HM_HIDDEN int hm_spec_id_ok(const char *v, size_t max);
+HM_HIDDEN void hm_spec_fmt_double(char *out, size_t n, double x);
+
 /* Small helpers shared by the hot path. */
 HM_HIDDEN void hm_errf(char *errmsg, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -78,74 +78,22 @@ struct hm_logprobs {
 
 /* ------------------------------------------------------- parameters */
 
-static int plain_number(const char *v, const char *allowed)
-{
-    if (!(*v >= '0' && *v <= '9') &&
-        !(*v == '.' && v[1] >= '0' && v[1] <= '9'))
-        return 0;
-    return strspn(v, allowed) == strlen(v);
-}
-
-static int parse_uint(const char *v, unsigned lo, unsigned hi, unsigned *out)
-{
-    char *end;
-    if (!plain_number(v, "0123456789"))
-        return -1;
-    errno = 0;
-    unsigned long x = strtoul(v, &end, 10);
-    if (errno || end == v || *end != '\0' || x < lo || x > hi)
-        return -1;
-    *out = (unsigned)x;
-    return 0;
-}
-
-static int parse_double(const char *v, double *out)
-{
-    char *end;
-    if (!plain_number(v, "0123456789.eE+-"))
-        return -1;
-    locale_t c = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
-    if (c == (locale_t)0)
-        return -1;
-    errno = 0;
-    double x = strtod_l(v, &end, c);
-    freelocale(c);
-    if (errno || end == v || *end != '\0' || !isfinite(x))
-        return -1;
-    *out = x;
-    return 0;
-}
-
-static int valid_id(const char *v)
-{
-    size_t n = strlen(v);
-    if (n == 0 || n >= ID_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = v[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
-            return 0;
-    }
-    return 1;
-}
-
 static int set_param(hm_logprobs *lp, const char *name, const char *val,
                      char *errmsg, size_t errlen)
 {
     int ok;
     if (strcmp(name, "topk") == 0)
-        ok = parse_uint(val, 1, HM_LOGPROBS_TOPK_MAX, &lp->topk) == 0;
+        ok = hm_spec_uint(val, 1, HM_LOGPROBS_TOPK_MAX, &lp->topk) == 0;
     else if (strcmp(name, "h") == 0)
-        ok = parse_uint(val, 1, HM_MAX_CONTEXT, &lp->h) == 0;
+        ok = hm_spec_uint(val, 1, HM_MAX_CONTEXT, &lp->h) == 0;
     else if (strcmp(name, "eps") == 0)
-        ok = parse_double(val, &lp->eps) == 0 && lp->eps >= 0 &&
+        ok = hm_spec_double(val, &lp->eps) == 0 && lp->eps >= 0 &&
              lp->eps <= 1;
     else if (strcmp(name, "quantum") == 0)
-        ok = parse_double(val, &lp->quantum) == 0 && lp->quantum >= 0 &&
+        ok = hm_spec_double(val, &lp->quantum) == 0 && lp->quantum >= 0 &&
              lp->quantum <= 1 && (lp->quantum == 0 || lp->quantum >= 0x1p-30);
     else if (strcmp(name, "id") == 0) {
-        ok = valid_id(val);
+        ok = hm_spec_id_ok(val, ID_MAX);
         if (ok)
             strcpy(lp->id, val);
     } else {
@@ -248,28 +196,14 @@ void hm_logprobs_free(hm_logprobs *lp)
         OPENSSL_clear_free(lp, sizeof *lp);
 }
 
-static void fmt_double(char *out, size_t n, double x)
-{
-    locale_t c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-    locale_t old = c != (locale_t)0 ? uselocale(c) : (locale_t)0;
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(out, n, "%.*g", prec, x);
-        if (strtod(out, NULL) == x)
-            break;
-    }
-    if (c != (locale_t)0) {
-        uselocale(old);
-        freelocale(c);
-    }
-}
 
 size_t hm_logprobs_spec(const hm_logprobs *lp, char *buf, size_t len)
 {
     char e[32], q[32], tmp[256];
     if (lp == NULL)
         return 0;
-    fmt_double(e, sizeof e, lp->eps);
-    fmt_double(q, sizeof q, lp->quantum);
+    hm_spec_fmt_double(e, sizeof e, lp->eps);
+    hm_spec_fmt_double(q, sizeof q, lp->quantum);
     int n = snprintf(tmp, sizeof tmp, "topk=%u,eps=%s,quantum=%s,h=%u,id=%s",
                      lp->topk, e, q, lp->h, lp->id);
     if (buf != NULL && len > 0)

@@ -59,7 +59,7 @@ static int plain_number(const char *v, const char *allowed)
     return strspn(v, allowed) == strlen(v);
 }
 
-static int parse_uint(const char *v, unsigned lo, unsigned hi, unsigned *out)
+int hm_spec_uint(const char *v, unsigned lo, unsigned hi, unsigned *out)
 {
     char *end;
     if (!plain_number(v, "0123456789"))
@@ -72,7 +72,7 @@ static int parse_uint(const char *v, unsigned lo, unsigned hi, unsigned *out)
     return 0;
 }
 
-static int parse_double(const char *v, double *out)
+int hm_spec_double(const char *v, double *out)
 {
     char *end;
     if (!plain_number(v, "0123456789.eE+-"))
@@ -90,10 +90,10 @@ static int parse_double(const char *v, double *out)
     return 0;
 }
 
-static int valid_id(const char *v)
+int hm_spec_id_ok(const char *v, size_t max)
 {
     size_t n = strlen(v);
-    if (n == 0 || n >= sizeof(((hm_channel *)0)->id))
+    if (n == 0 || n >= max)
         return 0;
     for (size_t i = 0; i < n; i++) {
         char c = v[i];
@@ -113,19 +113,19 @@ static int set_param(hm_channel *ch, const char *name, const char *val,
     int tour = ch->scheme == HM_SCHEME_TOURNAMENT;
 
     if (strcmp(name, "id") == 0) {
-        if (!valid_id(val))
+        if (!hm_spec_id_ok(val, sizeof ch->id))
             goto bad_value;
         strcpy(ch->id, val);
     } else if (strcmp(name, "h") == 0) {
-        if (parse_uint(val, 1, HM_MAX_CONTEXT, &ch->h) != 0)
+        if (hm_spec_uint(val, 1, HM_MAX_CONTEXT, &ch->h) != 0)
             goto bad_value;
         *h_given = 1;
     } else if (kgw && strcmp(name, "gamma") == 0) {
-        if (parse_double(val, &ch->gamma) != 0 || !(ch->gamma >= 0x1p-32) ||
+        if (hm_spec_double(val, &ch->gamma) != 0 || !(ch->gamma >= 0x1p-32) ||
             !(ch->gamma <= 1 - 0x1p-32))
             goto bad_value;
     } else if (kgw && strcmp(name, "delta") == 0) {
-        if (parse_double(val, &ch->delta) != 0 || ch->delta < 0 ||
+        if (hm_spec_double(val, &ch->delta) != 0 || ch->delta < 0 ||
             ch->delta > 1000)
             goto bad_value;
     } else if (kgw && strcmp(name, "seeding") == 0) {
@@ -136,10 +136,10 @@ static int set_param(hm_channel *ch, const char *name, const char *val,
         else
             goto bad_value;
     } else if (tour && strcmp(name, "m") == 0) {
-        if (parse_uint(val, 1, 64, &ch->layers) != 0)
+        if (hm_spec_uint(val, 1, 64, &ch->layers) != 0)
             goto bad_value;
     } else if (tour && strcmp(name, "topk") == 0) {
-        if (parse_uint(val, 1, HM_MAX_TOPK, &ch->topk) != 0)
+        if (hm_spec_uint(val, 1, HM_MAX_TOPK, &ch->topk) != 0)
             goto bad_value;
     } else {
         hm_errf(errmsg, errlen, "unknown parameter '%s' for scheme %s", name,
@@ -278,7 +278,7 @@ int hm_spec_parse(hm_ctx *ctx, const char *spec, char *errmsg, size_t errlen)
 
 /* Shortest decimal that reads back as the same double, without '+'
  * (which joins channels): "1e+03" is written "1e03". */
-static void fmt_double(char *out, size_t n, double x)
+void hm_spec_fmt_double(char *out, size_t n, double x)
 {
     /* The C locale for this thread only, so that the decimal point is
      * '.' whatever the host program's locale (uselocale is per thread). */
@@ -311,8 +311,8 @@ size_t hm_ctx_spec(const hm_ctx *ctx, char *buf, size_t len)
         const char *sep = i ? "+" : "";
         switch (ch->scheme) {
         case HM_SCHEME_KGW:
-            fmt_double(g, sizeof g, ch->gamma);
-            fmt_double(d, sizeof d, ch->delta);
+            hm_spec_fmt_double(g, sizeof g, ch->gamma);
+            hm_spec_fmt_double(d, sizeof d, ch->delta);
             w = snprintf(out + n, sizeof out - n,
                          "%skgw:id=%s,h=%u,gamma=%s,delta=%s,seeding=%s", sep,
                          ch->id, ch->h, g, d,
