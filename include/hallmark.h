@@ -551,6 +551,62 @@ HM_EXPORT HM_WUR int hm_logprobs_offset(const hm_logprobs *lp,
                                         size_t n_context, int32_t token,
                                         double *offset);
 
+/* ------------------------------------------- spectral fingerprint channel
+ * (issue 6, point 2; see hm_spectral_new(3).)  A keyed signal in returned
+ * log-probabilities that a model distilled from them inherits, after
+ * GINSEW (Zhao et al. 2023): a keyed half S of the vocabulary and a keyed
+ * point g(w) in [0,1) for each context window w; the log-probabilities of
+ * the returned tokens in S are shifted by amp*sin(2*pi*f*g(w) + phi), f and
+ * phi secret, and the row is renormalized to its former mass.  The
+ * renormalized distribution moves by at most tanh(amp/4) in total
+ * variation.  Apply to the true values first, then hm_logprobs_harden.
+ * The verifier (hallmark probe) reads a suspect's top-k on probe prompts,
+ * takes its share of mass on S per prompt and the Lomb-Scargle power of
+ * those shares at f over the points g(w).  Subkeys come from the master key
+ * with HKDF info "hallmark/v1/spectral/ID/TENANT".  Immutable and
+ * thread-safe once created; apply, point and share allocate nothing. */
+typedef struct hm_spectral hm_spectral;
+
+#define HM_SPECTRAL_AMP_DEFAULT 0.25 /* nats: total variation <= 0.0624 */
+#define HM_SPECTRAL_WINDOW_DEFAULT 1 /* context ids g(w) reads */
+#define HM_SPECTRAL_MAX 1024         /* largest row of apply and share */
+
+/* spec: NULL, "" or NAME=VALUE[,...] with amp (0..1), h (1..16) and id. */
+HM_EXPORT HM_WUR int hm_spectral_new(hm_spectral **sp, const hm_key *key,
+                                     const char *spec, const char *tenant,
+                                     char *errmsg, size_t errlen);
+HM_EXPORT void hm_spectral_free(hm_spectral *sp);
+/* Canonical parameter string; returns the length it needs. */
+HM_EXPORT size_t hm_spectral_spec(const hm_spectral *sp, char *buf,
+                                  size_t len);
+/* "amp", "h", "freq" (the secret f) or "tv_bound" (tanh(amp/4)). */
+HM_EXPORT HM_WUR int hm_spectral_param(const hm_spectral *sp,
+                                       const char *name, double *value);
+/* Shift n <= HM_SPECTRAL_MAX true log-probabilities of distinct tokens
+ * (the top k to be returned) in place, order kept; row supplies the
+ * context as for hm_logprobs_harden. */
+HM_EXPORT HM_WUR int hm_spectral_apply(const hm_spectral *sp,
+                                       const hm_row *row, const int32_t *ids,
+                                       double *logprobs, size_t n);
+/* The point g(w) in [0,1) of the window of context, and (shift may be
+ * NULL) the shift amp*sin(2*pi*f*g + phi) applied there. */
+HM_EXPORT HM_WUR int hm_spectral_point(const hm_spectral *sp,
+                                       const int32_t *context,
+                                       size_t n_context, double *g,
+                                       double *shift);
+/* The share of S in the mass of n returned tokens: sum over S of e^l
+ * divided by the sum over all n. */
+HM_EXPORT HM_WUR int hm_spectral_share(const hm_spectral *sp,
+                                       const int32_t *ids,
+                                       const double *logprobs, size_t n,
+                                       double *share);
+/* Lomb-Scargle power of samples y at times t at frequency freq (cycles per
+ * unit of t), normalized to [0,1]: the share of the variance of y about its
+ * mean that the best sinusoid of that frequency explains. */
+HM_EXPORT HM_WUR int hm_lomb_scargle(const double *t, const double *y,
+                                     size_t n, double freq, double *power);
+/* -------------------------------------- end spectral fingerprint channel */
+
 #ifdef __cplusplus
 }
 #endif
