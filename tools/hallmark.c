@@ -32,6 +32,7 @@ static const struct command {
     {"audit", cmd_audit, "corpus-level radioactivity audit with a report"},
     {"merge", cmd_merge, "merge partial audit tallies exactly"},
     {"tokenize", cmd_tokenize, "show how the teacher's tokenizer splits a text"},
+    {"probe", cmd_probe, "test a suspect's log-probabilities for the spectral fingerprint"},
 };
 
 static void usage(FILE *out)

@@ -1,0 +1,66 @@
+#!/bin/bash
+# CLI tests of hallmark probe (spectral fingerprint channel): a student
+# distilled from marked values is detected, one from clean values is not,
+# the JSON output, and bad input reported as FILE:LINE: problem.
+set -u
+# shellcheck source=tests/clilib.sh
+. "$(dirname "$0")/clilib.sh"
+GEN="$HM_BUILDDIR/tests/probe_gen"
+
+mkkey() { # FILE HEX
+    (umask 077; printf '# test key\nhallmark-key v1\n%s\n' "$2" >"$1")
+}
+mkkey "$T/k" 6b1f0c3a9e4d27588102fa3bc6d9e0f11a2b3c4d5e6f708192a3b4c5d6e7f809
+mkkey "$T/other" 0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0
+
+"$GEN" "$T/k" marked 3000 1 >"$T/marked.jsonl" || bad "probe_gen marked"
+"$GEN" "$T/k" clean 3000 1 >"$T/clean.jsonl" || bad "probe_gen clean"
+
+expect 0 "probe --help" -- "$HM" probe --help
+contains "$T/out" "usage: hallmark probe" "probe usage"
+expect 2 "probe bad option" -- "$HM" probe --bogus
+expect 2 "probe without key" -- "$HM" probe "$T/marked.jsonl"
+expect 2 "probe without files" -- "$HM" probe --key "$T/k"
+
+# Deterministic: fixed keys, seeds and alternate keys.
+expect 1 "probe marked" -- "$HM" probe --key "$T/k" --self-check 199 --alpha 0.01 "$T/marked.jsonl"
+contains "$T/out" "FINGERPRINT DETECTED" "probe marked verdict"
+contains "$T/out" "hmk1-" "probe names the key"
+expect 0 "probe clean" -- "$HM" probe --key "$T/k" --self-check 199 --alpha 0.01 "$T/clean.jsonl"
+contains "$T/out" "no evidence" "probe clean verdict"
+expect 0 "probe other key" -- "$HM" probe --key "$T/other" --self-check 199 --alpha 0.01 "$T/marked.jsonl"
+expect 0 "probe other tenant" -- "$HM" probe --key "$T/k" --tenant acme --self-check 199 --alpha 0.01 "$T/marked.jsonl"
+expect 1 "probe --json from stdin" -- "$HM" probe --json --key "$T/k" -R 99 --alpha 0.01 - <"$T/marked.jsonl"
+contains "$T/out" '"detected":true' "probe --json verdict"
+contains "$T/out" '"p_value":0.01' "probe --json p-value"
+contains "$T/out" '"keys":99' "probe --json null keys"
+[ "$(wc -l <"$T/out")" -eq 1 ] && ok || bad "probe --json: one line"
+grep -q "$(grep -v '^#' "$T/k" | sed -n 2p)" "$T/out" "$T/err" && bad "key material printed" || ok
+
+# Bad input: FILE:LINE: problem, exit 2, nothing on standard output.
+badcase() { # DESCRIPTION LINE2 EXPECTED-MESSAGE
+    { head -n 1 "$T/marked.jsonl"; printf '%s\n' "$2"; } >"$T/bad.jsonl"
+    expect 2 "$1" -- "$HM" probe --key "$T/k" -R 9 "$T/bad.jsonl"
+    contains "$T/err" "bad.jsonl:2: .*$3" "$1 message"
+    [ -s "$T/out" ] && bad "$1: output on error" || ok
+}
+badcase "invalid json" '{"context": [1' "invalid JSON"
+badcase "not an object" '[1, 2]' "not a JSON object"
+badcase "no context" '{"ids": [1], "logprobs": [-1]}' '"context" must be'
+badcase "no ids" '{"context": [1], "logprobs": [-1]}' '"ids" and "logprobs"'
+badcase "length mismatch" '{"context": [1], "ids": [1, 2], "logprobs": [-1]}' '"ids" has 2 entries'
+badcase "empty top-k" '{"context": [1], "ids": [], "logprobs": []}' "no top-k entries"
+badcase "negative id" '{"context": [1], "ids": [-3], "logprobs": [-1]}' '"ids"\[0\] is not a token id'
+badcase "bad context id" '{"context": [1, "x"], "ids": [3], "logprobs": [-1]}' '"context"\[1\] is not a token id'
+badcase "positive logprob" '{"context": [1], "ids": [3], "logprobs": [0.5]}' "log-probabilities are <= 0"
+badcase "string logprob" '{"context": [1], "ids": [3], "logprobs": ["a"]}' "is not a number"
+badcase "duplicate id" '{"context": [1], "ids": [3, 3], "logprobs": [-1, -2]}' "appears twice"
+printf '\n{"context": [], "ids": [5], "logprobs": [-0.1]}\n' >"$T/one.jsonl"
+expect 2 "one probe" -- "$HM" probe --key "$T/k" -R 9 "$T/one.jsonl"
+contains "$T/err" "at least 2" "one probe message"
+expect 2 "missing file" -- "$HM" probe --key "$T/k" -R 9 "$T/nope.jsonl"
+expect 2 "bad spec" -- "$HM" probe --key "$T/k" --spec h=99 -R 9 "$T/marked.jsonl"
+expect 2 "bad R" -- "$HM" probe --key "$T/k" -R 0 "$T/marked.jsonl"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

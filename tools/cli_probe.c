@@ -1,0 +1,421 @@
+/*
+ * cli_probe.c - hallmark probe: is a suspect model distilled from served
+ * log-probabilities that carried the spectral fingerprint channel?
+ * (hm_spectral_new(3), hallmark(1)).  Reads the suspect's top-k
+ * log-probabilities on probe prompts, takes the Lomb-Scargle power of its
+ * share of mass on the key's subset at the key's frequency, and compares it
+ * with R alternate keys derived from a public label: p = (1 + #{alternate
+ * power >= observed}) / (1 + R).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+
+#define DEFAULT_LABEL "hallmark probe null"
+#define DEFAULT_R 999
+
+static void probe_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: hallmark probe --key KEYFILE [OPTIONS] FILE...\n"
+            "\n"
+            "Test a suspect model's top-k log-probabilities on probe "
+            "prompts for the\n"
+            "spectral fingerprint of KEYFILE.  FILE holds JSON Lines "
+            "records\n"
+            "{\"context\": [ids], \"ids\": [ids], \"logprobs\": [numbers]}; "
+            "'-' is standard\n"
+            "input.  See hallmark(1) for the format.\n"
+            "\n"
+            "  -k, --key FILE          master key file (mode 0600)\n"
+            "  -s, --spec SPEC         spectral parameters as served, e.g. "
+            "h=1,id=main\n"
+            "  -t, --tenant ID         tenant whose subkeys to test "
+            "(default: none)\n"
+            "  -R, --self-check R      alternate keys of the null, 1 to "
+            "100000 (default %d)\n"
+            "      --self-check-label L  their public label (default "
+            "\"%s\")\n"
+            "  -a, --alpha A           significance level (default 1e-3)\n"
+            "  -j, --json              JSON output\n"
+            "  -h, --help              this help\n"
+            "\n"
+            "Exit status: 0 no evidence at alpha, 1 fingerprint detected, 2 "
+            "error (then\n"
+            "nothing is printed on standard output).\n",
+            DEFAULT_R, DEFAULT_LABEL);
+}
+
+/* The probes, as read: the last h context ids (or all, when fewer: the
+ * library pads) and the top-k records. */
+typedef struct probes {
+    size_t n, cap;
+    int32_t *ctx;    /* HM_MAX_CONTEXT per probe */
+    unsigned char *n_ctx;
+    size_t *off;     /* start of probe i's records; off[n] the end */
+    int32_t *ids;
+    double *lps;
+    size_t n_rec, cap_rec;
+} probes;
+
+static void probes_free(probes *p)
+{
+    free(p->ctx);
+    free(p->n_ctx);
+    free(p->off);
+    free(p->ids);
+    free(p->lps);
+}
+
+static int grow(void **ptr, size_t *cap, size_t need, size_t elt)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 256;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*ptr, c * elt);
+    if (q == NULL)
+        return -1;
+    *ptr = q;
+    *cap = c;
+    return 0;
+}
+
+static int id_of(json_t *v, int32_t *out)
+{
+    if (!json_is_integer(v))
+        return -1;
+    json_int_t x = json_integer_value(v);
+    if (x < 0 || x > INT32_MAX)
+        return -1;
+    *out = (int32_t)x;
+    return 0;
+}
+
+/* One record into p; returns 0, or -1 with a message printed. */
+static int add_probe(probes *p, const char *name, unsigned long line,
+                     json_t *o, unsigned h)
+{
+#define BAD(...)                                                   \
+    do {                                                           \
+        fprintf(stderr, "%s:%lu: ", name, line);                   \
+        fprintf(stderr, __VA_ARGS__);                              \
+        fputc('\n', stderr);                                       \
+        return -1;                                                 \
+    } while (0)
+    if (!json_is_object(o))
+        BAD("not a JSON object");
+    json_t *ctx = json_object_get(o, "context");
+    json_t *ids = json_object_get(o, "ids");
+    json_t *lps = json_object_get(o, "logprobs");
+    if (!json_is_array(ctx))
+        BAD("\"context\" must be an array of token ids");
+    if (!json_is_array(ids) || !json_is_array(lps))
+        BAD("\"ids\" and \"logprobs\" must be arrays");
+    size_t k = json_array_size(ids);
+    if (k != json_array_size(lps))
+        BAD("\"ids\" has %zu entries, \"logprobs\" %zu", k,
+            json_array_size(lps));
+    if (k == 0)
+        BAD("no top-k entries");
+    if (k > HM_SPECTRAL_MAX)
+        BAD("%zu top-k entries, at most %d", k, HM_SPECTRAL_MAX);
+    if (grow((void **)&p->ctx, &p->cap, p->n + 1,
+             HM_MAX_CONTEXT * sizeof *p->ctx) != 0)
+        BAD("out of memory");
+    /* the three per-probe arrays share cap: grow the others to match */
+    void *a = realloc(p->n_ctx, p->cap * sizeof *p->n_ctx);
+    if (a == NULL)
+        BAD("out of memory");
+    p->n_ctx = a;
+    a = realloc(p->off, (p->cap + 1) * sizeof *p->off);
+    if (a == NULL)
+        BAD("out of memory");
+    p->off = a;
+    size_t nc = json_array_size(ctx), take = nc < h ? nc : h;
+    for (size_t i = 0; i < nc; i++) {
+        int32_t v;
+        if (id_of(json_array_get(ctx, i), &v) != 0)
+            BAD("\"context\"[%zu] is not a token id (0 to 2^31-1)", i);
+        if (i >= nc - take)
+            p->ctx[p->n * HM_MAX_CONTEXT + (i - (nc - take))] = v;
+    }
+    p->n_ctx[p->n] = (unsigned char)take;
+    size_t cap_ids = p->cap_rec;
+    if (grow((void **)&p->ids, &cap_ids, p->n_rec + k, sizeof *p->ids) != 0 ||
+        grow((void **)&p->lps, &p->cap_rec, p->n_rec + k, sizeof *p->lps) != 0)
+        BAD("out of memory");
+    for (size_t i = 0; i < k; i++) {
+        int32_t v;
+        json_t *x = json_array_get(lps, i);
+        if (id_of(json_array_get(ids, i), &v) != 0)
+            BAD("\"ids\"[%zu] is not a token id (0 to 2^31-1)", i);
+        if (!json_is_number(x))
+            BAD("\"logprobs\"[%zu] is not a number", i);
+        double l = json_number_value(x);
+        if (!(l <= 0))
+            BAD("\"logprobs\"[%zu] is %g: log-probabilities are <= 0", i, l);
+        for (size_t j = 0; j < i; j++)
+            if (p->ids[p->n_rec + j] == v)
+                BAD("token %d appears twice in \"ids\"", (int)v);
+        p->ids[p->n_rec + i] = v;
+        p->lps[p->n_rec + i] = l;
+    }
+    p->off[p->n] = p->n_rec;
+    p->n_rec += k;
+    p->n++;
+    p->off[p->n] = p->n_rec;
+    return 0;
+#undef BAD
+}
+
+static int read_file(probes *p, const char *path, unsigned h)
+{
+    int is_stdin = strcmp(path, "-") == 0;
+    const char *name = is_stdin ? "<stdin>" : path;
+    FILE *f = is_stdin ? stdin : fopen(path, "r");
+    if (f == NULL) {
+        cli_error("%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    unsigned long line = 0;
+    int rc = 0;
+    while (rc == 0 && (len = getline(&buf, &cap, f)) >= 0) {
+        line++;
+        size_t i = 0;
+        while (i < (size_t)len && (buf[i] == ' ' || buf[i] == '\t' ||
+                                   buf[i] == '\n' || buf[i] == '\r'))
+            i++;
+        if (i == (size_t)len)
+            continue; /* blank line */
+        json_error_t err;
+        json_t *o = json_loadb(buf, (size_t)len, 0, &err);
+        if (o == NULL) {
+            fprintf(stderr, "%s:%lu: invalid JSON: %s\n", name, line,
+                    err.text);
+            rc = -1;
+            break;
+        }
+        rc = add_probe(p, name, line, o, h);
+        json_decref(o);
+    }
+    if (rc == 0 && ferror(f)) {
+        cli_error("%s: read error", name);
+        rc = -1;
+    }
+    free(buf);
+    if (!is_stdin)
+        fclose(f);
+    return rc;
+}
+
+/* The Lomb-Scargle power of the probes under one key. */
+static int power_of(const hm_spectral *sp, const probes *p, double *g,
+                    double *y, double *power, double *mean_share)
+{
+    double f, m = 0;
+    if (hm_spectral_param(sp, "freq", &f) != HM_OK)
+        return -1;
+    for (size_t i = 0; i < p->n; i++) {
+        size_t o = p->off[i];
+        if (hm_spectral_point(sp, p->ctx + i * HM_MAX_CONTEXT, p->n_ctx[i],
+                              &g[i], NULL) != HM_OK ||
+            hm_spectral_share(sp, p->ids + o, p->lps + o, p->off[i + 1] - o,
+                              &y[i]) != HM_OK)
+            return -1;
+        m += y[i];
+    }
+    if (mean_share != NULL)
+        *mean_share = m / (double)p->n;
+    return hm_lomb_scargle(g, y, p->n, f, power) == HM_OK ? 0 : -1;
+}
+
+static hm_spectral *make_sp(const hm_key *key, const char *spec,
+                            const char *tenant)
+{
+    hm_spectral *sp = NULL;
+    char msg[HM_ERRMSG_SIZE] = "";
+    int rc = hm_spectral_new(&sp, key, spec, tenant, msg, sizeof msg);
+    if (rc != HM_OK) {
+        cli_error("--spec: %s", msg[0] ? msg : hm_strerror(rc));
+        return NULL;
+    }
+    return sp;
+}
+
+int cmd_probe(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"key", required_argument, NULL, 'k'},
+        {"spec", required_argument, NULL, 's'},
+        {"tenant", required_argument, NULL, 't'},
+        {"self-check", required_argument, NULL, 'R'},
+        {"self-check-label", required_argument, NULL, 'L'},
+        {"alpha", required_argument, NULL, 'a'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *keyfile = NULL, *tenant = NULL, *spec = NULL;
+    const char *label = DEFAULT_LABEL;
+    long long R = DEFAULT_R;
+    double alpha = 1e-3;
+    int json = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "k:s:t:R:a:jh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'k':
+            keyfile = optarg;
+            break;
+        case 's':
+            spec = optarg;
+            break;
+        case 't':
+            tenant = optarg;
+            break;
+        case 'R':
+            if (cli_parse_ll("--self-check", optarg, 1, 100000, &R) != 0)
+                return EXIT_TROUBLE;
+            break;
+        case 'L':
+            label = optarg;
+            break;
+        case 'a':
+            if (cli_parse_double("--alpha", optarg, 1e-300, 1, &alpha) != 0)
+                return EXIT_TROUBLE;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'h':
+            probe_usage(stdout);
+            return 0;
+        default:
+            probe_usage(stderr);
+            return EXIT_TROUBLE;
+        }
+    }
+    if (keyfile == NULL || optind >= argc) {
+        cli_error(keyfile ? "probe: no input files"
+                          : "probe: --key KEYFILE is required");
+        probe_usage(stderr);
+        return EXIT_TROUBLE;
+    }
+    hm_key *key = NULL;
+    hm_spectral *sp = NULL;
+    probes p = {0};
+    double *g = NULL, *y = NULL;
+    char fp[HM_FINGERPRINT_SIZE], canon[256];
+    int status = EXIT_TROUBLE;
+    cli_buf out = {0};
+    if (cli_open_key(keyfile, &key, fp) != 0 ||
+        (sp = make_sp(key, spec, tenant)) == NULL)
+        goto done;
+    double hd;
+    if (hm_spectral_param(sp, "h", &hd) != HM_OK)
+        goto done;
+    for (int i = optind; i < argc; i++)
+        if (read_file(&p, argv[i], (unsigned)hd) != 0)
+            goto done;
+    if (p.n < 2) {
+        cli_error("probe: %zu probe%s: at least 2 are needed", p.n,
+                  p.n == 1 ? "" : "s");
+        goto done;
+    }
+    g = malloc(p.n * sizeof *g);
+    y = malloc(p.n * sizeof *y);
+    if (g == NULL || y == NULL) {
+        cli_error("out of memory");
+        goto done;
+    }
+    double power, share, freq;
+    if (power_of(sp, &p, g, y, &power, &share) != 0 ||
+        hm_spectral_param(sp, "freq", &freq) != HM_OK) {
+        cli_error("probe: cannot compute the statistic");
+        goto done;
+    }
+    (void)freq; /* secret: never printed */
+    size_t ge = 0;
+    double null_sum = 0, null_max = 0;
+    for (long long j = 0; j < R; j++) {
+        hm_key *alt = NULL;
+        hm_spectral *asp = NULL;
+        double pj;
+        int ok = hm_key_from_label(&alt, label, (uint32_t)j) == HM_OK &&
+                 (asp = make_sp(alt, spec, tenant)) != NULL &&
+                 power_of(asp, &p, g, y, &pj, NULL) == 0;
+        hm_spectral_free(asp);
+        hm_key_free(alt);
+        if (!ok) {
+            cli_error("probe: alternate key %lld failed", j);
+            goto done;
+        }
+        ge += pj >= power;
+        null_sum += pj;
+        null_max = pj > null_max ? pj : null_max;
+    }
+    double pval = (1.0 + (double)ge) / (1.0 + (double)R);
+    int hit = pval <= alpha;
+    hm_spectral_spec(sp, canon, sizeof canon);
+    if (json) {
+        json_t *o = json_pack(
+            "{s:I,s:I,s:f,s:f,s:{s:s,s:I,s:I,s:f,s:f},s:f,s:f,s:b,s:s,s:s,"
+            "s:s,s:s}",
+            "probes", (json_int_t)p.n, "records", (json_int_t)p.n_rec,
+            "mean_share", share, "power", power, "null", "label", label,
+            "keys", (json_int_t)R, "at_least_observed", (json_int_t)ge,
+            "mean_power", null_sum / (double)R, "max_power", null_max,
+            "p_value", pval, "alpha", alpha, "detected", hit, "key", fp,
+            "tenant", tenant ? tenant : "", "spec", canon,
+            "hallmark_version", hm_version_string());
+        char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17))
+                    : NULL;
+        json_decref(o);
+        if (s == NULL) {
+            cli_error("out of memory");
+            goto done;
+        }
+        cli_buf_printf(&out, "%s\n", s);
+        free(s);
+    } else {
+        cli_buf_printf(&out,
+                       "# hallmark %s, key %s%s%s, spec %s, alpha %g\n",
+                       hm_version_string(), fp, tenant ? ", tenant " : "",
+                       tenant ? tenant : "", canon, alpha);
+        cli_buf_printf(&out, "probes          %zu (%zu top-k records)\n",
+                       p.n, p.n_rec);
+        cli_buf_printf(&out, "mean share      %.6f\n", share);
+        cli_buf_printf(&out, "power           %.6g\n", power);
+        cli_buf_printf(&out,
+                       "null            %lld keys \"%s\": mean %.6g, max "
+                       "%.6g, %zu >= observed\n",
+                       R, label, null_sum / (double)R, null_max, ge);
+        cli_buf_printf(&out, "p-value         %.6g (smallest possible %.3g)\n",
+                       pval, 1.0 / (1.0 + (double)R));
+        cli_buf_printf(&out, "verdict         %s\n",
+                       hit ? "FINGERPRINT DETECTED" : "no evidence");
+    }
+    fwrite(out.data, 1, out.len, stdout);
+    if (fflush(stdout) != 0) {
+        cli_error("standard output: write error");
+        goto done;
+    }
+    status = hit ? EXIT_DETECTED : EXIT_NOEVIDENCE;
+done:
+    cli_buf_free(&out);
+    free(g);
+    free(y);
+    probes_free(&p);
+    hm_spectral_free(sp);
+    hm_key_free(key);
+    return status;
+}
