@@ -29,6 +29,7 @@ int cmd_verify(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_sketch(int argc, char **argv);
 int cli_open_tokenizer(const char *spec, hm_tokenizer **tok);
 /* hm_tokenizer_encode flags for every text input (--parse-special). */
 extern unsigned cli_tok_flags;

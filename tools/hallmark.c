@@ -32,6 +32,7 @@ static const struct command {
     {"audit", cmd_audit, "corpus-level radioactivity audit with a report"},
     {"merge", cmd_merge, "merge partial audit tallies exactly"},
     {"tokenize", cmd_tokenize, "show how the teacher's tokenizer splits a text"},
+    {"sketch", cmd_sketch, "record served windows in a keyed sketch, for audit --filter"},
 };
 
 static void usage(FILE *out)
