@@ -606,6 +606,85 @@ HM_EXPORT HM_WUR int hm_spectral_share(const hm_spectral *sp,
 HM_EXPORT HM_WUR int hm_lomb_scargle(const double *t, const double *y,
                                      size_t n, double freq, double *power);
 /* -------------------------------------- end spectral fingerprint channel */
+/* ---------------------------------------------------- served-window sketch
+ * A compact record of the context windows a server served after, for
+ * filtered audits (hm_tally_filter_sketch, hallmark-audit(7)): a blocked
+ * Bloom filter of keyed hashes of windows, one 512-bit block per window,
+ * sized from an expected number of windows and a target false-positive
+ * rate.  Window hashes are AES-CMAC under a subkey derived with HKDF info
+ * "hallmark/v1/sketch" (independent of every watermark channel and of the
+ * tenant, so that the sketches of tenants merge), so without the key a
+ * sketch tells nothing about which windows it holds.  hm_sketch_add may
+ * be called from any number of threads at once on one sketch (atomic OR
+ * into 64-bit words); it allocates nothing, takes no lock and logs
+ * nothing.  See hm_sketch_new(3). */
+typedef struct hm_sketch hm_sketch;
+
+#define HM_SKETCH_EXPECTED_DEFAULT 10000000 /* windows per width */
+#define HM_SKETCH_FP_DEFAULT 0.001          /* target false-positive rate */
+#define HM_SKETCH_WINDOWS_DEFAULT "1/4"     /* kgw's and gumbel's defaults */
+
+/* spec: NULL, "" or NAME=VALUE[,NAME=VALUE...] with expected, fp and
+ * windows (widths joined by '/'); tenant is a label recorded in the file. */
+HM_EXPORT HM_WUR int hm_sketch_new(hm_sketch **sketch, const hm_key *key,
+                                   const char *spec, const char *tenant,
+                                   char *errmsg, size_t errlen);
+HM_EXPORT void hm_sketch_free(hm_sketch *sketch);
+/* Canonical parameter string; returns the length it needs (as hm_ctx_spec). */
+HM_EXPORT size_t hm_sketch_spec(const hm_sketch *sketch, char *buf,
+                                size_t len);
+/* "expected", "fp" (the target), "blocks", "k" (bits per window), "bytes",
+ * "count" (estimated distinct windows held), "fp_rate" (the rate of the
+ * sketch as it is: the probability that a window never added is reported
+ * present, for keyed hashes modelled as random) or "fp_bound" (the rate
+ * designed for at the expected count). */
+HM_EXPORT HM_WUR int hm_sketch_param(const hm_sketch *sketch,
+                                     const char *name, double *value);
+HM_EXPORT const char *hm_sketch_tenant(const hm_sketch *sketch);
+HM_EXPORT const char *hm_sketch_fingerprint(const hm_sketch *sketch);
+/* 1 when the sketch holds windows of width w. */
+HM_EXPORT int hm_sketch_has_width(const hm_sketch *sketch, unsigned w);
+
+/* The serving path: record the windows (each configured width) before the
+ * token served at row (row->context or row->seq, as hm_select_dense reads
+ * them).  Thread-safe, no allocation.  HM_ERANGE for a negative id. */
+HM_EXPORT HM_WUR int hm_sketch_add(hm_sketch *sketch, const hm_row *row);
+/* Every window before a token of tokens, after prompt (as
+ * hm_tally_filter_add reads a document). */
+HM_EXPORT HM_WUR int hm_sketch_add_doc(hm_sketch *sketch,
+                                       const int32_t *prompt, size_t n_prompt,
+                                       const int32_t *tokens,
+                                       size_t n_tokens);
+/* 1 if the window of width w ending context (padded when shorter) may have
+ * been added, 0 if it was not, or a negative HM_* code. */
+HM_EXPORT int hm_sketch_query(const hm_sketch *sketch, const int32_t *context,
+                              size_t n_context, unsigned w);
+/* dst |= src: needs the same key, spec (HM_EINVAL and a message
+ * otherwise).  Sketches of different tenants merge; the result's tenant
+ * is then "*".  Not atomic with respect to concurrent adds to src. */
+HM_EXPORT HM_WUR int hm_sketch_merge(hm_sketch *dst, const hm_sketch *src,
+                                     char *errmsg, size_t errlen);
+/* Write atomically (a temporary file renamed over path). */
+HM_EXPORT HM_WUR int hm_sketch_save(const hm_sketch *sketch, const char *path,
+                                    char *errmsg, size_t errlen);
+/* Read a sketch file made under key: refuses another key's sketch, a bad
+ * checksum and inconsistent parameters, with "path: problem" in errmsg. */
+HM_EXPORT HM_WUR int hm_sketch_load(hm_sketch **sketch, const hm_key *key,
+                                    const char *path, char *errmsg,
+                                    size_t errlen);
+/* 1 if path starts with the sketch file magic, 0 if not, -1 unreadable. */
+HM_EXPORT int hm_sketch_file_magic(const char *path);
+/* SHA-256 (hex) of the sketch's parameters and content, as saved. */
+HM_EXPORT HM_WUR int hm_sketch_digest(const hm_sketch *sketch, char *hex,
+                                      size_t len);
+
+/* The filtered test with a sketch: like hm_tally_filter_add, a tuple is
+ * scored only when its window is in the sketch.  Every channel's window
+ * width must be among the sketch's.  The tally keeps the pointer: the
+ * sketch must outlive it and not change while it filters. */
+HM_EXPORT HM_WUR int hm_tally_filter_sketch(hm_tally *tally,
+                                            const hm_sketch *sketch,
+                                            char *errmsg, size_t errlen);
 
 #ifdef __cplusplus
 }

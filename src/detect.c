@@ -76,6 +76,7 @@ struct hm_tally {
     int filtering;          /* a window filter is set */
     uint64_t filter_count;  /* its windows, over all channels */
     uint64_t filter_digest; /* order-independent digest of them */
+    const hm_sketch *sketch; /* a sketch filter instead of the window sets */
     size_t n_keys;
     tally_key *keys;
     uint64_t documents;
@@ -471,7 +472,47 @@ static int wset_put(wset *s, uint64_t h)
 static int filter_keeps(const hm_tally *t, const tally_channel *tc,
                         const uint32_t *w, unsigned n)
 {
+    if (t->sketch != NULL)
+        return hm_sketch_has_window(t->sketch, w, n);
     return !t->filtering || wset_has(&tc->filter, tuple_hash(w, n, HM_PAD_ID));
+}
+
+/* The sketch's windows as the filter.  Its count and the first 64 bits of
+ * its SHA-256 stand for it in the tally file, so tallies merge only with
+ * tallies filtered by the same sketch content. */
+int hm_tally_filter_sketch(hm_tally *t, const hm_sketch *s, char *errmsg,
+                           size_t errlen)
+{
+    if (t == NULL || s == NULL)
+        return HM_EINVAL;
+    if (t->keys[0].ctx == NULL || t->documents > 0 || t->filtering) {
+        hm_errf(errmsg, errlen, "the tally is loaded, already has "
+                                "documents, or already has a filter");
+        return HM_ENOTSUP;
+    }
+    for (unsigned c = 0; c < t->params.n_channels; c++)
+        if (!hm_sketch_has_width(s, t->params.ch[c].window)) {
+            hm_errf(errmsg, errlen,
+                    "channel %u reads windows of %u tokens, which the "
+                    "sketch does not record",
+                    c, t->params.ch[c].window);
+            return HM_EINVAL;
+        }
+    char hex[65];
+    double count;
+    int rc = hm_sketch_digest(s, hex, sizeof hex);
+    if (rc == HM_OK)
+        rc = hm_sketch_param(s, "count", &count);
+    if (rc != HM_OK)
+        return rc;
+    uint64_t d = 0;
+    for (int i = 0; i < 16; i++)
+        d = d << 4 | (uint64_t)(hex[i] <= '9' ? hex[i] - '0' : hex[i] - 'a' + 10);
+    t->sketch = s;
+    t->filtering = 1;
+    t->filter_count = count > 0 ? (uint64_t)count : 1;
+    t->filter_digest = d;
+    return HM_OK;
 }
 
 int hm_tally_filter_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
@@ -480,8 +521,8 @@ int hm_tally_filter_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
     if (t == NULL || (prompt == NULL && n_prompt > 0) ||
         (tokens == NULL && n_tokens > 0))
         return HM_EINVAL;
-    if (t->keys[0].ctx == NULL || t->documents > 0)
-        return HM_ENOTSUP; /* loaded, or documents already scored */
+    if (t->keys[0].ctx == NULL || t->documents > 0 || t->sketch != NULL)
+        return HM_ENOTSUP; /* loaded, documents already scored, or sketch */
     if (negative_id(prompt, n_prompt) || negative_id(tokens, n_tokens))
         return HM_ERANGE;
     for (unsigned c = 0; c < t->params.n_channels; c++) {

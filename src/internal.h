@@ -238,4 +238,9 @@ HM_HIDDEN void hm_spec_fmt_double(char *out, size_t n, double x);
 HM_HIDDEN void hm_errf(char *errmsg, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Served-window sketch (sketch.c): 1 if the window w of width n (a width
+ * the sketch records) may have been added.  Read by tally filters. */
+HM_HIDDEN int hm_sketch_has_window(const hm_sketch *s, const uint32_t *w,
+                                   unsigned n);
+
 #endif /* HM_INTERNAL_H */

@@ -30,6 +30,7 @@ int cmd_audit(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_probe(int argc, char **argv); /* spectral fingerprint (cli_probe.c) */
+int cmd_sketch(int argc, char **argv);
 int cli_open_tokenizer(const char *spec, hm_tokenizer **tok);
 /* hm_tokenizer_encode flags for every text input (--parse-special). */
 extern unsigned cli_tok_flags;

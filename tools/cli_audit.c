@@ -48,7 +48,9 @@ static void audit_usage(FILE *out)
             "  -F, --filter FILE       score only tuples whose window occurs "
             "in FILE (JSON\n"
             "                          Lines of the provider's own served "
-            "outputs)\n"
+            "outputs, or a\n"
+            "                          sketch file from 'hallmark sketch' or "
+            "hm_sketch_save)\n"
             "  -R, --self-check R      never-deployed keys to test "
             "(default %d, 0: off)\n"
             "      --self-check-label L  their public label (default "
@@ -428,6 +430,7 @@ int cmd_audit(int argc, char **argv)
     cli_doc doc = {0};
     size_t n_keys = 0;
     hm_tokenizer *tok = NULL;
+    hm_sketch *filter_sketch = NULL;
 
     if (tenants_file != NULL) {
         if (read_tenants(tenants_file, &a.tenants, &a.n_tenants) != 0)
@@ -469,7 +472,37 @@ int cmd_audit(int argc, char **argv)
 
     /* The filtered test: the windows of the provider's own outputs,
      * before any suspect document. */
-    if (filter_file != NULL) {
+    if (filter_file != NULL && hm_sketch_file_magic(filter_file) == 1) {
+        /* ---- served-window sketch (hm_sketch_new(3)) ---- */
+        char hex[65], fhex[65], sspec[256];
+        double fpr = 0, cnt = 0, blk = 0, kk = 0;
+        if (hm_sketch_load(&filter_sketch, key, filter_file, msg,
+                           sizeof msg) != HM_OK) {
+            cli_error("--filter %s", msg);
+            goto done;
+        }
+        if (hm_tally_filter_sketch(a.t, filter_sketch, msg, sizeof msg) !=
+            HM_OK) {
+            cli_error("--filter %s: %s", filter_file, msg);
+            goto done;
+        }
+        if (cli_sha256_file(filter_file, fhex) != 0 ||
+            hm_sketch_digest(filter_sketch, hex, sizeof hex) != HM_OK ||
+            hm_sketch_param(filter_sketch, "fp_rate", &fpr) != HM_OK ||
+            hm_sketch_param(filter_sketch, "count", &cnt) != HM_OK ||
+            hm_sketch_param(filter_sketch, "blocks", &blk) != HM_OK ||
+            hm_sketch_param(filter_sketch, "k", &kk) != HM_OK)
+            goto done;
+        hm_sketch_spec(filter_sketch, sspec, sizeof sspec);
+        json_array_append_new(
+            inputs,
+            json_pack("{s:s,s:s,s:s,s:{s:s,s:s,s:s,s:I,s:I,s:I,s:f}}",
+                      "path", filter_file, "kind", "sketch", "sha256", fhex,
+                      "sketch", "digest", hex, "spec", sspec, "tenant",
+                      hm_sketch_tenant(filter_sketch), "blocks",
+                      (json_int_t)blk, "k", (json_int_t)kk, "windows",
+                      (json_int_t)cnt, "fp_rate", fpr));
+    } else if (filter_file != NULL) {
         cli_input in;
         int rc;
         if (cli_input_open(&in, filter_file, vocab, tok) != 0)
@@ -807,6 +840,7 @@ done:
     for (size_t i = 0; i < a.n_pts; i++)
         free(a.pts[i].lp);
     hm_tally_free(a.t);
+    hm_sketch_free(filter_sketch); /* after the tally that reads it */
     hm_tokenizer_free(tok);
     for (size_t i = 0; ctxs && i < n_keys; i++)
         hm_ctx_free(ctxs[i]);

@@ -33,6 +33,7 @@ static const struct command {
     {"merge", cmd_merge, "merge partial audit tallies exactly"},
     {"tokenize", cmd_tokenize, "show how the teacher's tokenizer splits a text"},
     {"probe", cmd_probe, "test a suspect's log-probabilities for the spectral fingerprint"},
+    {"sketch", cmd_sketch, "record served windows in a keyed sketch, for audit --filter"},
 };
 
 static void usage(FILE *out)
