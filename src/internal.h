@@ -233,6 +233,13 @@ HM_HIDDEN int hm_spec_uint(const char *v, unsigned lo, unsigned hi,
 HM_HIDDEN int hm_spec_double(const char *v, double *out);
 HM_HIDDEN int hm_spec_id_ok(const char *v, size_t max);
 HM_HIDDEN void hm_spec_fmt_double(char *out, size_t n, double x);
+/* NAME=VALUE[,...] pairs of a module's parameter string, each handed to
+ * set (0, or -1 with errmsg set); what names them in messages. */
+HM_HIDDEN int hm_spec_params(const char *spec, const char *what,
+                             int (*set)(void *obj, const char *name,
+                                        const char *val, char *errmsg,
+                                        size_t errlen),
+                             void *obj, char *errmsg, size_t errlen);
 
 /* Small helpers shared by the hot path. */
 HM_HIDDEN void hm_errf(char *errmsg, size_t errlen, const char *fmt, ...)

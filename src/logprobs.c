@@ -108,37 +108,16 @@ static int set_param(hm_logprobs *lp, const char *name, const char *val,
     return 0;
 }
 
-static int parse_spec(hm_logprobs *lp, const char *spec, char *errmsg,
+static int set_param_cb(void *obj, const char *name, const char *val,
+                        char *errmsg, size_t errlen)
+{
+    return set_param(obj, name, val, errmsg, errlen);
+}
+
+static int parse_spec(hm_logprobs *obj, const char *spec, char *errmsg,
                       size_t errlen)
 {
-    char buf[512];
-    if (strlen(spec) >= sizeof buf) {
-        hm_errf(errmsg, errlen, "logprobs parameter string too long");
-        return HM_EFORMAT;
-    }
-    strcpy(buf, spec);
-    char *p = buf;
-    while (*p != '\0') {
-        char *comma = strchr(p, ',');
-        if (comma != NULL)
-            *comma = '\0';
-        char *eq = strchr(p, '=');
-        if (eq == NULL || eq == p || eq[1] == '\0') {
-            hm_errf(errmsg, errlen, "expected NAME=VALUE, got '%s'", p);
-            return HM_EFORMAT;
-        }
-        *eq = '\0';
-        if (set_param(lp, p, eq + 1, errmsg, errlen) != 0)
-            return HM_EFORMAT;
-        if (comma == NULL)
-            break;
-        p = comma + 1;
-        if (*p == '\0') {
-            hm_errf(errmsg, errlen, "trailing ',' in logprobs parameters");
-            return HM_EFORMAT;
-        }
-    }
-    return HM_OK;
+    return hm_spec_params(spec, "logprobs", set_param_cb, obj, errmsg, errlen);
 }
 
 int hm_logprobs_new(hm_logprobs **out, const hm_key *key, const char *spec,

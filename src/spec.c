@@ -276,6 +276,42 @@ int hm_spec_parse(hm_ctx *ctx, const char *spec, char *errmsg, size_t errlen)
     return HM_OK;
 }
 
+/* NAME=VALUE[,NAME=VALUE...]: each pair to set(obj, ...), which returns 0
+ * or -1 with errmsg set; what names the parameters in messages. */
+int hm_spec_params(const char *spec, const char *what,
+                   int (*set)(void *obj, const char *name, const char *val,
+                              char *errmsg, size_t errlen),
+                   void *obj, char *errmsg, size_t errlen)
+{
+    char buf[512];
+    if (strlen(spec) >= sizeof buf) {
+        hm_errf(errmsg, errlen, "%s parameter string too long", what);
+        return HM_EFORMAT;
+    }
+    strcpy(buf, spec);
+    for (char *p = buf; *p != '\0';) {
+        char *comma = strchr(p, ',');
+        if (comma != NULL)
+            *comma = '\0';
+        char *eq = strchr(p, '=');
+        if (eq == NULL || eq == p || eq[1] == '\0') {
+            hm_errf(errmsg, errlen, "expected NAME=VALUE, got '%s'", p);
+            return HM_EFORMAT;
+        }
+        *eq = '\0';
+        if (set(obj, p, eq + 1, errmsg, errlen) != 0)
+            return HM_EFORMAT;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+        if (*p == '\0') {
+            hm_errf(errmsg, errlen, "trailing ',' in %s parameters", what);
+            return HM_EFORMAT;
+        }
+    }
+    return HM_OK;
+}
+
 /* Shortest decimal that reads back as the same double, without '+'
  * (which joins channels): "1e+03" is written "1e03". */
 void hm_spec_fmt_double(char *out, size_t n, double x)

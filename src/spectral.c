@@ -80,37 +80,16 @@ static int set_param(hm_spectral *sp, const char *name, const char *val,
     return 0;
 }
 
-static int parse_spec(hm_spectral *sp, const char *spec, char *errmsg,
+static int set_param_cb(void *obj, const char *name, const char *val,
+                        char *errmsg, size_t errlen)
+{
+    return set_param(obj, name, val, errmsg, errlen);
+}
+
+static int parse_spec(hm_spectral *obj, const char *spec, char *errmsg,
                       size_t errlen)
 {
-    char buf[512];
-    if (strlen(spec) >= sizeof buf) {
-        hm_errf(errmsg, errlen, "spectral parameter string too long");
-        return HM_EFORMAT;
-    }
-    strcpy(buf, spec);
-    char *p = buf;
-    while (*p != '\0') {
-        char *comma = strchr(p, ',');
-        if (comma != NULL)
-            *comma = '\0';
-        char *eq = strchr(p, '=');
-        if (eq == NULL || eq == p || eq[1] == '\0') {
-            hm_errf(errmsg, errlen, "expected NAME=VALUE, got '%s'", p);
-            return HM_EFORMAT;
-        }
-        *eq = '\0';
-        if (set_param(sp, p, eq + 1, errmsg, errlen) != 0)
-            return HM_EFORMAT;
-        if (comma == NULL)
-            break;
-        p = comma + 1;
-        if (*p == '\0') {
-            hm_errf(errmsg, errlen, "trailing ',' in spectral parameters");
-            return HM_EFORMAT;
-        }
-    }
-    return HM_OK;
+    return hm_spec_params(spec, "spectral", set_param_cb, obj, errmsg, errlen);
 }
 
 static uint64_t le64(const unsigned char *b)
