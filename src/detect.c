@@ -919,19 +919,8 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
  *   a 32-byte SHA-256 of everything before it.
  */
 
-typedef struct writer {
-    FILE *f;
-    EVP_MD_CTX *md;
-    int err;
-} writer;
-
-static void w_bytes(writer *w, const void *p, size_t n)
-{
-    if (w->err)
-        return;
-    if (fwrite(p, 1, n, w->f) != n || EVP_DigestUpdate(w->md, p, n) != 1)
-        w->err = 1;
-}
+typedef hm_out writer;
+#define w_bytes hm_out_bytes
 
 static void w_text(writer *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -1024,13 +1013,12 @@ static int write_tally(const hm_tally *t, writer *w)
         }
         free(order);
         }
-    unsigned char md[32];
-    if (!w->err && EVP_DigestFinal_ex(w->md, md, NULL) == 1) {
-        if (fwrite(md, 1, 32, w->f) != 32)
-            w->err = 1;
-    } else
-        w->err = 1;
     return w->err ? HM_EIO : HM_OK;
+}
+
+static int write_tally_cb(const void *t, hm_out *o)
+{
+    return write_tally(t, o);
 }
 
 int hm_tally_save(const hm_tally *t, const char *path, char *errmsg,
@@ -1038,43 +1026,7 @@ int hm_tally_save(const hm_tally *t, const char *path, char *errmsg,
 {
     if (t == NULL || path == NULL)
         return HM_EINVAL;
-    size_t len = strlen(path);
-    char *tmp = malloc(len + 16);
-    if (tmp == NULL)
-        return HM_ENOMEM;
-    memcpy(tmp, path, len);
-    memcpy(tmp + len, ".tmp-XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        hm_errf(errmsg, errlen, "%s: cannot create: %s", path,
-                strerror(errno));
-        free(tmp);
-        return HM_EIO;
-    }
-    writer w = {fdopen(fd, "wb"), EVP_MD_CTX_new(), 0};
-    int rc = HM_EIO;
-    if (w.f == NULL)
-        close(fd);
-    else if (w.md == NULL || EVP_DigestInit_ex(w.md, EVP_sha256(), NULL) != 1)
-        rc = HM_ECRYPTO;
-    else
-        rc = write_tally(t, &w);
-    if (w.f != NULL) {
-        if (fflush(w.f) != 0 || fsync(fileno(w.f)) != 0)
-            rc = rc == HM_OK ? HM_EIO : rc;
-        if (fclose(w.f) != 0)
-            rc = rc == HM_OK ? HM_EIO : rc;
-    }
-    EVP_MD_CTX_free(w.md);
-    if (rc == HM_OK && rename(tmp, path) != 0)
-        rc = HM_EIO;
-    if (rc != HM_OK) {
-        hm_errf(errmsg, errlen, "%s: cannot write: %s", path,
-                rc == HM_EIO ? strerror(errno) : hm_strerror(rc));
-        unlink(tmp);
-    }
-    free(tmp);
-    return rc;
+    return hm_save_digested(path, write_tally_cb, t, errmsg, errlen);
 }
 
 /* Reading: the whole file is checked against its digest before parsing,

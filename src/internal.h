@@ -9,6 +9,7 @@
 #endif
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -240,6 +241,22 @@ HM_HIDDEN int hm_spec_params(const char *spec, const char *what,
                                         const char *val, char *errmsg,
                                         size_t errlen),
                              void *obj, char *errmsg, size_t errlen);
+
+/* Files with a SHA-256 trailer, written atomically (tallies, sketches).
+ * hm_out_bytes writes and digests (f NULL: digests only); the first error
+ * sticks in err.  hm_save_digested creates a temporary file beside path,
+ * lets body write the contents through o, appends the SHA-256 of all of it,
+ * syncs, and renames the file over path; on failure nothing is left and
+ * errmsg says "path: cannot ...". */
+typedef struct hm_out {
+    FILE *f;
+    struct evp_md_ctx_st *md;
+    int err;
+} hm_out;
+HM_HIDDEN void hm_out_bytes(hm_out *o, const void *p, size_t n);
+HM_HIDDEN int hm_save_digested(const char *path,
+                               int (*body)(const void *obj, hm_out *o),
+                               const void *obj, char *errmsg, size_t errlen);
 
 /* Small helpers shared by the hot path. */
 HM_HIDDEN void hm_errf(char *errmsg, size_t errlen, const char *fmt, ...)

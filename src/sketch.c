@@ -548,20 +548,8 @@ int hm_sketch_merge(hm_sketch *dst, const hm_sketch *src, char *errmsg,
  *   a 32-byte SHA-256 of everything before it.
  */
 
-typedef struct sink {
-    FILE *f; /* NULL: digest only */
-    EVP_MD_CTX *md;
-    int err;
-} sink;
-
-static void put(sink *k, const void *p, size_t n)
-{
-    if (k->err)
-        return;
-    if ((k->f != NULL && fwrite(p, 1, n, k->f) != n) ||
-        EVP_DigestUpdate(k->md, p, n) != 1)
-        k->err = 1;
-}
+typedef hm_out sink; /* f NULL: digest only */
+#define put hm_out_bytes
 
 static void tenant_hex(const char *t, char *out)
 {
@@ -577,8 +565,8 @@ static void tenant_hex(const char *t, char *out)
         out[2 * i] = '\0';
 }
 
-/* Serialize everything before the trailer into k; the digest in md. */
-static void serialize(const hm_sketch *s, sink *k, unsigned char md[32])
+/* Serialize everything before the trailer into k. */
+static void serialize(const hm_sketch *s, sink *k)
 {
     char head[2 * HM_TENANT_MAX + 1024], spec[256], th[2 * HM_TENANT_MAX + 2];
     double f, c;
@@ -607,8 +595,6 @@ static void serialize(const hm_sketch *s, sink *k, unsigned char md[32])
         }
     }
     put(k, buf, used);
-    if (!k->err && EVP_DigestFinal_ex(k->md, md, NULL) != 1)
-        k->err = 1;
 }
 
 int hm_sketch_digest(const hm_sketch *s, char *hex, size_t len)
@@ -619,8 +605,11 @@ int hm_sketch_digest(const hm_sketch *s, char *hex, size_t len)
     unsigned char md[32];
     if (k.md == NULL || EVP_DigestInit_ex(k.md, EVP_sha256(), NULL) != 1)
         k.err = 1;
-    else
-        serialize(s, &k, md);
+    else {
+        serialize(s, &k);
+        if (!k.err && EVP_DigestFinal_ex(k.md, md, NULL) != 1)
+            k.err = 1;
+    }
     EVP_MD_CTX_free(k.md);
     if (k.err)
         return HM_ECRYPTO;
@@ -629,56 +618,18 @@ int hm_sketch_digest(const hm_sketch *s, char *hex, size_t len)
     return HM_OK;
 }
 
+static int serialize_cb(const void *s, hm_out *o)
+{
+    serialize(s, o);
+    return o->err ? HM_EIO : HM_OK;
+}
+
 int hm_sketch_save(const hm_sketch *s, const char *path, char *errmsg,
                    size_t errlen)
 {
     if (s == NULL || path == NULL)
         return HM_EINVAL;
-    size_t len = strlen(path);
-    char *tmp = malloc(len + 16);
-    if (tmp == NULL)
-        return HM_ENOMEM;
-    memcpy(tmp, path, len);
-    memcpy(tmp + len, ".tmp-XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        hm_errf(errmsg, errlen, "%s: cannot create: %s", path,
-                strerror(errno));
-        free(tmp);
-        return HM_EIO;
-    }
-    sink k = {fdopen(fd, "wb"), EVP_MD_CTX_new(), 0};
-    unsigned char md[32];
-    int rc = HM_OK;
-    if (k.f == NULL) {
-        close(fd);
-        rc = HM_EIO;
-    } else if (k.md == NULL ||
-               EVP_DigestInit_ex(k.md, EVP_sha256(), NULL) != 1) {
-        rc = HM_ECRYPTO;
-    } else {
-        serialize(s, &k, md);
-        if (!k.err && fwrite(md, 1, 32, k.f) != 32)
-            k.err = 1;
-        if (k.err)
-            rc = HM_EIO;
-    }
-    if (k.f != NULL) {
-        if (fflush(k.f) != 0 || fsync(fileno(k.f)) != 0)
-            rc = rc == HM_OK ? HM_EIO : rc;
-        if (fclose(k.f) != 0)
-            rc = rc == HM_OK ? HM_EIO : rc;
-    }
-    EVP_MD_CTX_free(k.md);
-    if (rc == HM_OK && rename(tmp, path) != 0)
-        rc = HM_EIO;
-    if (rc != HM_OK) {
-        hm_errf(errmsg, errlen, "%s: cannot write: %s", path,
-                rc == HM_EIO ? strerror(errno) : hm_strerror(rc));
-        unlink(tmp);
-    }
-    free(tmp);
-    return rc;
+    return hm_save_digested(path, serialize_cb, s, errmsg, errlen);
 }
 
 int hm_sketch_file_magic(const char *path)

@@ -3,7 +3,13 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -91,4 +97,62 @@ void hm_errf(char *errmsg, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(errmsg, errlen, fmt, ap);
     va_end(ap);
+}
+
+/* ------------------------------------------- atomic, digested files */
+
+void hm_out_bytes(hm_out *o, const void *p, size_t n)
+{
+    if (o->err)
+        return;
+    if ((o->f != NULL && fwrite(p, 1, n, o->f) != n) ||
+        EVP_DigestUpdate(o->md, p, n) != 1)
+        o->err = 1;
+}
+
+int hm_save_digested(const char *path, int (*body)(const void *obj, hm_out *o),
+                     const void *obj, char *errmsg, size_t errlen)
+{
+    size_t len = strlen(path);
+    char *tmp = malloc(len + 16);
+    if (tmp == NULL)
+        return HM_ENOMEM;
+    memcpy(tmp, path, len);
+    memcpy(tmp + len, ".tmp-XXXXXX", 12);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        hm_errf(errmsg, errlen, "%s: cannot create: %s", path,
+                strerror(errno));
+        free(tmp);
+        return HM_EIO;
+    }
+    hm_out o = {fdopen(fd, "wb"), EVP_MD_CTX_new(), 0};
+    unsigned char md[32];
+    int rc = HM_EIO;
+    if (o.f == NULL)
+        close(fd);
+    else if (o.md == NULL || EVP_DigestInit_ex(o.md, EVP_sha256(), NULL) != 1)
+        rc = HM_ECRYPTO;
+    else {
+        rc = body(obj, &o);
+        if (rc == HM_OK && (o.err || EVP_DigestFinal_ex(o.md, md, NULL) != 1 ||
+                            fwrite(md, 1, 32, o.f) != 32))
+            rc = HM_EIO;
+    }
+    if (o.f != NULL) {
+        if (fflush(o.f) != 0 || fsync(fileno(o.f)) != 0)
+            rc = rc == HM_OK ? HM_EIO : rc;
+        if (fclose(o.f) != 0)
+            rc = rc == HM_OK ? HM_EIO : rc;
+    }
+    EVP_MD_CTX_free(o.md);
+    if (rc == HM_OK && rename(tmp, path) != 0)
+        rc = HM_EIO;
+    if (rc != HM_OK) {
+        hm_errf(errmsg, errlen, "%s: cannot write: %s", path,
+                rc == HM_EIO ? strerror(errno) : hm_strerror(rc));
+        unlink(tmp);
+    }
+    free(tmp);
+    return rc;
 }
