@@ -1,0 +1,372 @@
+/*
+ * evallib.c - randomness, the serving loop, confidence intervals,
+ * false-positive tallies and diversity for the distillation experiment.
+ * See evallib.h.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "evallib.h"
+
+/* ------------------------------------------------------------ randomness */
+
+uint64_t ev_next(ev_rng *r)
+{
+    uint64_t z = (r->s += UINT64_C(0x9e3779b97f4a7c15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+double ev_uniform(ev_rng *r)
+{
+    return (double)(ev_next(r) >> 11) * 0x1p-53;
+}
+
+uint64_t ev_below(ev_rng *r, uint64_t n)
+{
+    uint64_t lim = UINT64_MAX - UINT64_MAX % n, x;
+    do
+        x = ev_next(r);
+    while (x >= lim);
+    return x % n;
+}
+
+uint64_t ev_seed(uint64_t base, const char *tag, uint64_t index)
+{
+    /* XXH64 is stable across versions and platforms (xxHash >= 0.8). */
+    uint64_t in[2] = {base, index};
+    uint64_t h = XXH64(tag, strlen(tag), 0);
+    return XXH64(in, sizeof in, h);
+}
+
+void ev_shuffle(ev_rng *r, size_t *idx, size_t n)
+{
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)ev_below(r, i), t = idx[i - 1];
+        idx[i - 1] = idx[j];
+        idx[j] = t;
+    }
+}
+
+/* --------------------------------------------------------------- serving */
+
+struct ev_server {
+    const ng_model *m;
+    ev_sampling s;
+    size_t vocab, max_tokens;
+    float *row;       /* the model's row, then biased */
+    float *trunc;     /* the row after top-k: -INFINITY elsewhere */
+    int32_t *heap;    /* ids of the current top k (a min-heap) */
+    int32_t *seqbuf;  /* prompt + response so far */
+    void *seqmem;     /* one hm_seq, made afresh for each request */
+    size_t seqsize;
+};
+
+ev_server *ev_server_new(const ng_model *m, const ev_sampling *s,
+                         size_t max_tokens)
+{
+    ev_server *sv = calloc(1, sizeof *sv);
+    if (!sv)
+        return NULL;
+    sv->m = m;
+    sv->s = *s;
+    sv->vocab = (size_t)ng_vocab(m);
+    if (sv->s.top_k == 0 || sv->s.top_k > sv->vocab)
+        sv->s.top_k = (unsigned)sv->vocab;
+    sv->max_tokens = max_tokens;
+    sv->row = malloc(sv->vocab * sizeof *sv->row);
+    sv->trunc = malloc(sv->vocab * sizeof *sv->trunc);
+    sv->heap = malloc(sv->s.top_k * sizeof *sv->heap);
+    sv->seqbuf = malloc((max_tokens ? max_tokens : 1) * sizeof *sv->seqbuf);
+    if (!sv->row || !sv->trunc || !sv->heap || !sv->seqbuf)
+        goto fail;
+    sv->seqsize = hm_seq_size(HM_SEQ_HISTORY_DEFAULT);
+    sv->seqmem = aligned_alloc(64, (sv->seqsize + 63) / 64 * 64);
+    if (!sv->seqmem)
+        goto fail;
+    return sv;
+fail:
+    ev_server_free(sv);
+    return NULL;
+}
+
+void ev_server_free(ev_server *sv)
+{
+    if (!sv)
+        return;
+    free(sv->row);
+    free(sv->trunc);
+    free(sv->heap);
+    free(sv->seqbuf);
+    free(sv->seqmem);
+    free(sv);
+}
+
+/* Heap order: a is "worse" than b when its logit is smaller, or equal with
+ * a larger id (ties go to the smaller id, as in libhallmark). */
+static int worse(const float *row, int32_t a, int32_t b)
+{
+    return row[a] < row[b] || (row[a] == row[b] && a > b);
+}
+
+static void sift_down(const float *row, int32_t *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && worse(row, h[l], h[w]))
+            w = l;
+        if (r < n && worse(row, h[r], h[w]))
+            w = r;
+        if (w == i)
+            return;
+        int32_t t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+/* The k best ids of row into h[0..k) (unordered). */
+static void top_k(const float *row, size_t vocab, int32_t *h, size_t k)
+{
+    for (size_t i = 0; i < k; i++)
+        h[i] = (int32_t)i;
+    for (size_t i = k / 2; i-- > 0;)
+        sift_down(row, h, k, i);
+    for (size_t v = k; v < vocab; v++)
+        if (worse(row, h[0], (int32_t)v)) {
+            h[0] = (int32_t)v;
+            sift_down(row, h, k, 0);
+        }
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The host's own sampler over the k ids of h: softmax(row / T) by inverse
+ * CDF in id order (so the result depends on ids, not heap positions). */
+static int32_t host_sample(const float *row, int32_t *h, size_t k, float temp,
+                           double u)
+{
+    qsort(h, k, sizeof *h, cmp_id);
+    if (temp < HM_GREEDY_BELOW) {
+        int32_t best = h[0];
+        for (size_t i = 1; i < k; i++)
+            if (worse(row, best, h[i]))
+                best = h[i];
+        return best;
+    }
+    float mx = -INFINITY;
+    for (size_t i = 0; i < k; i++)
+        if (row[h[i]] > mx)
+            mx = row[h[i]];
+    double z = 0;
+    for (size_t i = 0; i < k; i++)
+        z += exp(((double)row[h[i]] - mx) / temp);
+    double target = u * z, c = 0;
+    for (size_t i = 0; i < k; i++) {
+        c += exp(((double)row[h[i]] - mx) / temp);
+        if (target < c)
+            return h[i];
+    }
+    return h[k - 1];
+}
+
+int ev_generate(ev_server *sv, const hm_ctx *ctx, const int32_t *prompt,
+                size_t n_prompt, size_t n, uint64_t seed, int32_t *out,
+                ev_stepstats *st)
+{
+    if (n_prompt + n > sv->max_tokens)
+        return HM_ERANGE;
+    memcpy(sv->seqbuf, prompt, n_prompt * sizeof *prompt);
+    ev_rng rng = {seed};
+    hm_seq *seq = NULL;
+    int rc;
+    if (ctx && ((rc = hm_seq_init(&seq, sv->seqmem, sv->seqsize, ctx,
+                                  HM_SEQ_HISTORY_DEFAULT)) != HM_OK ||
+                (rc = hm_seq_reset(seq, prompt, n_prompt)) != HM_OK))
+        return rc;
+    size_t len = n_prompt, k = sv->s.top_k, V = sv->vocab;
+    for (size_t i = 0; i < n; i++) {
+        double u = ev_uniform(&rng);
+        ng_logits(sv->m, sv->seqbuf, len, sv->row);
+        int32_t tok;
+        if (!ctx) {
+            top_k(sv->row, V, sv->heap, k);
+            tok = host_sample(sv->row, sv->heap, k, sv->s.temperature, u);
+        } else {
+            hm_row r = {NULL, 0, seq, sv->s.temperature, u};
+            unsigned fb = 0, fs = 0;
+            if ((rc = hm_bias_dense(ctx, sv->row, 1, V, V, &r, &fb)) !=
+                HM_OK)
+                return rc;
+            const float *sel = sv->row;
+            if (k < V) {
+                top_k(sv->row, V, sv->heap, k);
+                for (size_t v = 0; v < V; v++)
+                    sv->trunc[v] = -INFINITY;
+                for (size_t j = 0; j < k; j++)
+                    sv->trunc[sv->heap[j]] = sv->row[sv->heap[j]];
+                sel = sv->trunc;
+            }
+            if ((rc = hm_select_dense(ctx, sel, 1, V, V, &r, &tok,
+                                      &fs)) != HM_OK)
+                return rc;
+            if ((rc = hm_seq_accept(seq, tok)) != HM_OK)
+                return rc;
+            if (st) {
+                st->watermarked += (fs & HM_STEP_WATERMARKED) != 0;
+                st->biased += (fb & HM_STEP_BIASED) != 0;
+                st->masked += ((fb | fs) & HM_STEP_MASKED) != 0;
+            }
+        }
+        if (st)
+            st->steps++;
+        out[i] = tok;
+        sv->seqbuf[len++] = tok;
+    }
+    return HM_OK;
+}
+
+/* ------------------------------------------------------------ statistics */
+
+/* P[Bin(n,p) >= k] (log10 from libhallmark; 1 for k = 0). */
+static double sf_binom(uint64_t k, uint64_t n, double p)
+{
+    return k == 0 ? 1.0 : pow(10.0, hm_log10_sf_binom(k, n, p));
+}
+
+/* The p in (0,1) where f(p) = target for f increasing in p, by bisection
+ * on log p (the bounds of small proportions span many decades). */
+static double solve_increasing(double (*f)(uint64_t, uint64_t, double),
+                               uint64_t k, uint64_t n, double target)
+{
+    double lo = -745.0, hi = 0.0; /* ln p */
+    for (int it = 0; it < 200; it++) {
+        double mid = 0.5 * (lo + hi);
+        if (f(k, n, exp(mid)) < target)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return exp(0.5 * (lo + hi));
+}
+
+int ev_clopper_pearson(uint64_t x, uint64_t n, double conf, double *lo,
+                       double *hi)
+{
+    if (n == 0 || x > n || !(conf > 0 && conf < 1))
+        return -1;
+    double a = (1 - conf) / 2;
+    /* lower: P[Bin(n,p) >= x] = a;  upper: P[Bin(n,p) >= x+1] = 1 - a,
+     * i.e. P[Bin(n,p) <= x] = a.  Both tails increase with p. */
+    *lo = x == 0 ? 0.0 : solve_increasing(sf_binom, x, n, a);
+    *hi = x == n ? 1.0 : solve_increasing(sf_binom, x + 1, n, 1 - a);
+    return 0;
+}
+
+int ev_fpr_document(ev_fpr *f, const hm_ctx *const *ctxs, size_t n_keys,
+                    unsigned channel, const int32_t *tokens, size_t n)
+{
+    hm_tally *t = NULL;
+    int rc = hm_tally_new(&t, ctxs, n_keys, 0, NULL, 0);
+    if (rc != HM_OK)
+        return rc;
+    if ((rc = hm_tally_reserve(t, n)) != HM_OK ||
+        (rc = hm_tally_add(t, NULL, 0, tokens, n)) != HM_OK)
+        goto out;
+    for (size_t k = 0; k < n_keys; k++) {
+        hm_result r;
+        if ((rc = hm_tally_result(t, k, channel, &r)) != HM_OK)
+            goto out;
+        f->trials++;
+        f->scored += r.scored;
+        if (r.scored == 0)
+            f->empty++;
+        if (r.log10_p < f->min_log10_p)
+            f->min_log10_p = r.log10_p;
+        for (size_t a = 0; a < f->n_alpha; a++)
+            if (r.log10_p <= f->log10_alpha[a])
+                f->counts[a]++;
+    }
+out:
+    hm_tally_free(t);
+    return rc;
+}
+
+/* Open-addressing set of n-grams (hashes of up to 4 ids, exact compare). */
+typedef struct gram {
+    int32_t id[4];
+    int used;
+} gram;
+
+double ev_distinct(const int32_t *const *seqs, const size_t *lens,
+                   size_t n_seqs, int n, uint64_t *total)
+{
+    uint64_t all = 0, distinct = 0;
+    if (n < 1 || n > 4) {
+        *total = 0;
+        return NAN;
+    }
+    for (size_t s = 0; s < n_seqs; s++)
+        if (lens[s] >= (size_t)n)
+            all += lens[s] - (size_t)n + 1;
+    *total = all;
+    if (all == 0)
+        return NAN;
+    size_t cap = 16;
+    while (cap < 2 * all)
+        cap *= 2;
+    gram *tab = calloc(cap, sizeof *tab);
+    if (!tab)
+        return NAN;
+    for (size_t s = 0; s < n_seqs; s++)
+        for (size_t i = 0; i + (size_t)n <= lens[s]; i++) {
+            gram g = {{0, 0, 0, 0}, 1};
+            memcpy(g.id, seqs[s] + i, (size_t)n * sizeof(int32_t));
+            size_t h = (size_t)XXH64(g.id, sizeof g.id, 0) & (cap - 1);
+            while (tab[h].used && memcmp(tab[h].id, g.id, sizeof g.id))
+                h = (h + 1) & (cap - 1);
+            if (!tab[h].used) {
+                tab[h] = g;
+                distinct++;
+            }
+        }
+    free(tab);
+    return (double)distinct / (double)all;
+}
+
+double ev_perplexity(const ng_model *m, const int32_t *const *prompts,
+                     const size_t *n_prompts, const int32_t *const *resps,
+                     const size_t *n_resps, size_t n)
+{
+    double lp = 0;
+    uint64_t toks = 0;
+    int32_t buf[64];
+    int order = ng_order(m);
+    for (size_t d = 0; d < n; d++)
+        for (size_t i = 0; i < n_resps[d]; i++) {
+            /* the last order-1 ids before resps[d][i], prompt included */
+            size_t h = 0, need = (size_t)order - 1;
+            size_t from_resp = i < need ? i : need;
+            size_t from_prompt = need - from_resp;
+            if (from_prompt > n_prompts[d])
+                from_prompt = n_prompts[d];
+            memcpy(buf, prompts[d] + n_prompts[d] - from_prompt,
+                   from_prompt * sizeof *buf);
+            h = from_prompt;
+            memcpy(buf + h, resps[d] + i - from_resp,
+                   from_resp * sizeof *buf);
+            h += from_resp;
+            lp += log(ng_prob(m, buf, h, resps[d][i]));
+            toks++;
+        }
+    return toks ? exp(-lp / (double)toks) : NAN;
+}
