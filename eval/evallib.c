@@ -137,10 +137,14 @@ static void top_k(const float *row, size_t vocab, int32_t *h, size_t k)
         h[i] = (int32_t)i;
     for (size_t i = k / 2; i-- > 0;)
         sift_down(row, h, k, i);
+    /* v is larger than every id in the heap, so it replaces the worst
+     * only with a strictly larger logit: one compare per id, rarely taken */
+    float thr = row[h[0]];
     for (size_t v = k; v < vocab; v++)
-        if (worse(row, h[0], (int32_t)v)) {
+        if (row[v] > thr) {
             h[0] = (int32_t)v;
             sift_down(row, h, k, 0);
+            thr = row[h[0]];
         }
 }
 

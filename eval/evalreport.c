@@ -110,29 +110,36 @@ static void md_students(FILE *f, const json_t *res)
 
 static void md_tenants(FILE *f, const json_t *res)
 {
-    const json_t *t = GET(res, "tenants"), *s;
-    size_t i;
-    if (!t)
+    const json_t *t = GET(res, "tenants"), *e, *s;
+    size_t i, k;
+    if (!t || json_array_size(t) == 0)
         return;
+    e = json_array_get(t, 0);
     fprintf(f, "## Tenant attribution\n\n"
-               "Responses served under %lld tenant keys (`%s`); the student "
-               "learnt only from %s's responses.  The audit tests every "
-               "tenant (Holm over tenants).\n\n"
-               "| rho | wm tokens | tuples | tenant with smallest p | is "
-               "target | target log10 p | adjusted | runner-up log10 p | "
+               "Responses served under %lld tenant keys (per-tenant subkeys "
+               "of one master key); the student learnt only from %s's "
+               "responses (%lld of them served, %lld to the other tenants).  "
+               "The audit (`--tenants`, filtered) tests every tenant, Holm "
+               "over tenants.\n\n"
+               "| scheme | rho | wm tokens | tuples | tenant with smallest p "
+               "| is target | target log10 p | adjusted | runner-up log10 p | "
                "tenants detected |\n"
-               "|---:|---:|---:|---|---|---:|---:|---:|---:|\n",
-            INT(t, "tenants"), STR(t, "spec"), STR(t, "target"));
-    json_array_foreach(GET(t, "students"), i, s) {
-        char b[32];
-        fprintf(f, "| %s | %lld | %lld | %s | %s | %.2f | %.2f | %.2f | "
-                   "%lld |\n",
-                pct(NUM(s, "rho"), b, sizeof b), INT(s, "watermarked_tokens"),
-                INT(s, "scored"), STR(s, "named"),
-                json_is_true(GET(s, "named_is_target")) ? "yes" : "no",
-                NUM(s, "target_log10_p"), NUM(s, "target_log10_p_adjusted"),
-                NUM(s, "runner_up_log10_p"), INT(s, "tenants_detected"));
-    }
+               "|---|---:|---:|---:|---|---|---:|---:|---:|---:|\n",
+            INT(e, "tenants"), STR(e, "target"), INT(e, "target_responses"),
+            INT(e, "other_responses"));
+    json_array_foreach(t, k, e)
+        json_array_foreach(GET(e, "students"), i, s) {
+            char b[32];
+            fprintf(f, "| %s | %s | %lld | %lld | %s | %s | %.2f | %.2f | "
+                       "%.2f | %lld |\n",
+                    STR(e, "scheme"), pct(NUM(s, "rho"), b, sizeof b),
+                    INT(s, "watermarked_tokens"), INT(s, "scored"),
+                    STR(s, "named"),
+                    json_is_true(GET(s, "named_is_target")) ? "yes" : "no",
+                    NUM(s, "target_log10_p"),
+                    NUM(s, "target_log10_p_adjusted"),
+                    NUM(s, "runner_up_log10_p"), INT(s, "tenants_detected"));
+        }
     fprintf(f, "\n");
 }
 

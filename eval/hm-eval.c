@@ -639,6 +639,8 @@ static json_t *audit_json(const audit_out *ao)
 
 /* ------------------------------------------------------------ phases */
 
+static void checkpoint(run *r);
+
 static void phase_models(run *r)
 {
     double t = now();
@@ -861,12 +863,13 @@ static void phase_students(run *r)
                                   ppl, "audits", ctl));
 }
 
-static void phase_tenants(run *r)
+/* The tenant experiment of one scheme: every tenant served under its own
+ * subkeys, one tenant's responses are the student's rho; which tenant does
+ * the audit name? */
+static json_t *tenant_experiment(run *r, int s, size_t n_target,
+                                 size_t first_prompt)
 {
     const config *cf = r->cf;
-    if (cf->tenants == 0)
-        return;
-    const int s = 1; /* kgw: fixed before any result was seen */
     char spec[256];
     hm_ctx_spec(r->ctx[s], spec, sizeof spec);
     hm_ctx **tc = xcalloc(cf->tenants, sizeof *tc);
@@ -884,20 +887,14 @@ static void phase_tenants(run *r)
             die("%s", err);
     }
     fclose(tf);
-    /* the target tenant is served enough for the largest rho; every other
-     * tenant a few responses */
-    double rmax = 0;
-    for (size_t k = 0; k < cf->n_tenant_rho; k++)
-        if (cf->tenant_rho[k] > rmax)
-            rmax = cf->tenant_rho[k];
-    size_t n_target = (size_t)ceil(rmax / (1 - rmax) *
-                                   (double)r->part_tokens[1] /
-                                   (double)cf->resp_min) + 1;
     size_t n_other = (cf->tenants - 1) * cf->tenant_other_responses;
     batch b;
     batch_init(&b, n_target + n_other);
-    size_t first = take_prompts(r, b.n);
-    set_requests(r, &b, first, "tenant-serve", NULL);
+    char tag[96];
+    snprintf(tag, sizeof tag, "tenant-serve/%s", SCHEMES[s]);
+    set_requests(r, &b, first_prompt, "tenant-serve", NULL);
+    for (size_t i = 0; i < b.n; i++)
+        b.seed[i] = ev_seed(r->seed, tag, i);
     for (size_t i = 0; i < b.n; i++) {
         size_t t = i < n_target ? cf->tenant_target
                                 : (i - n_target) / cf->tenant_other_responses;
@@ -907,10 +904,12 @@ static void phase_tenants(run *r)
     }
     double t0 = now();
     generate(r->teacher, &r->samp, &b);
-    say("tenants: served %zu responses (%zu to %s) under %zu tenant keys in "
-        "%.1f s",
-        b.n, n_target, tname[cf->tenant_target], cf->tenants, now() - t0);
-    char *fpath = path_join(r->work, "served-tenants.jsonl");
+    say("tenants, %s: served %zu responses (%zu to %s) under %zu tenant keys "
+        "in %.1f s",
+        SCHEMES[s], b.n, n_target, tname[cf->tenant_target], cf->tenants, now() - t0);
+    char fname[96];
+    snprintf(fname, sizeof fname, "served-tenants-%s.jsonl", SCHEMES[s]);
+    char *fpath = path_join(r->work, fname);
     write_tokens_jsonl(fpath, &b);
     batch target = b; /* the target's responses are the first n_target */
     target.n = n_target;
@@ -919,10 +918,12 @@ static void phase_tenants(run *r)
     for (size_t k = 0; k < cf->n_tenant_rho; k++) {
         double rho = cf->tenant_rho[k];
         uint64_t wm;
-        size_t np = pick_share(r, &target, rho, r->part_tokens[1],
-                               "pick/tenant", pick, &wm);
+        snprintf(tag, sizeof tag, "pick/tenant/%s", SCHEMES[s]);
+        size_t np = pick_share(r, &target, rho, r->part_tokens[1], tag, pick,
+                               &wm);
         char name[96];
-        snprintf(name, sizeof name, "student-tenant-rho%g", 100 * rho);
+        snprintf(name, sizeof name, "student-tenant-%s-rho%g", SCHEMES[s],
+                 100 * rho);
         double ppl;
         char *text = student(r, name, &target, pick, np, 1,
                              cf->tenant_student_responses,
@@ -954,9 +955,10 @@ static void phase_tenants(run *r)
         }
         const char *named = json_string_value(
             json_object_get(json_array_get(ten, best), "tenant"));
-        say("  tenant rho %g%%: smallest p: %s (log10 p %.2f, target %s "
+        say("  tenant %s rho %g%%: smallest p: %s (log10 p %.2f, target %s "
             "adjusted %.2f), runner-up %.2f, %zu tenants detected",
-            100 * rho, named, bp, tname[cf->tenant_target], target_adj,
+            SCHEMES[s], 100 * rho, named, bp, tname[cf->tenant_target],
+            target_adj,
             second, n_det);
         json_t *j = json_pack(
             "{s:f,s:I,s:I,s:s,s:s,s:b,s:f,s:f,s:f,s:I,s:I,s:f}", "rho", rho,
@@ -972,12 +974,12 @@ static void phase_tenants(run *r)
         json_decref(ao.report);
         free(text);
     }
-    json_object_set_new(
-        r->js, "tenants",
-        json_pack("{s:s,s:I,s:s,s:I,s:I,s:o}", "spec", spec, "tenants",
+    json_t *res = json_pack(
+        "{s:s,s:s,s:I,s:s,s:I,s:I,s:o}", "scheme", SCHEMES[s], "spec", spec,
+        "tenants",
                   (json_int_t)cf->tenants, "target", tname[cf->tenant_target],
                   "target_responses", (json_int_t)n_target, "other_responses",
-                  (json_int_t)n_other, "students", arr));
+                  (json_int_t)n_other, "students", arr);
     free(pick);
     batch_free(&b);
     free(fpath);
@@ -988,6 +990,31 @@ static void phase_tenants(run *r)
     free(tc);
     free(tname);
     free(tpath);
+    return res;
+}
+
+static void phase_tenants(run *r)
+{
+    const config *cf = r->cf;
+    if (cf->tenants == 0)
+        return;
+    /* the target tenant is served enough for the largest rho; every other
+     * tenant a few responses; the same prompts for every scheme */
+    double rmax = 0;
+    for (size_t k = 0; k < cf->n_tenant_rho; k++)
+        if (cf->tenant_rho[k] > rmax)
+            rmax = cf->tenant_rho[k];
+    size_t n_target = (size_t)ceil(rmax / (1 - rmax) *
+                                   (double)r->part_tokens[1] /
+                                   (double)cf->resp_min) + 1;
+    size_t first = take_prompts(r, n_target + (cf->tenants - 1) *
+                                                  cf->tenant_other_responses);
+    json_t *arr = json_array(); /* borrowed once set */
+    json_object_set_new(r->js, "tenants", arr);
+    for (int s = 0; s < N_SCHEMES; s++) {
+        json_array_append_new(arr, tenant_experiment(r, s, n_target, first));
+        checkpoint(r);
+    }
 }
 
 typedef struct fpr_job {
