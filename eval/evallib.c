@@ -140,7 +140,23 @@ static void top_k(const float *row, size_t vocab, int32_t *h, size_t k)
     /* v is larger than every id in the heap, so it replaces the worst
      * only with a strictly larger logit: one compare per id, rarely taken */
     float thr = row[h[0]];
-    for (size_t v = k; v < vocab; v++)
+    size_t v = k;
+    for (; v + 64 <= vocab; v += 64) {
+        /* a block with nothing above the threshold (almost every block)
+         * costs one vectorised count */
+        int above = 0;
+        for (size_t j = 0; j < 64; j++)
+            above += row[v + j] > thr;
+        if (!above)
+            continue;
+        for (size_t j = v; j < v + 64; j++)
+            if (row[j] > thr) {
+                h[0] = (int32_t)j;
+                sift_down(row, h, k, 0);
+                thr = row[h[0]];
+            }
+    }
+    for (; v < vocab; v++)
         if (row[v] > thr) {
             h[0] = (int32_t)v;
             sift_down(row, h, k, 0);
