@@ -292,6 +292,41 @@ int ev_clopper_pearson(uint64_t x, uint64_t n, double conf, double *lo,
     return 0;
 }
 
+double ev_null_rate(const hm_ctx *ctx, unsigned channel, uint64_t n,
+                    double log10_alpha)
+{
+    int scheme = hm_ctx_channel_scheme(ctx, channel);
+    double p, m;
+    if (n == 0)
+        return log10_alpha >= 0 ? 1.0 : 0.0;
+    if (scheme == HM_SCHEME_GUMBEL)
+        return log10_alpha >= 0 ? 1.0 : pow(10.0, log10_alpha);
+    if (scheme == HM_SCHEME_KGW) {
+        if (hm_ctx_channel_param(ctx, channel, "green", &p) != HM_OK)
+            return NAN;
+    } else if (scheme == HM_SCHEME_TOURNAMENT) {
+        if (hm_ctx_channel_param(ctx, channel, "m", &m) != HM_OK)
+            return NAN;
+        n *= (uint64_t)m;
+        p = 0.5;
+    } else
+        return NAN;
+    /* the p-value P[Bin >= k] falls as k grows: bisect for k* */
+    if (log10_alpha >= 0)
+        return 1.0;
+    if (hm_log10_sf_binom(n, n, p) > log10_alpha)
+        return 0.0;
+    uint64_t lo = 0, hi = n; /* sf(lo) > alpha >= sf(hi) */
+    while (hi - lo > 1) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (hm_log10_sf_binom(mid, n, p) <= log10_alpha)
+            hi = mid;
+        else
+            lo = mid;
+    }
+    return pow(10.0, hm_log10_sf_binom(hi, n, p));
+}
+
 int ev_fpr_document(ev_fpr *f, const hm_ctx *const *ctxs, size_t n_keys,
                     unsigned channel, const int32_t *tokens, size_t n)
 {
@@ -312,9 +347,18 @@ int ev_fpr_document(ev_fpr *f, const hm_ctx *const *ctxs, size_t n_keys,
             f->empty++;
         if (r.log10_p < f->min_log10_p)
             f->min_log10_p = r.log10_p;
-        for (size_t a = 0; a < f->n_alpha; a++)
+        if (f->memo_n != r.scored + 1) { /* +1: 0 means no memo */
+            for (size_t a = 0; a < f->n_alpha && a < 8; a++)
+                f->memo_rate[a] = ev_null_rate(ctxs[k], channel, r.scored,
+                                               f->log10_alpha[a]);
+            f->memo_n = r.scored + 1;
+        }
+        for (size_t a = 0; a < f->n_alpha; a++) {
             if (r.log10_p <= f->log10_alpha[a])
                 f->counts[a]++;
+            if (f->expected && a < 8)
+                f->expected[a] += f->memo_rate[a];
+        }
     }
 out:
     hm_tally_free(t);

@@ -83,18 +83,33 @@ int ev_clopper_pearson(uint64_t x, uint64_t n, double conf, double *lo,
 /* Per-document false-positive counts: each document tested on its own
  * (fresh dedup) under every key of a batch of never-deployed keys, one
  * channel; counts[a] += the number of (document, key) pairs with
- * log10 p <= log10_alpha[a].  ctxs are n_keys contexts of one spec (e.g.
- * from hm_key_from_label).  min_log10_p, if not NULL, is lowered to the
- * smallest log10 p seen.  0, or an HM_* error code. */
+ * log10 p <= log10_alpha[a], and expected[a] += the exact probability of
+ * that under the null hypothesis for the pair's number of scored tuples
+ * (ev_null_rate): alpha for gumbel, less for the discrete binomial tests
+ * of kgw and tournament.  ctxs are n_keys contexts of one spec (e.g. from
+ * hm_key_from_label).  min_log10_p is lowered to the smallest log10 p
+ * seen (start it at 0).  0, or an HM_* error code. */
 typedef struct ev_fpr {
-    size_t n_alpha;
+    size_t n_alpha;    /* at most 8 */
     const double *log10_alpha;
     uint64_t *counts;  /* n_alpha entries */
+    double *expected;  /* n_alpha entries */
     uint64_t trials;   /* (document, key) pairs tested */
     uint64_t empty;    /* ... of which had no scored tuple (p = 1) */
     uint64_t scored;   /* tuples scored, over all keys */
     double min_log10_p;
+    /* memo of ev_null_rate for the last number of tuples */
+    uint64_t memo_n;
+    double memo_rate[8];
 } ev_fpr;
+
+/* P[p <= alpha] under the null hypothesis for a test of channel of ctx
+ * over n scored tuples: 0 for n = 0; alpha for gumbel (a continuous
+ * test); for kgw P[Bin(n, green) >= k*] and for tournament
+ * P[Bin(n m, 1/2) >= k*], k* the smallest count whose p-value is <=
+ * alpha (0 when there is none).  NAN on a bad channel. */
+double ev_null_rate(const hm_ctx *ctx, unsigned channel, uint64_t n,
+                    double log10_alpha);
 
 int ev_fpr_document(ev_fpr *f, const hm_ctx *const *ctxs, size_t n_keys,
                     unsigned channel, const int32_t *tokens, size_t n);

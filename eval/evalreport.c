@@ -155,21 +155,27 @@ static void md_fpr(FILE *f, const json_t *res)
                "never-deployed keys (`hm_key_from_label(\"%s\", i)`); "
                "%s intervals at %g%%.\n\n"
                "| scheme | alpha | p <= alpha | trials | FPR | %g%% "
-               "interval | alpha inside |\n"
-               "|---|---:|---:|---:|---:|---|---|\n",
+               "interval | alpha inside | exact null rate | inside |\n"
+               "|---|---:|---:|---:|---:|---|---|---:|---|\n",
             INT(fp, "documents"), INT(fp, "sotu_and_heldout_brown_tokens"),
             INT(fp, "keys"), STR(fp, "label"), STR(fp, "interval"),
             100 * NUM(fp, "confidence"), 100 * NUM(fp, "confidence"));
     json_array_foreach(GET(fp, "schemes"), i, s)
         json_array_foreach(GET(s, "alphas"), k, a)
             fprintf(f, "| %s | %g | %lld | %lld | %.2e | [%.2e, %.2e] | "
-                       "%s |\n",
+                       "%s | %.3e | %s |\n",
                     STR(s, "scheme"), NUM(a, "alpha"), INT(a, "positives"),
                     INT(a, "trials"), NUM(a, "fpr"), NUM(a, "ci_lo"),
                     NUM(a, "ci_hi"),
-                    json_is_true(GET(a, "alpha_inside")) ? "yes" : "NO");
+                    json_is_true(GET(a, "alpha_inside")) ? "yes" : "NO",
+                    NUM(a, "null_rate"),
+                    json_is_true(GET(a, "null_rate_inside")) ? "yes" : "NO");
     fprintf(f, "\nThe binomial tests of kgw and tournament are discrete: "
-               "P[p <= alpha] can sit below alpha.\n\n"
+               "P[p <= alpha] sits at or below alpha.  *exact null rate* is "
+               "that probability under the null hypothesis, averaged over "
+               "the (document, key) pairs (for each pair's number of scored "
+               "tuples): the rate a calibrated test must show; for gumbel it "
+               "is alpha.\n\n"
                "![FPR against alpha](fpr.svg)\n\n");
 }
 

@@ -1025,6 +1025,7 @@ typedef struct fpr_job {
     double la[N_ALPHA];
     ev_fpr f[64];
     uint64_t cnt[64][N_ALPHA];
+    double exp_[64][N_ALPHA];
 } fpr_job;
 
 static void fpr_one(void *arg, size_t i, int w)
@@ -1084,6 +1085,7 @@ static void phase_fpr(run *r)
             j->f[w].n_alpha = N_ALPHA;
             j->f[w].log10_alpha = j->la;
             j->f[w].counts = j->cnt[w];
+            j->f[w].expected = j->exp_[w];
             j->f[w].min_log10_p = 0;
         }
         double t = now();
@@ -1091,6 +1093,7 @@ static void phase_fpr(run *r)
         t = now() - t;
         ev_fpr tot = {0};
         uint64_t cnt[N_ALPHA] = {0};
+        double ex[N_ALPHA] = {0};
         tot.min_log10_p = 0;
         for (int w = 0; w < n_threads; w++) {
             tot.trials += j->f[w].trials;
@@ -1098,26 +1101,34 @@ static void phase_fpr(run *r)
             tot.scored += j->f[w].scored;
             if (j->f[w].min_log10_p < tot.min_log10_p)
                 tot.min_log10_p = j->f[w].min_log10_p;
-            for (int a = 0; a < N_ALPHA; a++)
+            for (int a = 0; a < N_ALPHA; a++) {
                 cnt[a] += j->cnt[w][a];
+                ex[a] += j->exp_[w][a];
+            }
         }
         json_t *al = json_array();
         for (int a = 0; a < N_ALPHA; a++) {
             double lo, hi;
             ev_clopper_pearson(cnt[a], tot.trials, FPR_CONF, &lo, &hi);
             int inside = lo <= ALPHAS[a] && ALPHAS[a] <= hi;
+            double null_rate = ex[a] / (double)tot.trials;
+            int null_inside = lo <= null_rate && null_rate <= hi;
             say("  FPR %s alpha %g: %llu / %llu = %.2e, %g%% CI [%.2e, "
-                "%.2e] %s",
+                "%.2e] %s; exact null rate %.3e %s",
                 SCHEMES[s], ALPHAS[a], (unsigned long long)cnt[a],
                 (unsigned long long)tot.trials,
                 (double)cnt[a] / (double)tot.trials, 100 * FPR_CONF, lo, hi,
-                inside ? "contains alpha" : "DOES NOT contain alpha");
+                inside ? "contains alpha" : "DOES NOT contain alpha",
+                null_rate, null_inside ? "inside" : "OUTSIDE");
             json_array_append_new(
-                al, json_pack("{s:f,s:I,s:I,s:f,s:f,s:f,s:b}", "alpha",
+                al, json_pack("{s:f,s:I,s:I,s:f,s:f,s:f,s:b,s:f,s:b}",
+                              "alpha",
                               ALPHAS[a], "positives", (json_int_t)cnt[a],
                               "trials", (json_int_t)tot.trials, "fpr",
                               (double)cnt[a] / (double)tot.trials, "ci_lo",
-                              lo, "ci_hi", hi, "alpha_inside", inside));
+                              lo, "ci_hi", hi, "alpha_inside", inside,
+                              "null_rate", null_rate, "null_rate_inside",
+                              null_inside));
         }
         say("FPR %s: %zu documents x %zu keys in %.1f s", SCHEMES[s], n,
             cf->fpr_keys, t);

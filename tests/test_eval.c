@@ -275,6 +275,24 @@ START_TEST(test_clopper_pearson)
 }
 END_TEST
 
+/* P[p <= alpha] under the null by scanning every count (defaults:
+ * kgw green = floor(0.25 2^64)/2^64, tournament m = 30). */
+static double null_rate_brute(int scheme, uint64_t n, double la)
+{
+    if (n == 0)
+        return la >= 0;
+    if (scheme == 0)
+        return la >= 0 ? 1 : pow(10, la);
+    double p = scheme == 1 ? 0.25 : 0.5;
+    uint64_t N = scheme == 1 ? n : 30 * n;
+    for (uint64_t k = 0; k <= N; k++) {
+        double l = hm_log10_sf_binom(k, N, p);
+        if (l <= la)
+            return pow(10, l);
+    }
+    return 0;
+}
+
 /* Batched per-document counts equal one tally per (document, key). */
 START_TEST(test_fpr_counts)
 {
@@ -292,8 +310,11 @@ START_TEST(test_fpr_counts)
         }
         /* alphas chosen so that the counts are neither 0 nor all */
         const double la[3] = {0.0, -0.3, -1.0};
+        ck_assert_double_eq(ev_null_rate(ctxs[0], 0, 0, -1.0), 0);
+        ck_assert(isnan(ev_null_rate(ctxs[0], 1, 10, -1.0)));
         uint64_t counts[3] = {0, 0, 0}, want[3] = {0, 0, 0};
-        ev_fpr f = {3, la, counts, 0, 0, 0, 0.0};
+        double expected[3] = {0, 0, 0}, want_e[3] = {0, 0, 0};
+        ev_fpr f = {3, la, counts, expected, 0, 0, 0, 0.0, 0, {0}};
         ev_rng r = {77};
         uint64_t scored = 0;
         double minp = 0;
@@ -323,16 +344,22 @@ START_TEST(test_fpr_counts)
                 scored += res.scored;
                 if (res.log10_p < minp)
                     minp = res.log10_p;
-                for (int a = 0; a < 3; a++)
+                for (int a = 0; a < 3; a++) {
                     want[a] += res.log10_p <= la[a];
+                    want_e[a] += null_rate_brute(s, res.scored, la[a]);
+                }
             }
         }
         ck_assert_uint_eq(f.trials, DOCS * KEYS);
         ck_assert_uint_eq(f.scored, scored);
         ck_assert_uint_lt(f.scored, (uint64_t)DOCS * KEYS * LEN);
         ck_assert(f.min_log10_p == minp);
-        for (int a = 0; a < 3; a++)
+        for (int a = 0; a < 3; a++) {
             ck_assert_uint_eq(counts[a], want[a]);
+            ck_assert_msg(fabs(expected[a] - want_e[a]) <= 1e-9 * want_e[a],
+                          "%s alpha %g: expected %.17g, brute force %.17g",
+                          specs[s], la[a], expected[a], want_e[a]);
+        }
         ck_assert_uint_eq(counts[0], DOCS * KEYS); /* p <= 1 always */
         for (int k = 0; k < KEYS; k++)
             hm_ctx_free(ctxs[k]);
