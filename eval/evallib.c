@@ -365,9 +365,9 @@ out:
     return rc;
 }
 
-/* Open-addressing set of n-grams (hashes of up to 4 ids, exact compare). */
+/* Open-addressing set of n-grams (hashes of up to 8 ids, exact compare). */
 typedef struct gram {
-    int32_t id[4];
+    int32_t id[8];
     int used;
 } gram;
 
@@ -375,7 +375,7 @@ double ev_distinct(const int32_t *const *seqs, const size_t *lens,
                    size_t n_seqs, int n, uint64_t *total)
 {
     uint64_t all = 0, distinct = 0;
-    if (n < 1 || n > 4) {
+    if (n < 1 || n > 8) {
         *total = 0;
         return NAN;
     }
@@ -393,7 +393,7 @@ double ev_distinct(const int32_t *const *seqs, const size_t *lens,
         return NAN;
     for (size_t s = 0; s < n_seqs; s++)
         for (size_t i = 0; i + (size_t)n <= lens[s]; i++) {
-            gram g = {{0, 0, 0, 0}, 1};
+            gram g = {{0, 0, 0, 0, 0, 0, 0, 0}, 1};
             memcpy(g.id, seqs[s] + i, (size_t)n * sizeof(int32_t));
             size_t h = (size_t)XXH64(g.id, sizeof g.id, 0) & (cap - 1);
             while (tab[h].used && memcmp(tab[h].id, g.id, sizeof g.id))

@@ -114,7 +114,7 @@ double ev_null_rate(const hm_ctx *ctx, unsigned channel, uint64_t n,
 int ev_fpr_document(ev_fpr *f, const hm_ctx *const *ctxs, size_t n_keys,
                     unsigned channel, const int32_t *tokens, size_t n);
 
-/* Distinct n-grams (n <= 4) over a set of token sequences: distinct
+/* Distinct n-grams (n <= 8) over a set of token sequences: distinct
  * n-grams within the sequences (never across their boundaries) divided by
  * all n-grams; *total receives the number of n-grams.  NAN with none. */
 double ev_distinct(const int32_t *const *seqs, const size_t *lens,

@@ -189,19 +189,21 @@ static void md_quality(FILE *f, const json_t *res)
                "The same prompts and response lengths for every scheme.  "
                "Perplexity per token of the responses (after their prompt) "
                "under a reference model trained on the held-out part, and "
-               "under the teacher; distinct-n over token ids.\n\n"
+               "under the teacher; distinct-n over token ids (distinct-8: "
+               "long spans repeated across responses).\n\n"
                "| scheme | responses | tokens | watermarked steps | masked "
                "| us/token | ppl (reference) | ppl (teacher) | distinct-2 | "
-               "distinct-3 |\n"
-               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+               "distinct-3 | distinct-8 |\n"
+               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     json_array_foreach(sv, i, s) {
         long long w = INT(s, "steps_watermarked") + INT(s, "steps_biased");
         fprintf(f, "| %s | %lld | %lld | %lld | %lld | %.0f | %.1f | %.2f | "
-                   "%.3f | %.3f |\n",
+                   "%.3f | %.3f | %.3f |\n",
                 STR(s, "scheme"), INT(s, "responses"), INT(s, "tokens"), w,
                 INT(s, "steps_masked"), NUM(s, "us_per_token"),
                 NUM(s, "ppl_reference"), NUM(s, "ppl_teacher"),
-                NUM(s, "distinct2"), NUM(s, "distinct3"));
+                NUM(s, "distinct2"), NUM(s, "distinct3"),
+                NUM(s, "distinct8"));
     }
     fprintf(f, "\n");
 }

@@ -690,11 +690,14 @@ static void phase_serve(run *r)
         double ppl_t = ev_perplexity(r->teacher, b->prompt, b->n_prompt,
                                      (const int32_t *const *)b->resp,
                                      b->n_resp, b->n);
-        uint64_t n2, n3;
+        uint64_t n2, n3, n8;
         double d2 = ev_distinct((const int32_t *const *)b->resp, b->n_resp,
                                 b->n, 2, &n2);
         double d3 = ev_distinct((const int32_t *const *)b->resp, b->n_resp,
                                 b->n, 3, &n3);
+        /* long n-grams shared between responses: copying, not style */
+        double d8 = ev_distinct((const int32_t *const *)b->resp, b->n_resp,
+                                b->n, 8, &n8);
         say("served %s: %zu responses, %llu tokens in %.1f s (%.0f us/token);"
             " ppl(ref) %.1f, distinct-2 %.3f",
             name, b->n, (unsigned long long)toks, t, 1e6 * t / (double)toks,
@@ -704,7 +707,8 @@ static void phase_serve(run *r)
             hm_ctx_spec(r->ctx[s], spec, sizeof spec);
         json_array_append_new(
             arr,
-            json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f}",
+            json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,"
+                      "s:f}",
                       "scheme", name, "spec", spec, "responses",
                       (json_int_t)b->n, "tokens", (json_int_t)toks,
                       "steps_watermarked", (json_int_t)st.watermarked,
@@ -712,7 +716,7 @@ static void phase_serve(run *r)
                       (json_int_t)st.masked, "seconds", t, "us_per_token",
                       1e6 * t / (double)toks, "ppl_reference", ppl,
                       "ppl_teacher", ppl_t, "distinct2", d2, "distinct3",
-                      d3));
+                      d3, "distinct8", d8));
     }
     json_object_set_new(r->js, "serving", arr);
 }

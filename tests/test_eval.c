@@ -383,6 +383,14 @@ START_TEST(test_distinct)
     ck_assert_double_eq_tol(ev_distinct(seqs, lens, 3, 1, &tot), 3.0 / 8,
                             1e-12);
     ck_assert(isnan(ev_distinct(seqs, lens, 3, 4, &tot)) == 0);
+    /* 8-grams: two copies of one 9-id run share both of its 8-grams */
+    const int32_t l1[] = {1, 2, 3, 4, 5, 6, 7, 8, 9},
+                  l2[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    const int32_t *ls[] = {l1, l2};
+    const size_t ll[] = {9, 10};
+    ck_assert_double_eq_tol(ev_distinct(ls, ll, 2, 8, &tot), 3.0 / 5, 1e-12);
+    ck_assert_uint_eq(tot, 5);
+    ck_assert(isnan(ev_distinct(ls, ll, 2, 9, &tot)));
     ck_assert(isnan(ev_distinct(seqs + 1, lens + 1, 2, 3, &tot)));
     ck_assert_uint_eq(tot, 0);
 }
