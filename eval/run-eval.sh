@@ -17,7 +17,7 @@ esac
 cache=${HM_TOKCACHE:-${HOME:-/nonexistent}/.cache/hallmark-test}
 
 rc=0
-$SHELL "$srcdir/tests/tokenizer-fetch.sh" "$cache" || rc=$?
+bash "$srcdir/tests/tokenizer-fetch.sh" "$cache" || rc=$?
 if [ "$rc" = 77 ]; then
     echo "run-eval: SKIP: the corpora cannot be fetched (offline?)" >&2
     exit 77

@@ -8,7 +8,7 @@ set -u
 . "$(dirname "$0")/../tests/clilib.sh"
 
 export HM_EVAL_OUT="$T/r1"
-HM_EVAL_THREADS=2 $SHELL "$HM_SRCDIR/eval/run-eval.sh" "$HM_BUILDDIR" \
+HM_EVAL_THREADS=2 bash "$HM_SRCDIR/eval/run-eval.sh" "$HM_BUILDDIR" \
     "$HM_SRCDIR" small >"$T/out" 2>"$T/err"
 rc=$?
 [ "$rc" = 77 ] && { echo "SKIP: corpora unavailable"; exit 77; }
@@ -32,7 +32,7 @@ awk -F'|' '/^\| (gumbel|kgw|tournament) \| 100% \|/ {
 
 # the same texts with one thread (students only)
 export HM_EVAL_OUT="$T/r2"
-HM_EVAL_THREADS=1 HM_EVAL_ARGS="--skip tenants,fpr" $SHELL \
+HM_EVAL_THREADS=1 HM_EVAL_ARGS="--skip tenants,fpr" bash \
     "$HM_SRCDIR/eval/run-eval.sh" "$HM_BUILDDIR" "$HM_SRCDIR" small \
     >"$T/out" 2>"$T/err" && ok || bad "second run failed"
 n=0
