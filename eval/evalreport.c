@@ -266,7 +266,7 @@ static int write_rho_svg(const json_t *res, const char *dir, char *err,
     /* x: the rho values, equally spaced, in order of appearance */
     double rhos[16];
     size_t nr = 0;
-    double ymin = -7;
+    double ymin = -7; /* the smallest log10 p */
     json_array_foreach(st, i, s) {
         double r = NUM(s, "rho");
         size_t k;
@@ -278,7 +278,9 @@ static int write_rho_svg(const json_t *res, const char *dir, char *err,
         if (lp < ymin)
             ymin = lp;
     }
-    ymin = floor(ymin * 1.05);
+    /* y: -log10 p on a log scale, from 1e-2 to the next power of ten */
+    const double lmin = -2;
+    double lmax = ceil(log10(-ymin));
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -286,20 +288,21 @@ static int write_rho_svg(const json_t *res, const char *dir, char *err,
         return snprintf(err, errlen, "out of memory"), -1;
     double pw = W - ML - MR, ph = H - MT - MB;
 #define X(k) (ML + (nr > 1 ? pw * (double)(k) / (double)(nr - 1) : pw / 2))
-#define Y(v) (MT + ph * ((v) / ymin))
+#define Y(v) \
+    (MT + ph * (lmax - log10(fmax(-(v), 1e-2))) / (lmax - lmin))
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
                "height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n"
                "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-               "<text x=\"%d\" y=\"18\" font-size=\"14\">log10 p of the "
-               "student audit (filtered) against rho</text>\n",
+               "<text x=\"%d\" y=\"18\" font-size=\"14\">-log10 p of the "
+               "student audit (filtered, log scale) against rho</text>\n",
             W, H, ML);
     /* grid and axes */
-    double step = ymin < -60 ? 20 : ymin < -30 ? 10 : ymin < -12 ? 5 : 1;
-    for (double v = 0; v >= ymin; v -= step)
+    for (double l = lmin; l <= lmax; l += 1)
         fprintf(f, "<line x1=\"%d\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" "
                    "stroke=\"#ddd\"/><text x=\"%d\" y=\"%.1f\" "
                    "text-anchor=\"end\">%g</text>\n",
-                ML, W - MR + 0.0, Y(v), Y(v), ML - 6, Y(v) + 4, v);
+                ML, W - MR + 0.0, Y(-pow(10, l)), Y(-pow(10, l)), ML - 6,
+                Y(-pow(10, l)) + 4, pow(10, l));
     fprintf(f, "<line x1=\"%d\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" "
                "stroke=\"#888\" stroke-dasharray=\"6,4\"/><text x=\"%.1f\" "
                "y=\"%.1f\" fill=\"#888\">p = 1e-6</text>\n",
@@ -314,7 +317,8 @@ static int write_rho_svg(const json_t *res, const char *dir, char *err,
                "(share of watermarked tokens in the student's training "
                "data)</text>\n"
                "<text transform=\"translate(16,%.1f) rotate(-90)\" "
-               "text-anchor=\"middle\">log10 p</text>\n",
+               "text-anchor=\"middle\">-log10 p (below 0.01 drawn at "
+               "0.01)</text>\n",
             ML + pw / 2, H - 12, MT + ph / 2);
     /* one line per scheme, never-deployed keys as hollow circles */
     const char *names[8];

@@ -1271,7 +1271,10 @@ static void usage(FILE *f)
             "and the\n"
             "served responses, student texts and audit reports to "
             "OUT/work.\n"
-            "PHASES: comma-separated of students, tenants, fpr.\n");
+            "PHASES: comma-separated of students, tenants, fpr.\n"
+            "       hm-eval --report-only DIR   rewrite DIR's tables and "
+            "plots from\n"
+            "                                   DIR/results.json\n");
 }
 
 int main(int argc, char **argv)
@@ -1283,7 +1286,8 @@ int main(int argc, char **argv)
         {"brown", 1, 0, 'b'},   {"sotu", 1, 0, 's'},  {"rankfile", 1, 0, 'r'},
         {"hallmark", 1, 0, 'H'}, {"out", 1, 0, 'o'},  {"config", 1, 0, 'c'},
         {"seed", 1, 0, 'S'},    {"threads", 1, 0, 'j'}, {"skip", 1, 0, 'K'},
-        {"command", 1, 0, 'C'}, {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
+        {"command", 1, 0, 'C'}, {"help", 0, 0, 'h'},
+        {"report-only", 1, 0, 'R'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1)
         switch (c) {
@@ -1297,6 +1301,19 @@ int main(int argc, char **argv)
         case 'j': n_threads = atoi(optarg); break;
         case 'K': skip = optarg; break;
         case 'C': command = optarg; break;
+        case 'R': {
+            /* the tables and plots again from DIR/results.json */
+            char *jp = path_join(optarg, "results.json"), err[512];
+            json_error_t je;
+            json_t *js = json_load_file(jp, JSON_PRESERVE_ORDER, &je);
+            if (!js)
+                die("%s: %s", jp, je.text);
+            if (ev_report_write(js, optarg, err, sizeof err) != 0)
+                die("%s", err);
+            json_decref(js);
+            free(jp);
+            return 0;
+        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
