@@ -222,7 +222,9 @@ int ev_generate(ev_server *sv, const hm_ctx *ctx, const int32_t *prompt,
             top_k(sv->row, V, sv->heap, k);
             tok = host_sample(sv->row, sv->heap, k, sv->s.temperature, u);
         } else {
-            hm_row r = {NULL, 0, seq, sv->s.temperature, u};
+            /* explicit per-row context, as a batched server passes it;
+             * the state adds masking (and must follow the same tokens) */
+            hm_row r = {sv->seqbuf, len, seq, sv->s.temperature, u};
             unsigned fb = 0, fs = 0;
             if ((rc = hm_bias_dense(ctx, sv->row, 1, V, V, &r, &fb)) !=
                 HM_OK)
