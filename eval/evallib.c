@@ -257,6 +257,226 @@ int ev_generate(ev_server *sv, const hm_ctx *ctx, const int32_t *prompt,
     return HM_OK;
 }
 
+/* ----------------------------------------------------------- batching */
+
+struct ev_batcher {
+    const ng_model *m;
+    ev_sampling s;
+    size_t vocab, max_tokens, max_rows;
+    float *rows, *trunc; /* max_rows x vocab, row r at r * vocab */
+    int32_t *heap;
+    int32_t **seqbuf;    /* per slot: prompt + response so far */
+    void **seqmem;
+    size_t seqsize;
+    hm_row *hrow;
+    unsigned *fb, *fs;
+    int32_t *tok;
+    /* per slot: request index, length, tokens still to make, stream */
+    size_t *req, *len, *left;
+    ev_rng *rng;
+    hm_seq **seq;
+    size_t *slot_of;    /* active row j -> slot */
+};
+
+ev_batcher *ev_batcher_new(const ng_model *m, const ev_sampling *s,
+                           size_t max_tokens, size_t max_rows)
+{
+    ev_batcher *b = calloc(1, sizeof *b);
+    if (!b || max_rows == 0)
+        goto fail;
+    b->m = m;
+    b->s = *s;
+    b->vocab = (size_t)ng_vocab(m);
+    if (b->s.top_k == 0 || b->s.top_k > b->vocab)
+        b->s.top_k = (unsigned)b->vocab;
+    b->max_tokens = max_tokens ? max_tokens : 1;
+    b->max_rows = max_rows;
+    size_t R = max_rows, V = b->vocab;
+    b->rows = malloc(R * V * sizeof *b->rows);
+    b->trunc = malloc(R * V * sizeof *b->trunc);
+    b->heap = malloc(b->s.top_k * sizeof *b->heap);
+    b->seqbuf = calloc(R, sizeof *b->seqbuf);
+    b->seqmem = calloc(R, sizeof *b->seqmem);
+    b->hrow = calloc(R, sizeof *b->hrow);
+    b->fb = calloc(R, sizeof *b->fb);
+    b->fs = calloc(R, sizeof *b->fs);
+    b->tok = calloc(R, sizeof *b->tok);
+    b->req = calloc(R, sizeof *b->req);
+    b->len = calloc(R, sizeof *b->len);
+    b->left = calloc(R, sizeof *b->left);
+    b->rng = calloc(R, sizeof *b->rng);
+    b->seq = calloc(R, sizeof *b->seq);
+    b->slot_of = calloc(R, sizeof *b->slot_of);
+    if (!b->rows || !b->trunc || !b->heap || !b->seqbuf || !b->seqmem ||
+        !b->hrow || !b->fb || !b->fs || !b->tok || !b->req || !b->len ||
+        !b->left || !b->rng || !b->seq || !b->slot_of)
+        goto fail;
+    b->seqsize = hm_seq_size(HM_SEQ_HISTORY_DEFAULT);
+    for (size_t r = 0; r < R; r++)
+        if (!(b->seqbuf[r] = malloc(b->max_tokens * sizeof(int32_t))) ||
+            !(b->seqmem[r] = aligned_alloc(64, (b->seqsize + 63) / 64 * 64)))
+            goto fail;
+    return b;
+fail:
+    ev_batcher_free(b);
+    return NULL;
+}
+
+void ev_batcher_free(ev_batcher *b)
+{
+    if (!b)
+        return;
+    for (size_t r = 0; r < b->max_rows; r++) {
+        if (b->seqbuf)
+            free(b->seqbuf[r]);
+        if (b->seqmem)
+            free(b->seqmem[r]);
+    }
+    free(b->rows);
+    free(b->trunc);
+    free(b->heap);
+    free(b->seqbuf);
+    free(b->seqmem);
+    free(b->hrow);
+    free(b->fb);
+    free(b->fs);
+    free(b->tok);
+    free(b->req);
+    free(b->len);
+    free(b->left);
+    free(b->rng);
+    free(b->seq);
+    free(b->slot_of);
+    free(b);
+}
+
+/* Put request i into slot r. */
+static int batch_start(ev_batcher *b, const hm_ctx *ctx, size_t r, size_t i,
+                       const int32_t *prompt, size_t n_prompt, size_t n_out,
+                       uint64_t seed)
+{
+    int rc;
+    if (n_prompt + n_out > b->max_tokens)
+        return HM_ERANGE;
+    memcpy(b->seqbuf[r], prompt, n_prompt * sizeof *prompt);
+    b->req[r] = i;
+    b->len[r] = n_prompt;
+    b->left[r] = n_out;
+    b->rng[r].s = seed;
+    b->seq[r] = NULL;
+    if (ctx && ((rc = hm_seq_init(&b->seq[r], b->seqmem[r], b->seqsize, ctx,
+                                  HM_SEQ_HISTORY_DEFAULT)) != HM_OK ||
+                (rc = hm_seq_reset(b->seq[r], prompt, n_prompt)) != HM_OK))
+        return rc;
+    return HM_OK;
+}
+
+int ev_generate_batch(ev_batcher *b, const hm_ctx *ctx, size_t n,
+                      const int32_t *const *prompts, const size_t *n_prompts,
+                      const size_t *n_out, const uint64_t *seeds,
+                      int32_t *const *outs, ev_stepstats *st)
+{
+    size_t V = b->vocab, k = b->s.top_k, next = 0, used = 0;
+    int rc;
+    /* slots 0..used-1 hold requests; empty ones are refilled or dropped */
+    for (;;) {
+        while (used < b->max_rows && next < n) {
+            if ((rc = batch_start(b, ctx, used, next, prompts[next],
+                                  n_prompts[next], n_out[next],
+                                  seeds[next])) != HM_OK)
+                return rc;
+            if (st)
+                memset(&st[next], 0, sizeof st[next]);
+            next++;
+            used++;
+        }
+        /* drop finished slots (n_out 0), moving the last slot in */
+        size_t act = 0;
+        for (size_t r = 0; r < used; r++)
+            if (b->left[r] > 0)
+                b->slot_of[act++] = r;
+        if (act == 0) {
+            if (next >= n)
+                return HM_OK;
+            used = 0;
+            continue;
+        }
+        /* one step for every active row, in one contiguous block */
+        for (size_t j = 0; j < act; j++) {
+            size_t r = b->slot_of[j];
+            double u = ev_uniform(&b->rng[r]);
+            ng_logits(b->m, b->seqbuf[r], b->len[r], b->rows + j * V);
+            b->hrow[j] = (hm_row){b->seqbuf[r], b->len[r], b->seq[r],
+                                  b->s.temperature, u};
+        }
+        if (ctx) {
+            if ((rc = hm_bias_dense(ctx, b->rows, act, V, V, b->hrow,
+                                    b->fb)) != HM_OK)
+                return rc;
+            const float *sel = b->rows;
+            if (k < V) {
+                for (size_t j = 0; j < act; j++) {
+                    const float *row = b->rows + j * V;
+                    float *tr = b->trunc + j * V;
+                    top_k(row, V, b->heap, k);
+                    for (size_t v = 0; v < V; v++)
+                        tr[v] = -INFINITY;
+                    for (size_t q = 0; q < k; q++)
+                        tr[b->heap[q]] = row[b->heap[q]];
+                }
+                sel = b->trunc;
+            }
+            if ((rc = hm_select_dense(ctx, sel, act, V, V, b->hrow, b->tok,
+                                      b->fs)) != HM_OK)
+                return rc;
+        } else
+            for (size_t j = 0; j < act; j++) {
+                const float *row = b->rows + j * V;
+                top_k(row, V, b->heap, k);
+                b->tok[j] = host_sample(row, b->heap, k, b->s.temperature,
+                                        b->hrow[j].uniform);
+            }
+        for (size_t j = 0; j < act; j++) {
+            size_t r = b->slot_of[j], i = b->req[r];
+            int32_t t = b->tok[j];
+            if (ctx && (rc = hm_seq_accept(b->seq[r], t)) != HM_OK)
+                return rc;
+            outs[i][n_out[i] - b->left[r]] = t;
+            b->seqbuf[r][b->len[r]++] = t;
+            b->left[r]--;
+            if (st) {
+                st[i].steps++;
+                if (ctx) {
+                    st[i].watermarked += (b->fs[j] & HM_STEP_WATERMARKED) != 0;
+                    st[i].biased += (b->fb[j] & HM_STEP_BIASED) != 0;
+                    st[i].masked +=
+                        ((b->fb[j] | b->fs[j]) & HM_STEP_MASKED) != 0;
+                }
+            }
+        }
+        /* compact: keep unfinished slots at the front, refill the rest */
+        size_t keep = 0;
+        for (size_t r = 0; r < used; r++)
+            if (b->left[r] > 0) {
+                if (keep != r) {
+                    int32_t *tb = b->seqbuf[keep];
+                    void *tm = b->seqmem[keep];
+                    b->seqbuf[keep] = b->seqbuf[r];
+                    b->seqmem[keep] = b->seqmem[r];
+                    b->seqbuf[r] = tb;
+                    b->seqmem[r] = tm;
+                    b->req[keep] = b->req[r];
+                    b->len[keep] = b->len[r];
+                    b->left[keep] = b->left[r];
+                    b->rng[keep] = b->rng[r];
+                    b->seq[keep] = b->seq[r];
+                }
+                keep++;
+            }
+        used = keep;
+    }
+}
+
 /* ------------------------------------------------------------ statistics */
 
 /* P[Bin(n,p) >= k] (log10 from libhallmark; 1 for k = 0). */

@@ -71,6 +71,24 @@ int ev_generate(ev_server *sv, const hm_ctx *ctx, const int32_t *prompt,
                 size_t n, uint64_t seed, int32_t *out,
                 ev_stepstats *st);
 
+/* The same loop over a batch, as a batched server (vLLM-style) runs it:
+ * up to max_rows requests in lock-step, one dense row each in one
+ * contiguous block per step, every row with its explicit context and its
+ * own hm_seq, one hm_bias_dense and one hm_select_dense call per step for
+ * the whole block; a finished request's slot takes the next one.  All
+ * requests of a call share ctx.  Request i gets n_out[i] tokens in outs[i]
+ * and st[i] (may be NULL): exactly what ev_generate gives it with the same
+ * seed.  One thread at a time per batcher. */
+typedef struct ev_batcher ev_batcher;
+
+ev_batcher *ev_batcher_new(const ng_model *m, const ev_sampling *s,
+                           size_t max_tokens, size_t max_rows);
+void ev_batcher_free(ev_batcher *b);
+int ev_generate_batch(ev_batcher *b, const hm_ctx *ctx, size_t n,
+                      const int32_t *const *prompts, const size_t *n_prompts,
+                      const size_t *n_out, const uint64_t *seeds,
+                      int32_t *const *outs, ev_stepstats *st);
+
 /* ------------------------------------------------------------ statistics */
 
 /* Exact (Clopper-Pearson) two-sided confidence interval of level conf

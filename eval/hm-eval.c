@@ -6,7 +6,8 @@
  *      student-clean, held-out); train the order-4 KN teacher, and a
  *      reference model on the held-out part;
  *   2. serve responses to held-out sentence prefixes through libhallmark,
- *      exactly as a host does (ev_generate), with each scheme and without;
+ *      exactly as a batched host does (ev_generate_batch), with each
+ *      scheme and without;
  *   3. train students on student-clean plus a fraction rho of watermarked
  *      responses (by tokens); each samples text from fresh prompts;
  *   4. audit that text with the hallmark CLI (text in, tokenizer by name),
@@ -256,20 +257,34 @@ static ev_stepstats batch_stats(const batch *b)
     return s;
 }
 
+/* Requests are served in lock-step batches of SERVE_ROWS rows per dense
+ * call (ev_generate_batch), as a batched server runs them; consecutive
+ * requests with the same ctx share a batch.  The tokens are those of
+ * serving each request alone (tests/test_eval checks it). */
+#define SERVE_ROWS 8
+
 typedef struct gen_job {
-    const ng_model *m;
     batch *b;
-    ev_server **sv;
+    ev_batcher **bt;
 } gen_job;
 
-static void gen_one(void *arg, size_t i, int w)
+static void gen_chunk(void *arg, size_t c, int w)
 {
     gen_job *g = arg;
     batch *b = g->b;
-    int rc = ev_generate(g->sv[w], b->ctx[i], b->prompt[i], b->n_prompt[i],
-                         b->n_resp[i], b->seed[i], b->resp[i], &b->st[i]);
-    if (rc != HM_OK)
-        die("serving request %zu: %s", i, hm_strerror(rc));
+    size_t i = c * SERVE_ROWS, end = i + SERVE_ROWS < b->n ? i + SERVE_ROWS
+                                                            : b->n;
+    while (i < end) {
+        size_t j = i + 1;
+        while (j < end && b->ctx[j] == b->ctx[i])
+            j++;
+        int rc = ev_generate_batch(g->bt[w], b->ctx[i], j - i, b->prompt + i,
+                                   b->n_prompt + i, b->n_resp + i,
+                                   b->seed + i, b->resp + i, b->st + i);
+        if (rc != HM_OK)
+            die("serving requests %zu-%zu: %s", i, j - 1, hm_strerror(rc));
+        i = j;
+    }
 }
 
 /* Fill every response of b (n_resp[i] tokens each, already set). */
@@ -281,14 +296,14 @@ static void generate(const ng_model *m, const ev_sampling *s, batch *b)
         if (b->n_prompt[i] + b->n_resp[i] > maxlen)
             maxlen = b->n_prompt[i] + b->n_resp[i];
     }
-    ev_server *sv[64];
+    ev_batcher *bt[64];
     for (int w = 0; w < n_threads; w++)
-        if (!(sv[w] = ev_server_new(m, s, maxlen)))
+        if (!(bt[w] = ev_batcher_new(m, s, maxlen, SERVE_ROWS)))
             die("out of memory");
-    gen_job g = {m, b, sv};
-    parallel_for(b->n, gen_one, &g);
+    gen_job g = {b, bt};
+    parallel_for((b->n + SERVE_ROWS - 1) / SERVE_ROWS, gen_chunk, &g);
     for (int w = 0; w < n_threads; w++)
-        ev_server_free(sv[w]);
+        ev_batcher_free(bt[w]);
 }
 
 /* ---------------------------------------------------------- the run */
@@ -1219,6 +1234,7 @@ static void set_parameters(run *r, const char *command, int argc,
                   "tokens); 100% = watermarked responses only"));
     json_t *pj = json_object_get(r->js, "parameters");
     json_object_set_new(pj, "part_docs", json_integer((json_int_t)cf->part_docs));
+    json_object_set_new(pj, "serve_rows_per_call", json_integer(SERVE_ROWS));
     json_object_set_new(pj, "fpr_max_docs",
                         json_integer((json_int_t)cf->fpr_max_docs));
     json_object_set_new(

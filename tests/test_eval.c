@@ -141,6 +141,67 @@ START_TEST(test_serving_reproducible)
 }
 END_TEST
 
+/* A batched server gives every request the tokens and flags that serving
+ * it alone gives: batch sizes 1, 3 and 8, uneven lengths (one empty). */
+START_TEST(test_batch_equals_single)
+{
+    enum { REQ = 11, MAXLEN = 70 };
+    ng_model *m = toy_model(3);
+    ev_sampling s = {0.9f, 12};
+    ev_server *sv = ev_server_new(m, &s, 8 + MAXLEN);
+    int32_t pbuf[REQ][8], *outs[REQ], single[REQ][MAXLEN];
+    const int32_t *prompts[REQ];
+    size_t np[REQ], nout[REQ];
+    uint64_t seeds[REQ];
+    ev_rng r = {31};
+    for (int i = 0; i < REQ; i++) {
+        np[i] = 1 + (size_t)ev_below(&r, 8);
+        for (size_t j = 0; j < np[i]; j++)
+            pbuf[i][j] = (int32_t)ev_below(&r, V);
+        prompts[i] = pbuf[i];
+        nout[i] = i == 4 ? 0 : 10 + (size_t)ev_below(&r, MAXLEN - 10);
+        seeds[i] = ev_seed(3, "batch", (uint64_t)i);
+        outs[i] = malloc(MAXLEN * sizeof(int32_t));
+    }
+    const char *specs[] = {NULL, "gumbel", "kgw", "tournament",
+                           "kgw:h=1+gumbel:h=4"};
+    for (size_t k = 0; k < sizeof specs / sizeof *specs; k++) {
+        hm_ctx *c = specs[k] ? toy_ctx(specs[k], 3) : NULL;
+        ev_stepstats st1[REQ], stb[REQ];
+        for (int i = 0; i < REQ; i++) {
+            memset(&st1[i], 0, sizeof st1[i]);
+            ck_assert_int_eq(ev_generate(sv, c, prompts[i], np[i], nout[i],
+                                         seeds[i], single[i], &st1[i]),
+                             HM_OK);
+        }
+        const size_t rows[] = {1, 3, 8};
+        for (int q = 0; q < 3; q++) {
+            ev_batcher *b = ev_batcher_new(m, &s, 8 + MAXLEN, rows[q]);
+            ck_assert_ptr_nonnull(b);
+            ck_assert_int_eq(ev_generate_batch(b, c, REQ, prompts, np, nout,
+                                               seeds, outs, stb),
+                             HM_OK);
+            for (int i = 0; i < REQ; i++) {
+                ck_assert_msg(memcmp(outs[i], single[i],
+                                     nout[i] * sizeof(int32_t)) == 0,
+                              "%s, %zu rows: request %d differs",
+                              specs[k] ? specs[k] : "none", rows[q], i);
+                ck_assert_uint_eq(stb[i].steps, nout[i]);
+                ck_assert_uint_eq(stb[i].watermarked, st1[i].watermarked);
+                ck_assert_uint_eq(stb[i].biased, st1[i].biased);
+                ck_assert_uint_eq(stb[i].masked, st1[i].masked);
+            }
+            ev_batcher_free(b);
+        }
+        hm_ctx_free(c);
+    }
+    for (int i = 0; i < REQ; i++)
+        free(outs[i]);
+    ev_server_free(sv);
+    ng_free(m);
+}
+END_TEST
+
 /* Every served token is among the top k of the row the host biased. */
 START_TEST(test_serving_top_k)
 {
@@ -449,6 +510,7 @@ static Suite *eval_suite(void)
     tcase_add_test(tc, test_rng);
     tcase_add_test(tc, test_serving_reproducible);
     tcase_add_test(tc, test_serving_top_k);
+    tcase_add_test(tc, test_batch_equals_single);
     tcase_add_test(tc, test_host_sampler_distribution);
     tcase_add_test(tc, test_clopper_pearson);
     tcase_add_test(tc, test_fpr_counts);
