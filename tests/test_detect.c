@@ -13,38 +13,11 @@
 
 #define V 5000
 
-/* A synthetic model's logits for the step after ctx (depends on the last
- * two tokens, so text repeats a little, as real text does). */
-static void model_logits(const int32_t *seq, size_t n, float *out)
-{
-    uint64_t s = 1469598103934665603u ^ (uint64_t)(n ? seq[n - 1] : 7) * 31u ^
-                 (uint64_t)(n > 1 ? seq[n - 2] : 3) * 131071u;
-    for (int v = 0; v < V; v++)
-        out[v] = (float)(-0.9 * log1p(v) + 2.5 * test_uniform(&s));
-}
-
-/* Generate n tokens after prompt with ctx (kgw bias, then select). */
+/* test_generate (testutil.h) with this file's vocabulary. */
 static void generate(const hm_ctx *ctx, const int32_t *prompt, size_t np,
                      int32_t *out, size_t n, uint64_t *rng)
 {
-    static float logits[V];
-    int32_t all[4096];
-    hm_seq *seq;
-    ck_assert_int_eq(hm_seq_new(&seq, ctx, 256), HM_OK);
-    ck_assert_int_eq(hm_seq_reset(seq, prompt, np), HM_OK);
-    memcpy(all, prompt, np * sizeof *all);
-    for (size_t t = 0; t < n; t++) {
-        hm_row row = {NULL, 0, seq, 1.0f, test_uniform(rng)};
-        model_logits(all, np + t, logits);
-        ck_assert_int_eq(hm_bias_dense(ctx, logits, 1, V, V, &row, NULL),
-                         HM_OK);
-        ck_assert_int_eq(hm_select_dense(ctx, logits, 1, V, V, &row,
-                                         &all[np + t], NULL),
-                         HM_OK);
-        ck_assert_int_eq(hm_seq_accept(seq, all[np + t]), HM_OK);
-    }
-    hm_seq_free(seq);
-    memcpy(out, all + np, n * sizeof *out);
+    test_generate(ctx, prompt, np, out, n, rng, V);
 }
 
 static void random_tokens(int32_t *out, size_t n, int32_t vocab, uint64_t *s)

@@ -372,36 +372,11 @@ END_TEST
 
 /* ------------------------------------------------ the filtered audit */
 
-/* The synthetic model of test_detect.c: depends on the last two tokens. */
-static void model_logits(const int32_t *seq, size_t n, float *out)
-{
-    uint64_t s = 1469598103934665603u ^ (uint64_t)(n ? seq[n - 1] : 7) * 31u ^
-                 (uint64_t)(n > 1 ? seq[n - 2] : 3) * 131071u;
-    for (int v = 0; v < V; v++)
-        out[v] = (float)(-0.9 * log1p(v) + 2.5 * test_uniform(&s));
-}
-
+/* test_generate (testutil.h) with this file's vocabulary. */
 static void generate(const hm_ctx *ctx, const int32_t *prompt, size_t np,
                      int32_t *out, size_t n, uint64_t *rng)
 {
-    static float logits[V];
-    int32_t all[1024];
-    hm_seq *seq;
-    ck_assert_int_eq(hm_seq_new(&seq, ctx, 256), HM_OK);
-    ck_assert_int_eq(hm_seq_reset(seq, prompt, np), HM_OK);
-    memcpy(all, prompt, np * sizeof *all);
-    for (size_t t = 0; t < n; t++) {
-        hm_row row = {NULL, 0, seq, 1.0f, test_uniform(rng)};
-        model_logits(all, np + t, logits);
-        ck_assert_int_eq(hm_bias_dense(ctx, logits, 1, V, V, &row, NULL),
-                         HM_OK);
-        ck_assert_int_eq(hm_select_dense(ctx, logits, 1, V, V, &row,
-                                         &all[np + t], NULL),
-                         HM_OK);
-        ck_assert_int_eq(hm_seq_accept(seq, all[np + t]), HM_OK);
-    }
-    hm_seq_free(seq);
-    memcpy(out, all + np, n * sizeof *out);
+    test_generate(ctx, prompt, np, out, n, rng, V);
 }
 
 static hm_tally *tally1(const hm_ctx *ctx)

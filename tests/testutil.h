@@ -5,6 +5,7 @@
 #define HM_TESTUTIL_H
 
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,49 @@ static inline uint64_t test_rand(uint64_t *s)
 static inline double test_uniform(uint64_t *s)
 {
     return (double)(test_rand(s) >> 11) * 0x1p-53;
+}
+
+/* A synthetic model's logits over vocab ids for the step after seq[0..n)
+ * (depends on the last two tokens, so text repeats a little, as real text
+ * does). */
+static inline void test_model_logits(const int32_t *seq, size_t n,
+                                     float *out, int vocab)
+{
+    uint64_t s = 1469598103934665603u ^ (uint64_t)(n ? seq[n - 1] : 7) * 31u ^
+                 (uint64_t)(n > 1 ? seq[n - 2] : 3) * 131071u;
+    for (int v = 0; v < vocab; v++)
+        out[v] = (float)(-0.9 * log1p(v) + 2.5 * test_uniform(&s));
+}
+
+/* Serve n tokens of test_model_logits after prompt through ctx (bias,
+ * then select, as a host does) into out. */
+static inline void test_generate(const hm_ctx *ctx, const int32_t *prompt,
+                                 size_t np, int32_t *out, size_t n,
+                                 uint64_t *rng, int vocab)
+{
+    float *logits = malloc((size_t)vocab * sizeof *logits);
+    int32_t *all = malloc((np + n) * sizeof *all);
+    ck_assert(logits != NULL && all != NULL);
+    hm_seq *seq;
+    ck_assert_int_eq(hm_seq_new(&seq, ctx, 256), HM_OK);
+    ck_assert_int_eq(hm_seq_reset(seq, prompt, np), HM_OK);
+    memcpy(all, prompt, np * sizeof *all);
+    for (size_t t = 0; t < n; t++) {
+        hm_row row = {NULL, 0, seq, 1.0f, test_uniform(rng)};
+        test_model_logits(all, np + t, logits, vocab);
+        ck_assert_int_eq(hm_bias_dense(ctx, logits, 1, (size_t)vocab,
+                                       (size_t)vocab, &row, NULL),
+                         HM_OK);
+        ck_assert_int_eq(hm_select_dense(ctx, logits, 1, (size_t)vocab,
+                                         (size_t)vocab, &row, &all[np + t],
+                                         NULL),
+                         HM_OK);
+        ck_assert_int_eq(hm_seq_accept(seq, all[np + t]), HM_OK);
+    }
+    hm_seq_free(seq);
+    memcpy(out, all + np, n * sizeof *out);
+    free(all);
+    free(logits);
 }
 
 static inline int test_run(Suite *s)
