@@ -126,6 +126,9 @@ struct hm_tokenizer {
     added_token *added;
     size_t n_added;
     uint16_t first_lo[257]; /* added tokens sorted by first byte: CSR */
+    /* [normalized][special tokens parsed]: how many added tokens a pass of
+     * encode_added can match (none: the pass is skipped) */
+    size_t n_matchable[2][2];
     pcre2_code *word_re;    /* single_word: a word character */
 };
 
@@ -280,8 +283,12 @@ static int index_added(hm_tokenizer *t)
         count[b + 1] += count[b];
     for (int b = 0; b <= 256; b++)
         t->first_lo[b] = (uint16_t)count[b];
-    for (size_t i = 0; i < t->n_added; i++)
-        sorted[count[t->arena[t->added[i].off]]++] = t->added[i];
+    for (size_t i = 0; i < t->n_added; i++) {
+        const added_token *a = &t->added[i];
+        sorted[count[t->arena[a->off]]++] = *a;
+        for (int sp = 0; sp < 2; sp++)
+            t->n_matchable[a->normalized][sp] += !a->special || sp;
+    }
     free(t->added);
     t->added = sorted;
     return HM_OK;
@@ -1445,8 +1452,10 @@ static int is_word(const hm_tokenizer *t, pcre2_match_data *md,
 static int encode_added(enc *e, int pass, const unsigned char *s, size_t n)
 {
     const hm_tokenizer *t = e->t;
-    if (pass == 2 || t->n_added == 0)
+    if (pass == 2)
         return encode_text(e, s, n);
+    if (t->n_matchable[pass][(e->flags & HM_TOKENIZE_SPECIAL) != 0] == 0)
+        return encode_added(e, pass + 1, s, n); /* nothing to look for */
     pcre2_match_data *wmd = NULL;
     size_t prev = 0, p = 0;
     int rc = HM_OK;
