@@ -22,19 +22,25 @@ static hm_tokenizer *mini(const char *preset)
     return t;
 }
 
-static void expect_ids(const hm_tokenizer *t, const char *text,
-                       const int32_t *want, size_t n_want)
+static void expect_hf(const hm_tokenizer *t, unsigned flags, const char *text,
+                      const int32_t *want, size_t n_want)
 {
     int32_t *ids;
     size_t n;
-    ck_assert_int_eq(hm_tokenizer_encode(t, text, strlen(text), 0, &ids, &n,
-                                         NULL),
+    ck_assert_int_eq(hm_tokenizer_encode(t, text, strlen(text), flags, &ids,
+                                         &n, NULL),
                      HM_OK);
     ck_assert_msg(n == n_want, "'%s': %zu ids, wanted %zu", text, n, n_want);
     for (size_t i = 0; i < n; i++)
         ck_assert_msg(ids[i] == want[i], "'%s': id %zu is %d, wanted %d",
                       text, i, ids[i], want[i]);
     hm_tokens_free(ids);
+}
+
+static void expect_ids(const hm_tokenizer *t, const char *text,
+                       const int32_t *want, size_t n_want)
+{
+    expect_hf(t, 0, text, want, n_want);
 }
 
 START_TEST(test_known)
@@ -481,20 +487,6 @@ static hm_tokenizer *hf_small(const char *pre, const char *extra,
     return t;
 }
 
-static void expect_hf(const hm_tokenizer *t, unsigned flags, const char *text,
-                      const int32_t *want, size_t n_want)
-{
-    int32_t *ids;
-    size_t n;
-    ck_assert_int_eq(hm_tokenizer_encode(t, text, strlen(text), flags, &ids,
-                                         &n, NULL),
-                     HM_OK);
-    ck_assert_msg(n == n_want, "'%s': %zu ids, wanted %zu", text, n, n_want);
-    for (size_t i = 0; i < n; i++)
-        ck_assert_msg(ids[i] == want[i], "'%s': id %zu is %d, wanted %d",
-                      text, i, ids[i], want[i]);
-    hm_tokens_free(ids);
-}
 
 START_TEST(test_hf_features)
 {
