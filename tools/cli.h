@@ -83,6 +83,13 @@ int cli_parse_double(const char *opt, const char *s, double lo, double hi,
                      double *out);
 int cli_parse_ll(const char *opt, const char *s, long long lo, long long hi,
                  long long *out);
+/* The options verify and audit share: -a/--alpha, --vocab-size,
+ * --skip-padded, --tokenizer and --parse-special (getopt codes 'a', 'V',
+ * 'P', 'Z', 'Y').  1: c was one of them and is applied; 0: it is not one;
+ * -1: a bad value (message printed). */
+int cli_scoring_option(int c, const char *arg, double *alpha,
+                       long long *vocab, unsigned *flags,
+                       const char **tokspec);
 
 typedef struct cli_buf {
     char *data;

@@ -341,6 +341,12 @@ int cmd_audit(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "k:s:T:F:R:a:o:h", opts, NULL)) !=
            -1) {
+        int r = cli_scoring_option(c, optarg, &alpha, &vocab, &flags,
+                                   &tokspec);
+        if (r < 0)
+            return EXIT_TROUBLE;
+        if (r > 0)
+            continue;
         switch (c) {
         case 'k':
             keyfile = optarg;
@@ -376,26 +382,8 @@ int cmd_audit(int argc, char **argv)
         case 'L':
             a.label = optarg;
             break;
-        case 'a':
-            if (cli_parse_double("--alpha", optarg, 1e-300, 1, &alpha) != 0)
-                return EXIT_TROUBLE;
-            break;
-        case 'V':
-            if (cli_parse_ll("--vocab-size", optarg, 1, INT32_MAX, &vocab) !=
-                0)
-                return EXIT_TROUBLE;
-            break;
-        case 'P':
-            flags |= HM_TALLY_SKIP_PADDED;
-            break;
         case 'S':
             save_tally = optarg;
-            break;
-        case 'Y':
-            cli_tok_flags |= HM_TOKENIZE_SPECIAL;
-            break;
-        case 'Z':
-            tokspec = optarg;
             break;
         case 'o':
             output = optarg;

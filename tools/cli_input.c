@@ -442,6 +442,32 @@ int cli_parse_ll(const char *opt, const char *s, long long lo, long long hi,
     return 0;
 }
 
+int cli_scoring_option(int c, const char *arg, double *alpha,
+                       long long *vocab, unsigned *flags,
+                       const char **tokspec)
+{
+    switch (c) {
+    case 'a':
+        return cli_parse_double("--alpha", arg, 1e-300, 1, alpha) != 0 ? -1
+                                                                       : 1;
+    case 'V':
+        return cli_parse_ll("--vocab-size", arg, 1, INT32_MAX, vocab) != 0
+                   ? -1
+                   : 1;
+    case 'P':
+        *flags |= HM_TALLY_SKIP_PADDED;
+        return 1;
+    case 'Z':
+        *tokspec = arg;
+        return 1;
+    case 'Y':
+        cli_tok_flags |= HM_TOKENIZE_SPECIAL;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 /* SHA-256 of a whole file, as lower-case hex. */
 int cli_sha256_file(const char *path, char hex[65])
 {

@@ -105,6 +105,12 @@ int cmd_verify(int argc, char **argv)
     unsigned flags = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "k:s:t:a:jh", opts, NULL)) != -1) {
+        int r = cli_scoring_option(c, optarg, &alpha, &vocab, &flags,
+                                   &tokspec);
+        if (r < 0)
+            return EXIT_TROUBLE;
+        if (r > 0)
+            continue;
         switch (c) {
         case 'k':
             keyfile = optarg;
@@ -116,26 +122,8 @@ int cmd_verify(int argc, char **argv)
         case 't':
             tenant = optarg;
             break;
-        case 'a':
-            if (cli_parse_double("--alpha", optarg, 1e-300, 1, &alpha) != 0)
-                return EXIT_TROUBLE;
-            break;
-        case 'V':
-            if (cli_parse_ll("--vocab-size", optarg, 1, INT32_MAX, &vocab) !=
-                0)
-                return EXIT_TROUBLE;
-            break;
-        case 'P':
-            flags |= HM_TALLY_SKIP_PADDED;
-            break;
         case 'j':
             json = 1;
-            break;
-        case 'Y':
-            cli_tok_flags |= HM_TOKENIZE_SPECIAL;
-            break;
-        case 'Z':
-            tokspec = optarg;
             break;
         case 'h':
             verify_usage(stdout);
