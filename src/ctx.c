@@ -12,15 +12,13 @@
 
 #define TENANT_MAX HM_TENANT_MAX
 
-/* HKDF info string: names the spec version, scheme, channel and tenant.
- * The tenant comes last so that any bytes are unambiguous. */
+/* The channel's subkeys: HKDF info names the spec version, scheme,
+ * channel and tenant (hm_key_derive_for). */
 static int channel_keys(hm_channel *ch, const hm_key *key, const char *tenant)
 {
-    char info[64 + sizeof ch->id + TENANT_MAX];
     unsigned char okm[48];
-    snprintf(info, sizeof info, "hallmark/v1/%s/%s/%s",
-             hm_scheme_name(ch->scheme), ch->id, tenant);
-    int rc = hm_key_derive(key, info, okm, sizeof okm);
+    int rc = hm_key_derive_for(key, hm_scheme_name(ch->scheme), ch->id,
+                               tenant, okm, sizeof okm);
     if (rc == HM_OK) {
         hm_cmac_init(&ch->cmac, okm);
         ch->s_hash = hm_seed_from_bytes(okm + 16);

@@ -129,6 +129,12 @@ HM_HIDDEN const char *hm_scheme_name(int scheme);
 /* Derive a channel's secrets from the master key (HKDF-SHA256). */
 HM_HIDDEN int hm_key_derive(const hm_key *key, const char *info,
                             unsigned char *out, size_t len);
+/* The same with info "hallmark/v1/" name "/" id "/" tenant, the form every
+ * per-channel subkey uses (hallmark-prf(7)): name is a scheme, "logprobs"
+ * or "spectral"; the tenant comes last so that any bytes are unambiguous. */
+HM_HIDDEN int hm_key_derive_for(const hm_key *key, const char *name,
+                                const char *id, const char *tenant,
+                                unsigned char *out, size_t len);
 
 /* ------------------------------------------------------- sequence state */
 

@@ -99,6 +99,17 @@ int hm_key_derive(const hm_key *key, const char *info, unsigned char *out,
     return rc;
 }
 
+int hm_key_derive_for(const hm_key *key, const char *name, const char *id,
+                      const char *tenant, unsigned char *out, size_t len)
+{
+    char info[64 + 64 + HM_TENANT_MAX];
+    int n = snprintf(info, sizeof info, "hallmark/v1/%s/%s/%s", name, id,
+                     tenant);
+    if (n < 0 || (size_t)n >= sizeof info)
+        return HM_ERANGE;
+    return hm_key_derive(key, info, out, len);
+}
+
 int hm_key_fingerprint(const hm_key *key, char *out, size_t outlen)
 {
     static const char hex[] = "0123456789abcdef";

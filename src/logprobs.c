@@ -148,11 +148,9 @@ int hm_logprobs_new(hm_logprobs **out, const hm_key *key, const char *spec,
     if (rc == HM_OK) {
         /* Its own scheme name in the info string: independent of every
          * watermark channel (hallmark-prf(7), Subkeys). */
-        char info[64 + ID_MAX + HM_TENANT_MAX];
         unsigned char okm[32];
-        snprintf(info, sizeof info, "hallmark/v1/logprobs/%s/%s", lp->id,
-                 tenant);
-        rc = hm_key_derive(key, info, okm, sizeof okm);
+        rc = hm_key_derive_for(key, "logprobs", lp->id, tenant, okm,
+                               sizeof okm);
         if (rc == HM_OK) {
             hm_cmac_init(&lp->cmac, okm);
             hm_aes_init(&lp->tok, okm + 16);

@@ -150,11 +150,9 @@ int hm_spectral_new(hm_spectral **out, const hm_key *key, const char *spec,
     if (rc == HM_OK)
         rc = hm_key_fingerprint(key, sp->fingerprint, sizeof sp->fingerprint);
     if (rc == HM_OK) {
-        char info[64 + ID_MAX + HM_TENANT_MAX];
         unsigned char okm[48];
-        snprintf(info, sizeof info, "hallmark/v1/spectral/%s/%s", sp->id,
-                 tenant);
-        rc = hm_key_derive(key, info, okm, sizeof okm);
+        rc = hm_key_derive_for(key, "spectral", sp->id, tenant, okm,
+                               sizeof okm);
         if (rc == HM_OK) {
             hm_cmac_init(&sp->cmac, okm);
             hm_aes_init(&sp->tok, okm + 16);
