@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#define XXH_INLINE_ALL /* short keys: no call, same hashes */
 #include <xxhash.h>
 
 #define TALLY_MAGIC "hallmark-tally 1\n"
@@ -201,19 +202,34 @@ static scorer scorer_of(const hm_tally *t, unsigned c, size_t table)
     return sc;
 }
 
-/* Add the scores of record r's values. */
-static void score_record(const scorer *sc, const uint64_t *r, size_t nv)
+/* Add the scores of the values of m records of w words.  The gumbel
+ * logarithms are taken in batches, apart from the sums, so that several
+ * are under way at once. */
+static void score_records(const scorer *sc, const uint64_t *r, size_t m,
+                          size_t w)
 {
     if (sc->sum == NULL)
         return;
-    for (size_t k = 0; k < nv; k++) {
-        uint64_t x = r[1 + k];
-        if (sc->scheme == HM_SCHEME_GUMBEL)
-            sum_add(&sc->sum[k], gumbel_score(x));
-        else if (sc->scheme == HM_SCHEME_KGW)
-            sc->sum[k].lo += x < sc->below;
-        else
-            sc->sum[k].lo += (uint64_t)__builtin_popcountll(x & sc->mask);
+    for (size_t k = 0; k + 1 < w; k++) {
+        sum128 *s = &sc->sum[k];
+        const uint64_t *x = r + 1 + k;
+        if (sc->scheme == HM_SCHEME_GUMBEL) {
+            enum { B = 64 };
+            double g[B];
+            for (size_t i0 = 0; i0 < m; i0 += B) {
+                size_t b = m - i0 < B ? m - i0 : B;
+                for (size_t i = 0; i < b; i++)
+                    g[i] = gumbel_score(x[(i0 + i) * w]);
+                for (size_t i = 0; i < b; i++)
+                    sum_add(s, g[i]);
+            }
+        } else if (sc->scheme == HM_SCHEME_KGW) {
+            for (size_t i = 0; i < m; i++)
+                s->lo += x[i * w] < sc->below;
+        } else {
+            for (size_t i = 0; i < m; i++)
+                s->lo += (uint64_t)__builtin_popcountll(x[i * w] & sc->mask);
+        }
     }
 }
 
@@ -294,9 +310,9 @@ static uint64_t *scratch(hm_tally *t, size_t words)
  * each hash is kept unless the run has it, gathered, scored, and merged
  * with the run from the back, in place. */
 static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
-                       tally_part *p)
+                       tally_part *p, size_t upto)
 {
-    const size_t w = tb->w, q = p->n - p->run, run = p->run;
+    const size_t w = tb->w, q = upto - p->run, run = p->run;
     if (q == 0)
         return HM_OK;
     if (q > SIZE_MAX / sizeof(uint64_t) / (w + 2))
@@ -346,11 +362,10 @@ static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
             r++;
         if (r < run && p->rec[r * w] == h)
             continue;
-        const uint64_t *src = wait + pair[2 * i + 1] * w;
-        copy_rec(gath + fresh * w, src, w);
-        score_record(sc, src, w - 1);
+        copy_rec(gath + fresh * w, wait + pair[2 * i + 1] * w, w);
         fresh++;
     }
+    score_records(sc, gath, fresh, w);
     /* merge from the back: the output never overtakes the run */
     size_t i = run, j = fresh, k = run + fresh;
     while (j > 0) {
@@ -359,7 +374,15 @@ static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
         else
             copy_rec(p->rec + --k * w, gath + --j * w, w);
     }
-    p->run = p->n = run + fresh;
+    /* records after upto (the add under way) follow the new run */
+    const size_t tail = p->n - upto;
+    if (tail > 0)
+        memmove(p->rec + (run + fresh) * w, p->rec + upto * w,
+                tail * w * sizeof *p->rec);
+    if (p->mark >= upto)
+        p->mark -= upto - (run + fresh);
+    p->run = run + fresh;
+    p->n = p->run + tail;
     tb->n += fresh;
     tb->waiting -= q;
     return HM_OK;
@@ -372,7 +395,7 @@ static int settle_table(hm_tally *t, unsigned c, size_t ti)
         return HM_OK;
     scorer sc = scorer_of(t, c, ti);
     for (size_t i = 0; i < (size_t)1 << tb->bits; i++) {
-        int rc = settle_part(t, &sc, tb, &tb->part[i]);
+        int rc = settle_part(t, &sc, tb, &tb->part[i], tb->part[i].n);
         if (rc != HM_OK)
             return rc;
     }
@@ -484,23 +507,36 @@ static int table_prepare(hm_tally *t, unsigned c, size_t ti, size_t extra,
     return HM_OK;
 }
 
+/* A full partition p: settle the records that waited before the add
+ * under way (when there are enough to be worth it), then grow it unless
+ * that left a quarter of it free.  Failing to settle is no error (the
+ * records keep waiting); failing to grow is. */
+static __attribute__((noinline)) int part_full(hm_tally *t, const scorer *sc,
+                                               tally_table *tb, tally_part *p)
+{
+    size_t older = p->mark - p->run;
+    if (older >= SETTLE_MIN && older >= p->cap / 8)
+        (void)settle_part(t, sc, tb, p, p->mark);
+    if (p->n < p->cap - p->cap / 4)
+        return HM_OK;
+    return part_room(p, tb->w, p->n + 1, 0);
+}
+
 /* Room for one more record of tb in the partition of hash h, on behalf
  * of the add (or merge) epoch: the record to fill, or NULL without
- * memory.  The first time an epoch reaches a partition, it remembers the
- * partition's length for undo and, when more records wait than its run
- * holds, settles it (failing to is no error: the records keep waiting). */
-static uint64_t *table_push(hm_tally *t, const scorer *sc, tally_table *tb,
-                            uint64_t h, uint64_t epoch)
+ * memory.  Each partition remembers its length when an epoch first
+ * reaches it, for undo.  Records pushed by the epoch stay waiting until
+ * it is over, so that undo can truncate them. */
+static inline uint64_t *table_push(hm_tally *t, const scorer *sc,
+                                   tally_table *tb, uint64_t h,
+                                   uint64_t epoch)
 {
     tally_part *p = &tb->part[part_of(tb, h)];
     if (p->epoch != epoch) {
-        size_t q = p->n - p->run;
-        if (q >= SETTLE_MIN && q >= p->run)
-            (void)settle_part(t, sc, tb, p);
         p->epoch = epoch;
         p->mark = p->n;
     }
-    if (p->n == p->cap && part_room(p, tb->w, p->n + 1, 0) != HM_OK)
+    if (p->n == p->cap && part_full(t, sc, tb, p) != HM_OK)
         return NULL;
     tb->waiting++;
     uint64_t *r = p->rec + p->n++ * tb->w;
@@ -894,20 +930,25 @@ static int add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
                       size_t np, const int32_t *tokens, size_t nt,
                       const window_set *ps, uint64_t epoch)
 {
-    enum { CHUNK = 256 };
+    enum { CHUNK = 256, VALUES = 2048 };
     tally_channel *tc = &t->ch[c];
     tally_table *tb = &tc->tab[0];
     const unsigned n = t->params.ch[c].window;
+    const size_t nk_keys = t->n_keys;
     const scorer sc = scorer_of(t, c, 0);
     uint32_t ids[HM_MAX_CONTEXT + CHUNK + 16], wins[CHUNK * HM_MAX_CONTEXT];
-    uint64_t hs[CHUNK], x[CHUNK];
-    size_t part[CHUNK], at[CHUNK], kept[CHUNK];
+    uint64_t hs[CHUNK], x[CHUNK], vals[VALUES];
+    size_t kept[CHUNK];
     hm_seed seeds[CHUNK];
     unsigned char pad[16];
     const int wide = n <= 4 && hm_k_prf_windows_ok() &&
                      t->keys[0].ctx->ch[c].cmac.aes.use_ni;
-    for (size_t j0 = 0; j0 < nt; j0 += CHUNK) {
-        size_t m = nt - j0 < CHUNK ? nt - j0 : CHUNK, p0 = np + j0;
+    /* all the values of a chunk are computed before its records are
+     * pushed (a push may move the records pushed before it) */
+    size_t chunk = VALUES / nk_keys;
+    chunk = chunk < 1 ? 1 : chunk > CHUNK ? CHUNK : chunk;
+    for (size_t j0 = 0; j0 < nt; j0 += chunk) {
+        size_t m = nt - j0 < chunk ? nt - j0 : chunk, p0 = np + j0;
         for (unsigned i = 0; i < n; i++) {
             size_t back = n - i;
             size_t q = p0 - back;
@@ -943,19 +984,12 @@ static int add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
 #endif
             kept[nk++] = i;
         }
-        for (size_t q = 0; q < nk; q++) {
-            uint64_t *r = table_push(t, &sc, tb, hs[kept[q]], epoch);
-            if (r == NULL)
-                return HM_ENOMEM;
-            part[q] = part_of(tb, hs[kept[q]]);
-            at[q] = (size_t)(r - tb->part[part[q]].rec);
-        }
         if (nk == 0)
             continue;
         if (!wide)
             for (size_t q = 0; q < nk; q++)
                 memcpy(wins + q * n, ids + kept[q], n * sizeof *wins);
-        for (size_t k = 0; k < t->n_keys; k++) {
+        for (size_t k = 0; k < nk_keys; k++) {
             const hm_cmac *cm = &t->keys[k].ctx->ch[c].cmac;
             if (wide) {
                 hm_cmac_pad(cm, n, pad);
@@ -965,13 +999,22 @@ static int add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
                     x[i] = hm_mix(seeds[i - done].a, seeds[i - done].g,
                                   ids[n + i]);
                 for (size_t q = 0; q < nk; q++)
-                    tb->part[part[q]].rec[at[q] + 1 + k] = x[kept[q]];
+                    vals[q * nk_keys + k] = x[kept[q]];
             } else {
                 hm_seed_windows(cm, wins, n, n, nk, seeds);
                 for (size_t q = 0; q < nk; q++)
-                    tb->part[part[q]].rec[at[q] + 1 + k] =
+                    vals[q * nk_keys + k] =
                         hm_mix(seeds[q].a, seeds[q].g, ids[n + kept[q]]);
             }
+        }
+        for (size_t q = 0; q < nk; q++) {
+            uint64_t *r = table_push(t, &sc, tb, hs[kept[q]], epoch);
+            if (r == NULL)
+                return HM_ENOMEM;
+            if (nk_keys == 1)
+                r[1] = vals[q];
+            else
+                memcpy(r + 1, vals + q * nk_keys, nk_keys * sizeof *r);
         }
     }
     if (wide)
@@ -1188,8 +1231,7 @@ static void sum_channel(hm_tally *t, unsigned c)
         const tally_table *tb = &tc->tab[ti];
         scorer sc = scorer_of(t, c, ti);
         for (size_t i = 0; tb->part && i < (size_t)1 << tb->bits; i++)
-            for (size_t j = 0; j < tb->part[i].run; j++)
-                score_record(&sc, tb->part[i].rec + j * tb->w, tb->w - 1);
+            score_records(&sc, tb->part[i].rec, tb->part[i].run, tb->w);
     }
 }
 
