@@ -55,7 +55,7 @@
  * a run holds records older than any waiting one, the sort is stable and
  * a merge adds src's records after dst's.  The runs, in partition order,
  * are sorted by hash, which is the order of the file.  Each channel keeps
- * its statistic per key (integer sums, see sum_add) and adds a tuple's
+ * its statistic per key (integer sums, see sum_many) and adds a tuple's
  * score when the tuple joins a run, so that a result costs nothing more
  * once the partitions have settled.
  *
@@ -153,22 +153,32 @@ enum {
     PART_BYTES = 256 << 10, /* a partition's target size */
     PART_BITS_MAX = 16,
     SETTLE_MIN = 64,        /* waiting records worth settling early */
-    DIGIT_BITS_MAX = 12     /* counting sort of a partition's records */
+    DIGIT_BITS_MAX = 16     /* counting sort of a partition's records */
 };
 
-/* x >= 0 (a score): its integer part and its fraction cut to 64 bits,
- * through conversions below 2^32, which need no branch. */
-static void sum_add(sum128 *s, double x)
+/* Add b <= 2^32 scores x >= 0 to s: each is its integer part and its
+ * fraction cut to 64 bits, through conversions below 2^32, which need no
+ * branch.  The integer parts and the two 32-bit halves of the fractions
+ * are summed apart (no carry from term to term, so the loop has no
+ * chain), then put together. */
+static void sum_many(sum128 *s, const double *x, size_t b)
 {
-    double ip = (double)(int64_t)x; /* floor(x), as x >= 0 */
-    uint64_t i = (uint64_t)(int64_t)ip;
-    double y = (x - ip) * 0x1p32; /* exact: a power of 2 */
-    double yi = (double)(int64_t)y;
-    uint64_t f = (uint64_t)(int64_t)yi << 32 |
-                 (uint64_t)(int64_t)((y - yi) * 0x1p32);
-    uint64_t lo = s->lo + f;
-    s->hi += i + (lo < s->lo);
-    s->lo = lo;
+    uint64_t ip = 0, fh = 0, fl = 0;
+    for (size_t i = 0; i < b; i++) {
+        double di = (double)(int64_t)x[i];
+        double y = (x[i] - di) * 0x1p32;
+        double yi = (double)(int64_t)y;
+        ip += (uint64_t)(int64_t)di;
+        fh += (uint64_t)(int64_t)yi;
+        fl += (uint64_t)(int64_t)((y - yi) * 0x1p32);
+    }
+    /* fh * 2^32 + fl as 128 bits, added to s */
+    uint64_t lo = fl, hi = 0, add = fh << 32;
+    lo += add;
+    hi += (fh >> 32) + (lo < add);
+    uint64_t sl = s->lo + lo;
+    s->hi += ip + hi + (sl < s->lo);
+    s->lo = sl;
 }
 
 static double sum_value(const sum128 *s)
@@ -220,8 +230,7 @@ static void score_records(const scorer *sc, const uint64_t *r, size_t m,
                 size_t b = m - i0 < B ? m - i0 : B;
                 for (size_t i = 0; i < b; i++)
                     g[i] = gumbel_score(x[(i0 + i) * w]);
-                for (size_t i = 0; i < b; i++)
-                    sum_add(s, g[i]);
+                sum_many(s, g, b);
             }
         } else if (sc->scheme == HM_SCHEME_KGW) {
             for (size_t i = 0; i < m; i++)
@@ -315,24 +324,23 @@ static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
     const size_t w = tb->w, q = upto - p->run, run = p->run;
     if (q == 0)
         return HM_OK;
-    if (q > SIZE_MAX / sizeof(uint64_t) / (w + 2))
-        return HM_ENOMEM;
-    uint64_t *pair = scratch(t, q * (w + 2));
-    if (pair == NULL)
-        return HM_ENOMEM;
-    uint64_t *gath = pair + 2 * q;
-    const uint64_t *wait = p->rec + run * w;
     unsigned d = 1;
     while (d < DIGIT_BITS_MAX && ((size_t)1 << d) < q)
         d++;
+    if (q > (SIZE_MAX / sizeof(uint64_t) - ((size_t)1 << d)) / (w + 2))
+        return HM_ENOMEM;
+    uint64_t *pair = scratch(t, q * (w + 2) + ((size_t)1 << d));
+    if (pair == NULL)
+        return HM_ENOMEM;
+    uint64_t *gath = pair + 2 * q, *start = gath + q * w;
+    const uint64_t *wait = p->rec + run * w;
     const unsigned bits = tb->bits, shift = 64 - d;
-    size_t start[((size_t)1 << DIGIT_BITS_MAX) + 1];
     memset(start, 0, ((size_t)1 << d) * sizeof *start);
 #define DIGIT(h) ((size_t)(((h) << bits) >> shift))
     for (size_t i = 0; i < q; i++)
         start[DIGIT(wait[i * w])]++;
-    for (size_t g = 0, sum = 0; g < (size_t)1 << d; g++) {
-        size_t m = start[g];
+    for (uint64_t g = 0, sum = 0; g < (uint64_t)1 << d; g++) {
+        uint64_t m = start[g];
         start[g] = sum;
         sum += m;
     }
