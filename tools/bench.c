@@ -6,6 +6,7 @@
  *   tools/bench --raw           machine-readable lines (for --compare)
  *   tools/bench --compare EXE   also run EXE --raw (the -march=native
  *                               build) and print default/native ratios
+ *   tools/bench --scoring       only the detection throughput table
  *
  * Timings are the median of several repetitions of many steps on one core.
  * The unwatermarked baseline is what llama.cpp's dist sampler does: a
@@ -372,17 +373,24 @@ int main(int argc, char **argv)
 {
     static const unsigned vocabs[] = {32000, 128256, 200064};
     int raw = argc > 1 && strcmp(argv[1], "--raw") == 0;
+    int scoring = argc == 2 && strcmp(argv[1], "--scoring") == 0;
     const char *other = argc > 2 && strcmp(argv[1], "--compare") == 0
                             ? argv[2]
                             : NULL;
-    if (argc > 1 && !raw && other == NULL) {
-        fprintf(stderr, "usage: bench [--raw | --compare NATIVE-BENCH]\n");
+    if (argc > 1 && !raw && !scoring && other == NULL) {
+        fprintf(stderr,
+                "usage: bench [--raw | --compare NATIVE-BENCH | --scoring]\n");
         return 2;
     }
     unsigned char kb[HM_KEY_BYTES] = {1, 2, 3};
     hm_key *key = NULL;
     if (hm_key_from_bytes(&key, kb, sizeof kb) != HM_OK)
         return 2;
+    if (scoring) {
+        bench_scoring(key);
+        hm_key_free(key);
+        return 0;
+    }
     for (size_t i = 0; i < sizeof vocabs / sizeof vocabs[0]; i++)
         run_vocab(vocabs[i], key);
     if (raw) {
