@@ -26,6 +26,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -126,6 +127,8 @@ struct hm_tally {
     tally_key *keys;
     uint64_t documents;
     uint64_t epoch;          /* adds and merges so far */
+    int unsettled;           /* records may wait or sums be missing */
+    int settling;            /* a lock around settle */
     uint64_t *scratch;       /* for settling */
     size_t scratch_words;
     tally_channel ch[HM_MAX_CHANNELS];
@@ -410,18 +413,39 @@ static int settle_table(hm_tally *t, unsigned c, size_t ti)
     return HM_OK;
 }
 
-/* Settle every partition: before the sets are read.  Only where the
- * tuples sit changes, so functions taking a const tally may do it. */
+static void sum_channel(hm_tally *t, unsigned c);
+
+/* Settle every partition and make every channel's sums: before the sets
+ * are read.  Only where the tuples sit changes, so the functions taking a
+ * const tally do it too, and as they may run at once on one tally
+ * (hm_tally_new(3), Threads), the first does it under a lock while the
+ * others wait. */
 static int settle(const hm_tally *ct)
 {
     hm_tally *t = (hm_tally *)ct;
-    for (unsigned c = 0; c < t->params.n_channels; c++)
-        for (size_t i = 0; i < t->ch[c].n_tables; i++) {
-            int rc = settle_table(t, c, i);
-            if (rc != HM_OK)
-                return rc;
-        }
-    return HM_OK;
+    if (!__atomic_load_n(&t->unsettled, __ATOMIC_ACQUIRE))
+        return HM_OK;
+    while (__atomic_exchange_n(&t->settling, 1, __ATOMIC_ACQUIRE))
+        sched_yield();
+    int rc = HM_OK;
+    if (__atomic_load_n(&t->unsettled, __ATOMIC_RELAXED)) {
+        for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++)
+            for (size_t i = 0; rc == HM_OK && i < t->ch[c].n_tables; i++)
+                rc = settle_table(t, c, i);
+        for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++)
+            if (!t->ch[c].summed)
+                sum_channel(t, c);
+        if (rc == HM_OK)
+            __atomic_store_n(&t->unsettled, 0, __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&t->settling, 0, __ATOMIC_RELEASE);
+    return rc;
+}
+
+/* A change is coming: the next reader settles. */
+static void unsettle(hm_tally *t)
+{
+    __atomic_store_n(&t->unsettled, 1, __ATOMIC_RELAXED);
 }
 
 /* Give tb 2^bits partitions (more than it has), keeping its tuples: the
@@ -1097,6 +1121,7 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
     if (negative_id(prompt, n_prompt) || negative_id(tokens, n_tokens))
         return HM_ERANGE;
     int rc = HM_OK;
+    unsettle(t);
     for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++)
         for (size_t i = 0; rc == HM_OK && i < t->ch[c].n_tables; i++)
             rc = table_prepare(t, c, i, n_tokens, 0);
@@ -1188,6 +1213,7 @@ int hm_tally_merge(hm_tally *dst, const hm_tally *src, char *errmsg,
     if (rc != HM_OK)
         return rc;
     const uint64_t epoch = ++dst->epoch;
+    unsettle(dst);
     /* src's tuples wait in dst's partitions, after dst's own */
     for (unsigned c = 0; c < dst->params.n_channels && dst != src; c++)
         for (size_t ti = 0; ti < dst->ch[c].n_tables; ti++) {
@@ -1252,8 +1278,6 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
     int rc = settle(t);
     if (rc != HM_OK)
         return rc;
-    if (!t->ch[channel].summed)
-        sum_channel((hm_tally *)t, channel);
     const hm_channel *ch = &t->params.ch[channel];
     const tally_channel *tch = &t->ch[channel];
     size_t off;
@@ -1620,6 +1644,7 @@ static int parse_tally(hm_tally **out, reader *r)
     }
     for (unsigned c = 0; c < t->params.n_channels; c++) {
         t->ch[c].summed = 0; /* summed when a result asks */
+        unsettle(t);
         for (size_t k = 0; k < t->ch[c].n_tables; k++) {
             tally_table *tb = &t->ch[c].tab[k];
             size_t w = tb->w, count = tb->n;

@@ -5,6 +5,7 @@
  * multiple-testing and self-check statistics.
  */
 #include <math.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -1058,6 +1059,70 @@ START_TEST(test_golden)
 }
 END_TEST
 
+/* Results, saves and merges from a const tally may run at once on one
+ * tally: the first settles its waiting records while the others wait. */
+typedef struct reader_arg {
+    const hm_tally *t;
+    hm_result r[3];
+    int rc;
+} reader_arg;
+
+static void *read_results(void *p)
+{
+    reader_arg *a = p;
+    a->rc = HM_OK;
+    for (size_t k = 0; k < 3 && a->rc == HM_OK; k++)
+        a->rc = hm_tally_result(a->t, k, 0, &a->r[k]);
+    return NULL;
+}
+
+START_TEST(test_concurrent_results)
+{
+    hm_key *k[3] = {test_key(71), test_key(72), test_key(73)};
+    hm_ctx *ctxs[3];
+    for (int i = 0; i < 3; i++)
+        ctxs[i] = test_ctx(k[i], "gumbel");
+    const hm_ctx *const *cc = (const hm_ctx *const *)ctxs;
+    hm_tally *t, *u;
+    char msg[HM_ERRMSG_SIZE];
+    ck_assert_int_eq(hm_tally_new(&t, cc, 3, 0, msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_new(&u, cc, 3, 0, msg, sizeof msg), HM_OK);
+    uint64_t s = 77;
+    static int32_t tok[200000];
+    random_tokens(tok, 200000, 1000, &s);
+    for (int d = 0; d < 20; d++) {
+        ck_assert_int_eq(hm_tally_add(t, NULL, 0, tok + 10000 * d, 10000),
+                         HM_OK);
+        ck_assert_int_eq(hm_tally_add(u, NULL, 0, tok + 10000 * d, 10000),
+                         HM_OK);
+    }
+    enum { N = 4 };
+    pthread_t th[N];
+    reader_arg a[N];
+    for (int i = 0; i < N; i++) {
+        a[i].t = t;
+        ck_assert_int_eq(pthread_create(&th[i], NULL, read_results, &a[i]),
+                         0);
+    }
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(a[i].rc, HM_OK);
+        for (size_t j = 0; j < 3; j++) {
+            hm_result r;
+            ck_assert_int_eq(hm_tally_result(u, j, 0, &r), HM_OK);
+            ck_assert_mem_eq(&a[i].r[j], &r, sizeof r);
+        }
+    }
+    hm_tally_free(t);
+    hm_tally_free(u);
+    for (int i = 0; i < 3; i++) {
+        hm_ctx_free(ctxs[i]);
+        hm_key_free(k[i]);
+    }
+}
+END_TEST
+
 static Suite *detect_suite(void)
 {
     Suite *s = suite_create("detect");
@@ -1078,6 +1143,7 @@ static Suite *detect_suite(void)
     tcase_add_test(tc, test_ks);
     tcase_add_test(tc, test_label_keys);
     tcase_add_test(tc, test_sequence_prf);
+    tcase_add_test(tc, test_concurrent_results);
     tcase_add_loop_test(tc, test_golden, 0,
                         (int)(sizeof goldens / sizeof goldens[0]));
     suite_add_tcase(s, tc);
