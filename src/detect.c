@@ -1039,7 +1039,17 @@ static int add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
                         hm_mix(seeds[q].a, seeds[q].g, ids[n + kept[q]]);
             }
         }
+        enum { AHEAD = 8 }; /* the partition tails, to be written */
+        for (size_t q = 0; q < nk && q < AHEAD; q++) {
+            const tally_part *pp = &tb->part[part_of(tb, hs[kept[q]])];
+            __builtin_prefetch(pp->rec + pp->n * tb->w, 1);
+        }
         for (size_t q = 0; q < nk; q++) {
+            if (q + AHEAD < nk) {
+                const tally_part *pp =
+                    &tb->part[part_of(tb, hs[kept[q + AHEAD]])];
+                __builtin_prefetch(pp->rec + pp->n * tb->w, 1);
+            }
             uint64_t *r = table_push(t, &sc, tb, hs[kept[q]], epoch);
             if (r == NULL)
                 return HM_ENOMEM;
