@@ -347,11 +347,15 @@ static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
         start[g] = sum;
         sum += m;
     }
+    /* one value (w == 2): the pairs are the records themselves */
+    const int direct = w == 2;
     for (size_t i = 0; i < q; i++) {
         size_t j = start[DIGIT(wait[i * w])]++;
         pair[2 * j] = wait[i * w];
-        pair[2 * j + 1] = i;
+        pair[2 * j + 1] = direct ? wait[i * w + 1] : i;
     }
+    if (direct)
+        gath = pair; /* compacted in place below */
 #undef DIGIT
     for (size_t i = 1; i < q; i++) {
         uint64_t h = pair[2 * i], at = pair[2 * i + 1];
@@ -373,7 +377,10 @@ static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
             r++;
         if (r < run && p->rec[r * w] == h)
             continue;
-        copy_rec(gath + fresh * w, wait + pair[2 * i + 1] * w, w);
+        if (direct)
+            copy_rec(gath + fresh * w, pair + 2 * i, w);
+        else
+            copy_rec(gath + fresh * w, wait + pair[2 * i + 1] * w, w);
         fresh++;
     }
     score_records(sc, gath, fresh, w);
