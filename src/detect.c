@@ -976,7 +976,7 @@ static int add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
     const size_t nk_keys = t->n_keys;
     const scorer sc = scorer_of(t, c, 0);
     uint32_t ids[HM_MAX_CONTEXT + CHUNK + 16], wins[CHUNK * HM_MAX_CONTEXT];
-    uint64_t hs[CHUNK], x[CHUNK], vals[VALUES];
+    uint64_t hs[CHUNK], x[CHUNK], buf[VALUES];
     size_t kept[CHUNK];
     hm_seed seeds[CHUNK];
     unsigned char pad[16];
@@ -986,6 +986,10 @@ static int add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
      * pushed (a push may move the records pushed before it) */
     size_t chunk = VALUES / nk_keys;
     chunk = chunk < 1 ? 1 : chunk > CHUNK ? CHUNK : chunk;
+    uint64_t *vals = buf; /* chunk * nk_keys values */
+    if (nk_keys > VALUES && (vals = malloc(nk_keys * sizeof *vals)) == NULL)
+        return HM_ENOMEM;
+    int rc = HM_OK;
     for (size_t j0 = 0; j0 < nt; j0 += chunk) {
         size_t m = nt - j0 < chunk ? nt - j0 : chunk, p0 = np + j0;
         for (unsigned i = 0; i < n; i++) {
@@ -1058,17 +1062,22 @@ static int add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
                 __builtin_prefetch(pp->rec + pp->n * tb->w, 1);
             }
             uint64_t *r = table_push(t, &sc, tb, hs[kept[q]], epoch);
-            if (r == NULL)
-                return HM_ENOMEM;
+            if (r == NULL) {
+                rc = HM_ENOMEM;
+                goto done;
+            }
             if (nk_keys == 1)
                 r[1] = vals[q];
             else
                 memcpy(r + 1, vals + q * nk_keys, nk_keys * sizeof *r);
         }
     }
+done:
     if (wide)
         OPENSSL_cleanse(pad, sizeof pad);
-    return HM_OK;
+    if (vals != buf)
+        free(vals);
+    return rc;
 }
 
 /* kgw selfhash: a table per key, the value a function of (anchor, token),
