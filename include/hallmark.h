@@ -687,7 +687,7 @@ HM_EXPORT HM_WUR int hm_tally_filter_sketch(hm_tally *tally,
                                             char *errmsg, size_t errlen);
 
 /* ------------------------------------- open-model (log-probability) audits
- * (issue 6, point 4; see hm_greenmass_new(3).)  When a suspect model
+ * (hm_greenmass_new(3)).  When a suspect model
  * exposes log-probabilities, the audit need not wait for sampled tokens:
  * for a kgw channel with lefthash seeding (the green list of a step
  * depends on the window of the last h context ids only), it scores the
