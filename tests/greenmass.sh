@@ -48,6 +48,14 @@ PY
 grep -q "$(grep -v '^#' "$T/k" | sed -n 2p)" "$T/r.json" "$T/r.html" "$T/out" "$T/err" &&
     bad "key material in the report" || ok
 
+expect 1 "marked, default tenant too" -- A --tenants "$T/tenants" --default-tenant -o "$T/rd" "$T/marked.jsonl"
+python3 - "$T/rd.json" <<'PY' && ok || bad "--default-tenant: three tenants, the default first, acme detected"
+import json, sys
+r = json.load(open(sys.argv[1]))
+names = [x["tenant"] for x in r["tenants"]]
+assert names == ["", "acme", "beta"], names
+assert r["tenants"][1]["detected"] and not r["tenants"][0]["detected"]
+PY
 expect 0 "clean" -- A --tenants "$T/tenants" -o "$T/c" "$T/clean.jsonl"
 contains "$T/out" "no evidence" "clean verdict"
 expect 0 "other key" -- "$HM" audit --logprobs --key "$T/other" --scheme "$SPEC" -R 0 -o "$T/o" "$T/marked.jsonl"

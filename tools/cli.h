@@ -116,7 +116,8 @@ int cli_input_next_lp(cli_input *in, cli_lp *rec);
 void cli_lp_free(cli_lp *rec);
 
 /* Report pieces shared by the audits (cli_audit.c). */
-int cli_read_tenants(const char *path, char ***out, size_t *n);
+int cli_read_tenants(const char *path, int with_default, char ***out,
+                     size_t *n);
 void cli_html_escape(cli_buf *b, const char *s);
 /* Q-Q plot of n sorted p-values against uniform, as SVG. */
 void cli_svg_qq(cli_buf *b, const double *sorted_p, size_t n);

@@ -43,6 +43,8 @@ static void audit_usage(FILE *out)
             "%s)\n"
             "  -T, --tenants FILE      tenant ids, one per line: attribute "
             "the leak\n"
+            "      --default-tenant    test the default tenant (no tenant id) "
+            "too\n"
             "      --correction M      holm (default), bonferroni or sidak "
             "over tenants\n"
             "      --logprobs          FILEs hold a suspect's log-probabilities "
@@ -84,22 +86,31 @@ static void audit_usage(FILE *out)
 
 /* ------------------------------------------------------------ tenants */
 
-int cli_read_tenants(const char *path, char ***out, size_t *n)
+/* The tenants to test: those listed in path (NULL: none), after the
+ * default tenant "" when with_default is set or path is NULL. */
+int cli_read_tenants(const char *path, int with_default, char ***out,
+                     size_t *n)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = path ? fopen(path, "r") : NULL;
     char *line = NULL;
     size_t cap = 0;
     unsigned long no = 0;
     ssize_t len;
     *out = NULL;
     *n = 0;
-    if (f == NULL) {
+    if (path != NULL && f == NULL) {
         cli_error("%s: %s", path, strerror(errno));
         return -1;
     }
-    char **list = calloc(MAX_TENANTS, sizeof *list);
+    char **list = calloc(MAX_TENANTS + 1, sizeof *list);
     int rc = list ? 0 : -1;
-    while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
+    if (rc == 0 && (with_default || path == NULL)) {
+        if ((list[0] = strdup("")) == NULL)
+            rc = -1;
+        else
+            *n = 1;
+    }
+    while (rc == 0 && f != NULL && (len = getline(&line, &cap, f)) >= 0) {
         no++;
         while (len > 0 && strchr("\r\n \t", line[len - 1]))
             line[--len] = '\0';
@@ -111,7 +122,7 @@ int cli_read_tenants(const char *path, char ***out, size_t *n)
         if (strlen(s) > 255) {
             cli_error("%s:%lu: tenant id longer than 255 bytes", path, no);
             rc = -1;
-        } else if (*n == MAX_TENANTS) {
+        } else if (*n == MAX_TENANTS + (with_default ? 1u : 0u)) {
             cli_error("%s:%lu: more than %d tenants", path, no, MAX_TENANTS);
             rc = -1;
         } else {
@@ -126,16 +137,19 @@ int cli_read_tenants(const char *path, char ***out, size_t *n)
                 (*n)++;
         }
     }
-    if (rc == 0 && ferror(f)) {
+    if (rc == 0 && f != NULL && ferror(f)) {
         cli_error("%s: read error", path);
         rc = -1;
     }
-    if (rc == 0 && *n == 0) {
+    if (rc == 0 && path != NULL && *n == (with_default ? 1u : 0u)) {
         cli_error("%s: no tenants", path);
         rc = -1;
     }
+    if (list == NULL)
+        cli_error("out of memory");
     free(line);
-    fclose(f);
+    if (f != NULL)
+        fclose(f);
     *out = list;
     return rc;
 }
@@ -321,6 +335,7 @@ int cmd_audit(int argc, char **argv)
         {"key", required_argument, NULL, 'k'},
         {"scheme", required_argument, NULL, 's'},
         {"tenants", required_argument, NULL, 'T'},
+        {"default-tenant", no_argument, NULL, 'E'},
         {"filter", required_argument, NULL, 'F'},
         {"correction", required_argument, NULL, 'C'},
         {"self-check", required_argument, NULL, 'R'},
@@ -340,7 +355,7 @@ int cmd_audit(int argc, char **argv)
     char spec[1024] = "";
     double alpha = 1e-3;
     long long vocab = 0, n_self = DEFAULT_SELF_CHECK;
-    int corr = HM_ADJUST_HOLM, c;
+    int corr = HM_ADJUST_HOLM, c, with_default = 0;
     unsigned flags = 0;
     audit a = {0};
     a.label = DEFAULT_LABEL;
@@ -363,6 +378,9 @@ int cmd_audit(int argc, char **argv)
             break;
         case 'T':
             tenants_file = optarg;
+            break;
+        case 'E':
+            with_default = 1;
             break;
         case 'F':
             filter_file = optarg;
@@ -428,15 +446,9 @@ int cmd_audit(int argc, char **argv)
     hm_tokenizer *tok = NULL;
     hm_sketch *filter_sketch = NULL;
 
-    if (tenants_file != NULL) {
-        if (cli_read_tenants(tenants_file, &a.tenants, &a.n_tenants) != 0)
-            goto done;
-    } else {
-        a.tenants = calloc(1, sizeof *a.tenants);
-        if (a.tenants == NULL || (a.tenants[0] = strdup("")) == NULL)
-            goto done;
-        a.n_tenants = 1;
-    }
+    if (cli_read_tenants(tenants_file, with_default, &a.tenants,
+                         &a.n_tenants) != 0)
+        goto done;
     a.n_self = (size_t)n_self;
     n_keys = a.n_tenants + a.n_self;
     ctxs = calloc(n_keys, sizeof *ctxs);

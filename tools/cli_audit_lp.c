@@ -46,6 +46,8 @@ static void usage(FILE *out)
             "                          (default %s)\n"
             "  -T, --tenants FILE      tenant ids, one per line: attribute "
             "the leak\n"
+            "      --default-tenant    test the default tenant (no tenant id) "
+            "too\n"
             "      --correction M      holm (default), bonferroni or sidak "
             "over tenants\n"
             "  -R, --self-check R      never-deployed keys to test "
@@ -90,6 +92,7 @@ int cmd_audit_logprobs(int argc, char **argv)
         {"key", required_argument, NULL, 'k'},
         {"scheme", required_argument, NULL, 's'},
         {"tenants", required_argument, NULL, 'T'},
+        {"default-tenant", no_argument, NULL, 'E'},
         {"correction", required_argument, NULL, 'C'},
         {"self-check", required_argument, NULL, 'R'},
         {"self-check-label", required_argument, NULL, 'L'},
@@ -109,7 +112,7 @@ int cmd_audit_logprobs(int argc, char **argv)
     char spec[1024] = "";
     double alpha = 1e-3;
     long long vocab = 0, n_self_ll = DEFAULT_SELF_CHECK;
-    int corr = HM_ADJUST_HOLM, c, li;
+    int corr = HM_ADJUST_HOLM, c, li, with_default = 0;
     unsigned flags = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "k:s:T:F:R:a:o:h", opts, &li)) !=
@@ -132,6 +135,9 @@ int cmd_audit_logprobs(int argc, char **argv)
             break;
         case 'T':
             tenants_file = optarg;
+            break;
+        case 'E':
+            with_default = 1;
             break;
         case 'C':
             if (strcmp(optarg, "holm") == 0)
@@ -201,15 +207,9 @@ int cmd_audit_logprobs(int argc, char **argv)
     size_t n_tenants = 0, n_self = (size_t)n_self_ll, n_keys = 0;
     unsigned nch = 0;
 
-    if (tenants_file != NULL) {
-        if (cli_read_tenants(tenants_file, &tenants, &n_tenants) != 0)
-            goto done;
-    } else {
-        tenants = calloc(1, sizeof *tenants);
-        if (tenants == NULL || (tenants[0] = strdup("")) == NULL)
-            goto done;
-        n_tenants = 1;
-    }
+    if (cli_read_tenants(tenants_file, with_default, &tenants, &n_tenants) !=
+        0)
+        goto done;
     n_keys = n_tenants + n_self;
     ctxs = calloc(n_keys, sizeof *ctxs);
     self_keys = calloc(n_self + 1, sizeof *self_keys);
