@@ -3,12 +3,19 @@
  * false-positive tallies and diversity for the distillation experiment.
  * See evallib.h.
  */
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
 
 #include <xxhash.h>
 
+#include "evaldata.h"
 #include "evallib.h"
 
 /* ------------------------------------------------------------ randomness */
@@ -475,6 +482,312 @@ int ev_generate_batch(ev_batcher *b, const hm_ctx *ctx, size_t n,
             }
         used = keep;
     }
+}
+
+/* ------------------------------------------------------------ requests */
+
+typedef struct pool_job {
+    ev_job_fn fn;
+    void *arg;
+    size_t n;
+    size_t next;
+    pthread_mutex_t mu;
+    int worker;
+} pool_job;
+
+static void *pool_main(void *p)
+{
+    pool_job *j = p;
+    pthread_mutex_lock(&j->mu);
+    int w = j->worker++;
+    pthread_mutex_unlock(&j->mu);
+    for (;;) {
+        pthread_mutex_lock(&j->mu);
+        size_t i = j->next++;
+        pthread_mutex_unlock(&j->mu);
+        if (i >= j->n)
+            return NULL;
+        j->fn(j->arg, i, w);
+    }
+}
+
+void ev_parallel_for(size_t n, int threads, ev_job_fn fn, void *arg)
+{
+    pool_job j = {fn, arg, n, 0, PTHREAD_MUTEX_INITIALIZER, 0};
+    pthread_t th[64];
+    int k = 1;
+    if (threads > 64)
+        threads = 64;
+    while (k < threads && pthread_create(&th[k], NULL, pool_main, &j) == 0)
+        k++;
+    pool_main(&j);
+    for (int i = 1; i < k; i++)
+        pthread_join(th[i], NULL);
+}
+
+int ev_requests_init(ev_requests *r, size_t n)
+{
+    size_t m = n ? n : 1;
+    r->n = n;
+    r->prompt = calloc(m, sizeof *r->prompt);
+    r->n_prompt = calloc(m, sizeof *r->n_prompt);
+    r->prompt_text = calloc(m, sizeof *r->prompt_text);
+    r->resp = calloc(m, sizeof *r->resp);
+    r->n_resp = calloc(m, sizeof *r->n_resp);
+    r->ctx = calloc(m, sizeof *r->ctx);
+    r->seed = calloc(m, sizeof *r->seed);
+    r->st = calloc(m, sizeof *r->st);
+    if (!r->prompt || !r->n_prompt || !r->prompt_text || !r->resp ||
+        !r->n_resp || !r->ctx || !r->seed || !r->st) {
+        ev_requests_free(r);
+        return -1;
+    }
+    return 0;
+}
+
+void ev_requests_free(ev_requests *r)
+{
+    if (r->resp)
+        for (size_t i = 0; i < r->n; i++)
+            free(r->resp[i]);
+    free(r->prompt);
+    free(r->n_prompt);
+    free(r->prompt_text);
+    free(r->resp);
+    free(r->n_resp);
+    free(r->ctx);
+    free(r->seed);
+    free(r->st);
+    memset(r, 0, sizeof *r);
+}
+
+uint64_t ev_requests_tokens(const ev_requests *r)
+{
+    uint64_t s = 0;
+    for (size_t i = 0; i < r->n; i++)
+        s += r->n_resp[i];
+    return s;
+}
+
+ev_stepstats ev_requests_stats(const ev_requests *r)
+{
+    ev_stepstats s = {0, 0, 0, 0};
+    for (size_t i = 0; i < r->n; i++) {
+        s.steps += r->st[i].steps;
+        s.watermarked += r->st[i].watermarked;
+        s.biased += r->st[i].biased;
+        s.masked += r->st[i].masked;
+    }
+    return s;
+}
+
+typedef struct serve_job {
+    ev_requests *r;
+    ev_batcher **bt;
+    pthread_mutex_t mu;
+    int rc;
+} serve_job;
+
+static void serve_chunk(void *arg, size_t c, int w)
+{
+    serve_job *g = arg;
+    ev_requests *r = g->r;
+    size_t i = c * EV_SERVE_ROWS,
+           end = i + EV_SERVE_ROWS < r->n ? i + EV_SERVE_ROWS : r->n;
+    while (i < end) {
+        size_t j = i + 1;
+        while (j < end && r->ctx[j] == r->ctx[i])
+            j++;
+        int rc = ev_generate_batch(g->bt[w], r->ctx[i], j - i, r->prompt + i,
+                                   r->n_prompt + i, r->n_resp + i,
+                                   r->seed + i, r->resp + i, r->st + i);
+        if (rc != HM_OK) {
+            pthread_mutex_lock(&g->mu);
+            if (g->rc == HM_OK)
+                g->rc = rc;
+            pthread_mutex_unlock(&g->mu);
+        }
+        i = j;
+    }
+}
+
+int ev_serve(const ng_model *m, const ev_sampling *s, ev_requests *r,
+             int threads)
+{
+    size_t maxlen = 0;
+    ev_batcher *bt[64] = {NULL};
+    serve_job g = {r, bt, PTHREAD_MUTEX_INITIALIZER, HM_OK};
+    if (threads < 1)
+        threads = 1;
+    if (threads > 64)
+        threads = 64;
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->resp[i]);
+        r->resp[i] = malloc((r->n_resp[i] ? r->n_resp[i] : 1) *
+                            sizeof(int32_t));
+        if (!r->resp[i])
+            return HM_ENOMEM;
+        if (r->n_prompt[i] + r->n_resp[i] > maxlen)
+            maxlen = r->n_prompt[i] + r->n_resp[i];
+    }
+    for (int w = 0; w < threads; w++)
+        if (!(bt[w] = ev_batcher_new(m, s, maxlen, EV_SERVE_ROWS)))
+            g.rc = HM_ENOMEM;
+    if (g.rc == HM_OK)
+        ev_parallel_for((r->n + EV_SERVE_ROWS - 1) / EV_SERVE_ROWS, threads,
+                        serve_chunk, &g);
+    for (int w = 0; w < threads; w++)
+        ev_batcher_free(bt[w]);
+    return g.rc;
+}
+
+ng_model *ev_train(int order, int32_t vocab, const ev_docs *docs,
+                   const size_t *idx, size_t n_idx, const ev_requests *r,
+                   const size_t *pick, size_t n_pick, char *err,
+                   size_t errlen)
+{
+    ng_model *m = NULL;
+    int32_t *buf = NULL;
+    size_t cap = 0;
+    ng_trainer *t = ng_trainer_new(order, vocab, err, errlen);
+    if (!t)
+        return NULL;
+    for (size_t i = 0; i < n_idx; i++) {
+        const ev_doc *d = &docs->d[idx[i]];
+        if (ng_trainer_add(t, d->ids, d->n, NULL, err, errlen) != 0) {
+            size_t l = strlen(err);
+            snprintf(err + l, errlen - l, " (%s)", d->name);
+            goto done;
+        }
+    }
+    for (size_t k = 0; k < n_pick; k++) {
+        size_t i = pick[k], len = r->n_prompt[i] + r->n_resp[i];
+        if (len > cap) {
+            free(buf);
+            if (!(buf = malloc((cap = len) * sizeof *buf))) {
+                snprintf(err, errlen, "out of memory");
+                goto done;
+            }
+        }
+        memcpy(buf, r->prompt[i], r->n_prompt[i] * sizeof *buf);
+        memcpy(buf + r->n_prompt[i], r->resp[i], r->n_resp[i] * sizeof *buf);
+        if (ng_trainer_add(t, buf, len, NULL, err, errlen) != 0)
+            goto done;
+    }
+    if (ng_trainer_finish(t, &m, err, errlen) != 0)
+        m = NULL;
+done:
+    free(buf);
+    ng_trainer_free(t);
+    return m;
+}
+
+/* Write the lines from line(r, i, ...) to path through path.tmp. */
+typedef char *(*line_fn)(const ev_requests *r, size_t i,
+                         const hm_tokenizer *tok);
+
+static int write_jsonl(const char *path, const ev_requests *r,
+                       const hm_tokenizer *tok, line_fn line, char *err,
+                       size_t errlen)
+{
+    size_t pl = strlen(path);
+    char *tmp = malloc(pl + 5);
+    FILE *f = NULL;
+    int ok = 0;
+    if (!tmp) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    memcpy(tmp, path, pl);
+    memcpy(tmp + pl, ".tmp", 5);
+    if (!(f = fopen(tmp, "w"))) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        char *l = line(r, i, tok);
+        if (!l) {
+            snprintf(err, errlen, "%s: record %zu cannot be written as JSON",
+                     path, i);
+            goto done;
+        }
+        fputs(l, f);
+        fputc('\n', f);
+        free(l);
+    }
+    ok = 1;
+done:
+    if (fflush(f) != 0 || ferror(f)) {
+        if (ok)
+            snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        ok = 0;
+    }
+    if (fclose(f) != 0 && ok) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        ok = 0;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        ok = 0;
+    }
+    if (!ok)
+        unlink(tmp);
+    free(tmp);
+    return ok ? 0 : -1;
+}
+
+/* o[name] = the ids as an array; 1 on success. */
+static int ids_json(json_t *o, const char *name, const int32_t *ids,
+                    size_t n)
+{
+    json_t *a = json_array();
+    for (size_t j = 0; a && j < n; j++)
+        if (json_array_append_new(a, json_integer(ids[j])) != 0) {
+            json_decref(a);
+            return 0;
+        }
+    return a && json_object_set_new(o, name, a) == 0;
+}
+
+static char *tokens_line(const ev_requests *r, size_t i,
+                         const hm_tokenizer *tok)
+{
+    (void)tok;
+    json_t *o = json_object();
+    char *line = NULL;
+    if (o && ids_json(o, "prompt_tokens", r->prompt[i], r->n_prompt[i]) &&
+        ids_json(o, "tokens", r->resp[i], r->n_resp[i]) &&
+        json_object_set_new(o, "id", json_integer((json_int_t)i)) == 0)
+        line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return line;
+}
+
+static char *text_line(const ev_requests *r, size_t i,
+                       const hm_tokenizer *tok)
+{
+    char *t = ev_detokenize(tok, r->resp[i], r->n_resp[i]), *line = NULL;
+    json_t *o = t ? json_pack("{s:s,s:s,s:I}", "prompt", r->prompt_text[i],
+                              "text", t, "id", (json_int_t)i)
+                  : NULL;
+    if (o)
+        line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    free(t);
+    return line;
+}
+
+int ev_write_tokens_jsonl(const char *path, const ev_requests *r, char *err,
+                          size_t errlen)
+{
+    return write_jsonl(path, r, NULL, tokens_line, err, errlen);
+}
+
+int ev_write_text_jsonl(const char *path, const ev_requests *r,
+                        const hm_tokenizer *tok, char *err, size_t errlen)
+{
+    return write_jsonl(path, r, tok, text_line, err, errlen);
 }
 
 /* ------------------------------------------------------------ statistics */

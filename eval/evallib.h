@@ -89,6 +89,66 @@ int ev_generate_batch(ev_batcher *b, const hm_ctx *ctx, size_t n,
                       const size_t *n_out, const uint64_t *seeds,
                       int32_t *const *outs, ev_stepstats *st);
 
+/* ------------------------------------------------------------ requests */
+
+/* fn(arg, i, worker) for i in [0, n) on up to threads threads (at most
+ * 64; the caller's thread is one of them); worker in [0, threads) names
+ * the calling thread's scratch memory.  Every i runs even when threads
+ * cannot be started: the others take their share. */
+typedef void (*ev_job_fn)(void *arg, size_t i, int worker);
+void ev_parallel_for(size_t n, int threads, ev_job_fn fn, void *arg);
+
+/* A set of requests and their responses: request i has its prompt (ids
+ * and text, both borrowed), the number of tokens to generate, its ctx
+ * (NULL: unwatermarked; borrowed) and its seed; ev_serve fills resp[i]
+ * (owned) and st[i]. */
+typedef struct ev_requests {
+    size_t n;
+    const int32_t **prompt;
+    size_t *n_prompt;
+    const char **prompt_text;
+    int32_t **resp;
+    size_t *n_resp;
+    const hm_ctx **ctx;
+    uint64_t *seed;
+    ev_stepstats *st;
+} ev_requests;
+
+/* 0, or -1 on no memory (then *r is empty). */
+int ev_requests_init(ev_requests *r, size_t n);
+void ev_requests_free(ev_requests *r);
+uint64_t ev_requests_tokens(const ev_requests *r);
+ev_stepstats ev_requests_stats(const ev_requests *r);
+
+/* Serve every request of r from model m as a batched host does:
+ * consecutive requests with the same ctx go through ev_generate_batch in
+ * lock-step blocks of EV_SERVE_ROWS rows, on threads threads.  The tokens
+ * are those of serving each request alone.  HM_OK or an HM_* code. */
+#define EV_SERVE_ROWS 8
+int ev_serve(const ng_model *m, const ev_sampling *s, ev_requests *r,
+             int threads);
+
+/* A model of the given order over vocab ids, trained on the documents
+ * docs->d[idx[i]] (i < n_idx; docs may be NULL when n_idx is 0) and on
+ * the conversations pick[k] (k < n_pick) of r, each its prompt and
+ * response as one document, as a student learns served responses.  NULL
+ * with a message in err on failure. */
+struct ev_docs;
+ng_model *ev_train(int order, int32_t vocab, const struct ev_docs *docs,
+                   const size_t *idx, size_t n_idx, const ev_requests *r,
+                   const size_t *pick, size_t n_pick, char *err,
+                   size_t errlen);
+
+/* Every request of r as a JSON Lines record {"prompt_tokens": [...],
+ * "tokens": [...], "id": i} (what a provider logs), or as {"prompt": ...,
+ * "text": ..., "id": i} with the response decoded by tok (what a suspect's
+ * API returns; invalid UTF-8 becomes U+FFFD).  The file is written
+ * atomically.  0, or -1 with a message in err. */
+int ev_write_tokens_jsonl(const char *path, const ev_requests *r, char *err,
+                          size_t errlen);
+int ev_write_text_jsonl(const char *path, const ev_requests *r,
+                        const hm_tokenizer *tok, char *err, size_t errlen);
+
 /* ------------------------------------------------------------ statistics */
 
 /* Exact (Clopper-Pearson) two-sided confidence interval of level conf

@@ -27,7 +27,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
-#include <pthread.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -150,160 +149,22 @@ static char *path_join(const char *dir, const char *name)
     return p;
 }
 
-/* ------------------------------------------------------------ threads */
-
-typedef void (*job_fn)(void *arg, size_t i, int worker);
-
-typedef struct pool_job {
-    job_fn fn;
-    void *arg;
-    size_t n;
-    size_t next;
-    pthread_mutex_t mu;
-    int worker;
-} pool_job;
-
-static void *pool_main(void *p)
-{
-    pool_job *j = p;
-    pthread_mutex_lock(&j->mu);
-    int w = j->worker++;
-    pthread_mutex_unlock(&j->mu);
-    for (;;) {
-        pthread_mutex_lock(&j->mu);
-        size_t i = j->next++;
-        pthread_mutex_unlock(&j->mu);
-        if (i >= j->n)
-            return NULL;
-        j->fn(j->arg, i, w);
-    }
-}
-
-/* fn(arg, i, worker) for i in [0, n) on n_threads threads; worker in
- * [0, n_threads) names the thread's scratch memory. */
-static void parallel_for(size_t n, job_fn fn, void *arg)
-{
-    pool_job j = {fn, arg, n, 0, PTHREAD_MUTEX_INITIALIZER, 0};
-    pthread_t th[64];
-    int k = n_threads;
-    for (int i = 1; i < k; i++)
-        if (pthread_create(&th[i], NULL, pool_main, &j) != 0)
-            die("pthread_create failed");
-    pool_main(&j);
-    for (int i = 1; i < k; i++)
-        pthread_join(th[i], NULL);
-}
-
 /* ----------------------------------------------------------- responses */
 
-/* A set of requests and their responses. */
-typedef struct batch {
-    size_t n;
-    const int32_t **prompt; /* borrowed */
-    size_t *n_prompt;
-    const char **prompt_text; /* borrowed */
-    int32_t **resp;
-    size_t *n_resp;
-    const hm_ctx **ctx;     /* per request (NULL: unwatermarked) */
-    uint64_t *seed;
-    ev_stepstats *st;
-} batch;
+typedef ev_requests batch;
 
 static void batch_init(batch *b, size_t n)
 {
-    b->n = n;
-    b->prompt = xcalloc(n, sizeof *b->prompt);
-    b->n_prompt = xcalloc(n, sizeof *b->n_prompt);
-    b->prompt_text = xcalloc(n, sizeof *b->prompt_text);
-    b->resp = xcalloc(n, sizeof *b->resp);
-    b->n_resp = xcalloc(n, sizeof *b->n_resp);
-    b->ctx = xcalloc(n, sizeof *b->ctx);
-    b->seed = xcalloc(n, sizeof *b->seed);
-    b->st = xcalloc(n, sizeof *b->st);
-}
-
-static void batch_free(batch *b)
-{
-    for (size_t i = 0; i < b->n; i++)
-        free(b->resp[i]);
-    free(b->prompt);
-    free(b->n_prompt);
-    free(b->prompt_text);
-    free(b->resp);
-    free(b->n_resp);
-    free(b->ctx);
-    free(b->seed);
-    free(b->st);
-    memset(b, 0, sizeof *b);
-}
-
-static uint64_t batch_tokens(const batch *b)
-{
-    uint64_t s = 0;
-    for (size_t i = 0; i < b->n; i++)
-        s += b->n_resp[i];
-    return s;
-}
-
-static ev_stepstats batch_stats(const batch *b)
-{
-    ev_stepstats s = {0, 0, 0, 0};
-    for (size_t i = 0; i < b->n; i++) {
-        s.steps += b->st[i].steps;
-        s.watermarked += b->st[i].watermarked;
-        s.biased += b->st[i].biased;
-        s.masked += b->st[i].masked;
-    }
-    return s;
-}
-
-/* Requests are served in lock-step batches of SERVE_ROWS rows per dense
- * call (ev_generate_batch), as a batched server runs them; consecutive
- * requests with the same ctx share a batch.  The tokens are those of
- * serving each request alone (tests/test_eval checks it). */
-#define SERVE_ROWS 8
-
-typedef struct gen_job {
-    batch *b;
-    ev_batcher **bt;
-} gen_job;
-
-static void gen_chunk(void *arg, size_t c, int w)
-{
-    gen_job *g = arg;
-    batch *b = g->b;
-    size_t i = c * SERVE_ROWS, end = i + SERVE_ROWS < b->n ? i + SERVE_ROWS
-                                                            : b->n;
-    while (i < end) {
-        size_t j = i + 1;
-        while (j < end && b->ctx[j] == b->ctx[i])
-            j++;
-        int rc = ev_generate_batch(g->bt[w], b->ctx[i], j - i, b->prompt + i,
-                                   b->n_prompt + i, b->n_resp + i,
-                                   b->seed + i, b->resp + i, b->st + i);
-        if (rc != HM_OK)
-            die("serving requests %zu-%zu: %s", i, j - 1, hm_strerror(rc));
-        i = j;
-    }
+    if (ev_requests_init(b, n) != 0)
+        die("out of memory");
 }
 
 /* Fill every response of b (n_resp[i] tokens each, already set). */
 static void generate(const ng_model *m, const ev_sampling *s, batch *b)
 {
-    size_t maxlen = 0;
-    for (size_t i = 0; i < b->n; i++) {
-        b->resp[i] = xmalloc(b->n_resp[i] * sizeof(int32_t));
-        if (b->n_prompt[i] + b->n_resp[i] > maxlen)
-            maxlen = b->n_prompt[i] + b->n_resp[i];
-    }
-    ev_batcher *bt[64];
-    for (int w = 0; w < n_threads; w++)
-        if (!(bt[w] = ev_batcher_new(m, s, maxlen, SERVE_ROWS)))
-            die("out of memory");
-    gen_job g = {b, bt};
-    parallel_for((b->n + SERVE_ROWS - 1) / SERVE_ROWS, gen_chunk, &g);
-    for (int w = 0; w < n_threads; w++)
-        ev_batcher_free(bt[w]);
+    int rc = ev_serve(m, s, b, n_threads);
+    if (rc != HM_OK)
+        die("serving %zu requests: %s", b->n, hm_strerror(rc));
 }
 
 /* ---------------------------------------------------------- the run */
@@ -429,37 +290,12 @@ static ng_model *train_part(run *r, int part, const batch *extra,
                             const size_t *pick, size_t n_pick)
 {
     char err[512];
-    ng_trainer *t = ng_trainer_new(r->cf->order,
-                                   (int32_t)hm_tokenizer_vocab(r->tok), err,
-                                   sizeof err);
-    if (!t)
+    ng_model *m = ev_train(r->cf->order, (int32_t)hm_tokenizer_vocab(r->tok),
+                           &r->brown, part >= 0 ? r->part[part] : NULL,
+                           part >= 0 ? r->n_part[part] : 0, extra, pick,
+                           n_pick, err, sizeof err);
+    if (!m)
         die("%s", err);
-    if (part >= 0)
-        for (size_t i = 0; i < r->n_part[part]; i++) {
-            const ev_doc *d = &r->brown.d[r->part[part][i]];
-            if (ng_trainer_add(t, d->ids, d->n, NULL, err, sizeof err) != 0)
-                die("%s: %s", d->name, err);
-        }
-    /* a served response is learnt as its conversation: prompt + response */
-    int32_t *buf = NULL;
-    size_t cap = 0;
-    for (size_t k = 0; k < n_pick; k++) {
-        size_t i = pick[k], len = extra->n_prompt[i] + extra->n_resp[i];
-        if (len > cap) {
-            free(buf);
-            buf = xmalloc((cap = len) * sizeof *buf);
-        }
-        memcpy(buf, extra->prompt[i], extra->n_prompt[i] * sizeof *buf);
-        memcpy(buf + extra->n_prompt[i], extra->resp[i],
-               extra->n_resp[i] * sizeof *buf);
-        if (ng_trainer_add(t, buf, len, NULL, err, sizeof err) != 0)
-            die("student data: %s", err);
-    }
-    free(buf);
-    ng_model *m;
-    if (ng_trainer_finish(t, &m, err, sizeof err) != 0)
-        die("%s", err);
-    ng_trainer_free(t);
     return m;
 }
 
@@ -498,45 +334,18 @@ static void make_prompts(run *r)
 
 static void write_tokens_jsonl(const char *path, const batch *b)
 {
-    FILE *f = fopen(path, "w");
-    if (!f)
-        die("%s: %s", path, strerror(errno));
-    for (size_t i = 0; i < b->n; i++) {
-        fputs("{\"prompt_tokens\":[", f);
-        for (size_t j = 0; j < b->n_prompt[i]; j++)
-            fprintf(f, j ? ",%d" : "%d", (int)b->prompt[i][j]);
-        fputs("],\"tokens\":[", f);
-        for (size_t j = 0; j < b->n_resp[i]; j++)
-            fprintf(f, j ? ",%d" : "%d", (int)b->resp[i][j]);
-        fprintf(f, "],\"id\":%zu}\n", i);
-    }
-    if (fclose(f) != 0)
-        die("%s: write error", path);
+    char err[512];
+    if (ev_write_tokens_jsonl(path, b, err, sizeof err) != 0)
+        die("%s", err);
 }
 
 /* What a suspect model's API returns: prompt and completion as text. */
 static void write_text_jsonl(const char *path, const batch *b,
                              const hm_tokenizer *tok)
 {
-    FILE *f = fopen(path, "w");
-    if (!f)
-        die("%s: %s", path, strerror(errno));
-    for (size_t i = 0; i < b->n; i++) {
-        char *t = ev_detokenize(tok, b->resp[i], b->n_resp[i]);
-        if (!t)
-            die("detokenize failed");
-        json_t *o = json_pack("{s:s,s:s,s:I}", "prompt", b->prompt_text[i],
-                              "text", t, "id", (json_int_t)i);
-        if (!o)
-            die("json_pack failed (invalid UTF-8?)");
-        char *line = json_dumps(o, JSON_COMPACT);
-        fprintf(f, "%s\n", line);
-        free(line);
-        json_decref(o);
-        free(t);
-    }
-    if (fclose(f) != 0)
-        die("%s: write error", path);
+    char err[512];
+    if (ev_write_text_jsonl(path, b, tok, err, sizeof err) != 0)
+        die("%s", err);
 }
 
 /* ------------------------------------------------------------- audits */
@@ -696,8 +505,8 @@ static void phase_serve(run *r)
         snprintf(fname, sizeof fname, "served-%s.jsonl", name);
         r->served_path[s] = path_join(r->work, fname);
         write_tokens_jsonl(r->served_path[s], b);
-        ev_stepstats st = batch_stats(b);
-        uint64_t toks = batch_tokens(b);
+        ev_stepstats st = ev_requests_stats(b);
+        uint64_t toks = ev_requests_tokens(b);
         /* quality */
         double ppl = ev_perplexity(r->reference, b->prompt, b->n_prompt,
                                    (const int32_t *const *)b->resp, b->n_resp,
@@ -789,8 +598,8 @@ static char *student(run *r, const char *name, const batch *src,
     char *path = path_join(r->work, fname);
     write_text_jsonl(path, &sb, r->tok);
     say("student %s: %llu tokens sampled, %.1f s", name,
-        (unsigned long long)batch_tokens(&sb), now() - t);
-    batch_free(&sb);
+        (unsigned long long)ev_requests_tokens(&sb), now() - t);
+    ev_requests_free(&sb);
     ng_free(m);
     return path;
 }
@@ -1000,7 +809,7 @@ static json_t *tenant_experiment(run *r, int s, size_t n_target,
                   "target_responses", (json_int_t)n_target, "other_responses",
                   (json_int_t)n_other, "students", arr);
     free(pick);
-    batch_free(&b);
+    ev_requests_free(&b);
     free(fpath);
     for (size_t i = 0; i < cf->tenants; i++) {
         hm_ctx_free(tc[i]);
@@ -1108,7 +917,7 @@ static void phase_fpr(run *r)
             j->f[w].min_log10_p = 0;
         }
         double t = now();
-        parallel_for(n, fpr_one, j);
+        ev_parallel_for(n, n_threads, fpr_one, j);
         t = now() - t;
         ev_fpr tot = {0};
         uint64_t cnt[N_ALPHA] = {0};
@@ -1234,7 +1043,7 @@ static void set_parameters(run *r, const char *command, int argc,
                   "tokens); 100% = watermarked responses only"));
     json_t *pj = json_object_get(r->js, "parameters");
     json_object_set_new(pj, "part_docs", json_integer((json_int_t)cf->part_docs));
-    json_object_set_new(pj, "serve_rows_per_call", json_integer(SERVE_ROWS));
+    json_object_set_new(pj, "serve_rows_per_call", json_integer(EV_SERVE_ROWS));
     json_object_set_new(pj, "fpr_max_docs",
                         json_integer((json_int_t)cf->fpr_max_docs));
     json_object_set_new(
@@ -1400,7 +1209,7 @@ int main(int argc, char **argv)
     say("results in %s (%.0f s)", out, now() - r.t0);
     json_decref(r.js);
     for (int s = 0; s <= N_SCHEMES; s++) {
-        batch_free(&r.served[s]);
+        ev_requests_free(&r.served[s]);
         free(r.served_path[s]);
     }
     for (int s = 0; s < N_SCHEMES; s++)

@@ -51,9 +51,10 @@ expect 2 "missing key" -- "$HM" fingerprint "$T/absent"
 contains "$T/err" "$T/absent: No such file" "missing key message"
 expect 2 "fingerprint without file" -- "$HM" fingerprint
 
-# demo: our text is detected, the innocent text is not (400 tokens: the
-# kgw channel, h=1 with masking, needs them to stay far below 1e-6).
-expect 0 "demo" -- "$HM" demo --tokens 400
+# demo --synthetic: our text is detected, the innocent text is not (400
+# tokens: the kgw channel, h=1 with masking, needs them to stay far below
+# 1e-6).  The demo on real text is tests/demo.sh.
+expect 0 "demo" -- "$HM" demo --synthetic --tokens 400
 for s in kgw gumbel tournament; do
     line=$(grep "^$s " "$T/out")
     ours=$(echo "$line" | awk '{print $4}')
@@ -61,7 +62,12 @@ for s in kgw gumbel tournament; do
     awk -v p="$ours" 'BEGIN{exit !(p < -6)}' && ok || bad "demo $s: log10 p $ours on served text"
     awk -v p="$theirs" 'BEGIN{exit !(p > -6 && p <= 0)}' && ok || bad "demo $s: log10 p $theirs on innocent text"
 done
-expect 2 "demo bad tokens" -- "$HM" demo --tokens 0
+expect 2 "demo bad tokens" -- "$HM" demo --synthetic --tokens 0
+expect 2 "demo --tokens without --synthetic" -- "$HM" demo --tokens 100
+contains "$T/err" "belong to --synthetic or -o" "demo option message"
+expect 2 "demo --quick --synthetic" -- "$HM" demo --quick --synthetic
+expect 2 "demo --rho out of range" -- "$HM" demo --rho 0.9
+expect 2 "demo --seed negative" -- "$HM" demo --synthetic --seed -1
 
 # tokenize: ids and pieces with the committed mini vocabulary
 MINI="r50k_base=$HM_SRCDIR/tests/vectors/tok-mini.tiktoken"

