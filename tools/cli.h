@@ -134,6 +134,21 @@ typedef struct cli_audit_opts {
 /* 1: c was one of them and is applied; 0: it is not one; -1: a bad value
  * (message printed). */
 int cli_audit_option(int c, const char *arg, cli_audit_opts *o);
+/* Their getopt_long entries, with --alpha, --vocab-size, --skip-padded
+ * and --help, which both take too. */
+#define CLI_AUDIT_LONGOPTS                              \
+    {"key", required_argument, NULL, 'k'},              \
+    {"scheme", required_argument, NULL, 's'},           \
+    {"tenants", required_argument, NULL, 'T'},          \
+    {"default-tenant", no_argument, NULL, 'E'},         \
+    {"correction", required_argument, NULL, 'C'},       \
+    {"self-check", required_argument, NULL, 'R'},       \
+    {"self-check-label", required_argument, NULL, 'L'}, \
+    {"alpha", required_argument, NULL, 'a'},            \
+    {"vocab-size", required_argument, NULL, 'V'},       \
+    {"skip-padded", no_argument, NULL, 'P'},            \
+    {"output", required_argument, NULL, 'o'},           \
+    {"help", no_argument, NULL, 'h'}
 /* ctxs[0..n_tenants): key for each tenant; ctxs[n_tenants..+n_self): the
  * never-deployed keys self_keys[], derived from label.  -1: an error
  * (message printed); what was made is the caller's to free. */

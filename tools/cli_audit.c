@@ -271,23 +271,12 @@ static void svg_curve(cli_buf *b, const audit *a, double alpha)
 int cmd_audit(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"key", required_argument, NULL, 'k'},
-        {"scheme", required_argument, NULL, 's'},
-        {"tenants", required_argument, NULL, 'T'},
-        {"default-tenant", no_argument, NULL, 'E'},
+        CLI_AUDIT_LONGOPTS,
         {"filter", required_argument, NULL, 'F'},
-        {"correction", required_argument, NULL, 'C'},
-        {"self-check", required_argument, NULL, 'R'},
-        {"self-check-label", required_argument, NULL, 'L'},
-        {"alpha", required_argument, NULL, 'a'},
-        {"vocab-size", required_argument, NULL, 'V'},
-        {"skip-padded", no_argument, NULL, 'P'},
         {"tokenizer", required_argument, NULL, 'Z'},
         {"parse-special", no_argument, NULL, 'Y'},
         {"save-tally", required_argument, NULL, 'S'},
-        {"output", required_argument, NULL, 'o'},
         {"logprobs", no_argument, NULL, 'G'},
-        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *save_tally = NULL, *filter_file = NULL, *tokspec = NULL;
     cli_audit_opts o = {.label = DEFAULT_LABEL,

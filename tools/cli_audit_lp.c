@@ -80,19 +80,8 @@ static double key_log10p(const hm_greenmass_stats *st, unsigned nch)
 int cmd_audit_logprobs(int argc, char **argv)
 {
     static const struct option opts[] = {
+        CLI_AUDIT_LONGOPTS,
         {"logprobs", no_argument, NULL, 'G'},
-        {"key", required_argument, NULL, 'k'},
-        {"scheme", required_argument, NULL, 's'},
-        {"tenants", required_argument, NULL, 'T'},
-        {"default-tenant", no_argument, NULL, 'E'},
-        {"correction", required_argument, NULL, 'C'},
-        {"self-check", required_argument, NULL, 'R'},
-        {"self-check-label", required_argument, NULL, 'L'},
-        {"alpha", required_argument, NULL, 'a'},
-        {"vocab-size", required_argument, NULL, 'V'},
-        {"skip-padded", no_argument, NULL, 'P'},
-        {"output", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
         /* the corpus audit's options that do not apply here */
         {"filter", required_argument, NULL, 'x'},
         {"tokenizer", required_argument, NULL, 'x'},
