@@ -149,13 +149,28 @@ int cli_audit_option(int c, const char *arg, cli_audit_opts *o);
     {"skip-padded", no_argument, NULL, 'P'},            \
     {"output", required_argument, NULL, 'o'},           \
     {"help", no_argument, NULL, 'h'}
-/* ctxs[0..n_tenants): key for each tenant; ctxs[n_tenants..+n_self): the
- * never-deployed keys self_keys[], derived from label.  -1: an error
- * (message printed); what was made is the caller's to free. */
-int cli_audit_contexts(const hm_key *key, const char *spec,
-                       char *const *tenants, size_t n_tenants,
-                       const char *label, size_t n_self, hm_ctx **ctxs,
-                       hm_key **self_keys);
+/* After the options: -1 (message printed; the caller prints its usage)
+ * when --key, -o or the inputs are missing; the default spec is set. */
+int cli_audit_opts_done(cli_audit_opts *o, int argc, int optind,
+                        const char *default_spec);
+
+/* The keys an audit tests: ctxs[0..n_tenants) the master key's context
+ * for each tenant, then ctxs[n_tenants..n_keys) those of the n_self
+ * never-deployed keys derived from the self-check label. */
+typedef struct cli_audit_keys {
+    hm_key *key;
+    char fp[HM_FINGERPRINT_SIZE];
+    char canon[1024]; /* the canonical spec */
+    unsigned nch;     /* channels */
+    char **tenants;   /* "" is the default tenant */
+    size_t n_tenants, n_self, n_keys;
+    hm_ctx **ctxs;
+    hm_key **self_keys;
+} cli_audit_keys;
+/* Reads the tenants file and the key file and makes the contexts.  -1: an
+ * error (message printed); cli_audit_keys_free in any case. */
+int cli_audit_keys_open(cli_audit_keys *k, const cli_audit_opts *o);
+void cli_audit_keys_free(cli_audit_keys *k);
 
 /* The tests of an audit: each tenant's log10 p (lp, filled by the caller)
  * adjusted over the tenants (adj), and the self-check: the never-deployed

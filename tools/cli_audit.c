@@ -315,48 +315,31 @@ int cmd_audit(int argc, char **argv)
             return EXIT_TROUBLE;
         }
     }
-    if (o.keyfile == NULL || o.output == NULL || optind >= argc) {
-        cli_error(o.keyfile == NULL  ? "audit: --key KEYFILE is required"
-                  : o.output == NULL ? "audit: -o REPORT is required"
-                                     : "audit: no input files");
+    if (cli_audit_opts_done(&o, argc, optind, DEFAULT_SPEC) != 0) {
         audit_usage(stderr);
         return EXIT_TROUBLE;
     }
-    if (o.spec[0] == '\0')
-        strcpy(o.spec, DEFAULT_SPEC);
     a.label = o.label;
 
     int status = EXIT_TROUBLE;
-    hm_key *key = NULL;
-    hm_ctx **ctxs = NULL;
-    hm_key **self_keys = NULL;
+    cli_audit_keys ks = {0};
     json_t *inputs = json_array(), *report = NULL;
     cli_buf html = {0};
-    char fp[HM_FINGERPRINT_SIZE], canon[1024], msg[HM_ERRMSG_SIZE] = "";
+    char msg[HM_ERRMSG_SIZE] = "";
     cli_tests t = {0};
     cli_doc doc = {0};
-    size_t n_keys = 0;
     hm_tokenizer *tok = NULL;
     hm_sketch *filter_sketch = NULL;
 
-    if (cli_read_tenants(o.tenants_file, o.with_default, &a.tenants,
-                         &a.n_tenants) != 0)
+    if (cli_audit_keys_open(&ks, &o) != 0 || inputs == NULL ||
+        (tokspec != NULL && cli_open_tokenizer(tokspec, &tok) != 0))
         goto done;
-    a.n_self = (size_t)o.n_self;
-    n_keys = a.n_tenants + a.n_self;
-    ctxs = calloc(n_keys, sizeof *ctxs);
-    self_keys = calloc(a.n_self + 1, sizeof *self_keys);
-    if (ctxs == NULL || self_keys == NULL || inputs == NULL)
-        goto done;
-    if (cli_open_key(o.keyfile, &key, fp) != 0 ||
-        (tokspec != NULL && cli_open_tokenizer(tokspec, &tok) != 0) ||
-        cli_audit_contexts(key, o.spec, a.tenants, a.n_tenants, a.label,
-                           a.n_self, ctxs, self_keys) != 0)
-        goto done;
-    hm_ctx_spec(ctxs[0], canon, sizeof canon);
-    a.nch = hm_ctx_channels(ctxs[0]);
-    if (hm_tally_new(&a.t, (const hm_ctx *const *)ctxs, n_keys, flags, msg,
-                     sizeof msg) != HM_OK) {
+    a.tenants = ks.tenants; /* borrowed */
+    a.n_tenants = ks.n_tenants;
+    a.n_self = ks.n_self;
+    a.nch = ks.nch;
+    if (hm_tally_new(&a.t, (const hm_ctx *const *)ks.ctxs, ks.n_keys, flags,
+                     msg, sizeof msg) != HM_OK) {
         cli_error("%s", msg);
         goto done;
     }
@@ -367,7 +350,7 @@ int cmd_audit(int argc, char **argv)
         /* ---- served-window sketch (hm_sketch_new(3)) ---- */
         char hex[65], fhex[65], sspec[256];
         double fpr = 0, cnt = 0, blk = 0, kk = 0;
-        if (hm_sketch_load(&filter_sketch, key, filter_file, msg,
+        if (hm_sketch_load(&filter_sketch, ks.key, filter_file, msg,
                            sizeof msg) != HM_OK) {
             cli_error("--filter %s", msg);
             goto done;
@@ -507,7 +490,7 @@ int cmd_audit(int argc, char **argv)
             json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
                       "channel",
                       (json_int_t)ch, "scheme",
-                      scheme_name(hm_ctx_channel_scheme(ctxs[0], ch)),
+                      scheme_name(hm_ctx_channel_scheme(ks.ctxs[0], ch)),
                       "documents", (json_int_t)r.documents, "tokens",
                       (json_int_t)r.tokens, "padded", (json_int_t)r.padded,
                       "dropped_padded", (json_int_t)r.dropped_padded,
@@ -539,7 +522,7 @@ int cmd_audit(int argc, char **argv)
                               json_pack("{s:f,s:o}", "scored",
                                         a.pts[i].scored, "log10_p", v));
     }
-    report = cli_report_new(argc, argv, date, NULL, canon, fp,
+    report = cli_report_new(argc, argv, date, NULL, ks.canon, ks.fp,
                             (flags & HM_TALLY_SKIP_PADDED) != 0, inputs);
     inputs = NULL; /* owned by report */
     if (report != NULL &&
@@ -557,8 +540,8 @@ int cmd_audit(int argc, char **argv)
         goto done;
 
     /* HTML: the same facts for people, with two plots. */
-    cli_html_head(&html, "hallmark audit", "hallmark audit", &t, date, fp,
-                  canon, a.nch, NULL, argc, argv);
+    cli_html_head(&html, "hallmark audit", "hallmark audit", &t, date, ks.fp,
+                  ks.canon, a.nch, NULL, argc, argv);
     cli_html_inputs(&html, json_object_get(report, "inputs"), 1);
     cli_buf_printf(&html, "<h2>Counts</h2>\n<table><tr><th>channel"
                           "</th><th>tokens</th><th>padded</th><th>dropped: "
@@ -614,15 +597,6 @@ done:
     hm_tally_free(a.t);
     hm_sketch_free(filter_sketch); /* after the tally that reads it */
     hm_tokenizer_free(tok);
-    for (size_t i = 0; ctxs && i < n_keys; i++)
-        hm_ctx_free(ctxs[i]);
-    free(ctxs);
-    for (size_t i = 0; self_keys && i < a.n_self; i++)
-        hm_key_free(self_keys[i]);
-    free(self_keys);
-    hm_key_free(key);
-    for (size_t i = 0; a.tenants && i < a.n_tenants; i++)
-        free(a.tenants[i]);
-    free(a.tenants);
+    cli_audit_keys_free(&ks);
     return status;
 }

@@ -127,47 +127,28 @@ int cmd_audit_logprobs(int argc, char **argv)
             return EXIT_TROUBLE;
         }
     }
-    if (o.keyfile == NULL || o.output == NULL || optind >= argc) {
-        cli_error(o.keyfile == NULL  ? "audit: --key KEYFILE is required"
-                  : o.output == NULL ? "audit: -o REPORT is required"
-                                     : "audit: no input files");
+    if (cli_audit_opts_done(&o, argc, optind, DEFAULT_SPEC) != 0) {
         usage(stderr);
         return EXIT_TROUBLE;
     }
-    if (o.spec[0] == '\0')
-        strcpy(o.spec, DEFAULT_SPEC);
 
     int status = EXIT_TROUBLE;
-    hm_key *key = NULL;
-    hm_ctx **ctxs = NULL;
-    hm_key **self_keys = NULL;
+    cli_audit_keys ks = {0};
     hm_greenmass *gm = NULL;
     hm_greenmass_stats *st = NULL; /* n_keys x nch */
     json_t *inputs = json_array(), *report = NULL;
     cli_buf html = {0};
     cli_lp rec = {0};
-    char fp[HM_FINGERPRINT_SIZE], canon[1024], msg[HM_ERRMSG_SIZE] = "";
+    char msg[HM_ERRMSG_SIZE] = "";
     cli_tests t = {0};
-    char **tenants = NULL;
-    size_t n_tenants = 0, n_self = (size_t)o.n_self, n_keys = 0;
-    unsigned nch = 0;
 
-    if (cli_read_tenants(o.tenants_file, o.with_default, &tenants,
-                         &n_tenants) != 0)
+    if (cli_audit_keys_open(&ks, &o) != 0 || inputs == NULL)
         goto done;
-    n_keys = n_tenants + n_self;
-    ctxs = calloc(n_keys, sizeof *ctxs);
-    self_keys = calloc(n_self + 1, sizeof *self_keys);
-    if (ctxs == NULL || self_keys == NULL || inputs == NULL)
-        goto done;
-    if (cli_open_key(o.keyfile, &key, fp) != 0 ||
-        cli_audit_contexts(key, o.spec, tenants, n_tenants, o.label, n_self,
-                           ctxs, self_keys) != 0)
-        goto done;
-    hm_ctx_spec(ctxs[0], canon, sizeof canon);
-    nch = hm_ctx_channels(ctxs[0]);
-    int rc = hm_greenmass_new(&gm, (const hm_ctx *const *)ctxs, n_keys, flags,
-                              msg, sizeof msg);
+    char **tenants = ks.tenants;
+    size_t n_tenants = ks.n_tenants, n_self = ks.n_self, n_keys = ks.n_keys;
+    unsigned nch = ks.nch;
+    int rc = hm_greenmass_new(&gm, (const hm_ctx *const *)ks.ctxs, n_keys,
+                              flags, msg, sizeof msg);
     if (rc != HM_OK) {
         cli_error("--scheme '%s': %s", o.spec, msg[0] ? msg : hm_strerror(rc));
         goto done;
@@ -266,7 +247,7 @@ int cmd_audit_logprobs(int argc, char **argv)
         }
         json_array_append_new(tj, cli_report_tenant(&t, k, tenants[k], chs));
     }
-    report = cli_report_new(argc, argv, date, "logprobs", canon, fp,
+    report = cli_report_new(argc, argv, date, "logprobs", ks.canon, ks.fp,
                             (flags & HM_GREENMASS_SKIP_PADDED) != 0, inputs);
     inputs = NULL; /* owned by report */
     if (report != NULL &&
@@ -293,8 +274,8 @@ int cmd_audit_logprobs(int argc, char **argv)
 
     /* HTML: the same facts for people. */
     cli_html_head(&html, "hallmark audit (log-probabilities)",
-                  "hallmark audit: log-probabilities", &t, date, fp, canon,
-                  nch,
+                  "hallmark audit: log-probabilities", &t, date, ks.fp,
+                  ks.canon, nch,
                   "<tr><th>p-value</th><td>conservative: the smallest of "
                   "the Hoeffding, Bernstein and exact-MGF Chernoff upper "
                   "bounds on the null tail of the green mass</td></tr>\n",
@@ -349,15 +330,6 @@ done:
     free(st);
     cli_tests_free(&t);
     hm_greenmass_free(gm);
-    for (size_t i = 0; ctxs && i < n_keys; i++)
-        hm_ctx_free(ctxs[i]);
-    free(ctxs);
-    for (size_t i = 0; self_keys && i < n_self; i++)
-        hm_key_free(self_keys[i]);
-    free(self_keys);
-    hm_key_free(key);
-    for (size_t i = 0; tenants && i < n_tenants; i++)
-        free(tenants[i]);
-    free(tenants);
+    cli_audit_keys_free(&ks);
     return status;
 }

@@ -5,6 +5,7 @@
  * HTML) written atomically.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -58,23 +59,67 @@ int cli_audit_option(int c, const char *arg, cli_audit_opts *o)
     }
 }
 
-int cli_audit_contexts(const hm_key *key, const char *spec,
-                       char *const *tenants, size_t n_tenants,
-                       const char *label, size_t n_self, hm_ctx **ctxs,
-                       hm_key **self_keys)
+int cli_audit_opts_done(cli_audit_opts *o, int argc, int optind,
+                        const char *default_spec)
 {
-    for (size_t i = 0; i < n_tenants; i++)
-        if (cli_make_ctx(key, spec, tenants[i], &ctxs[i]) != 0)
+    if (o->keyfile == NULL || o->output == NULL || optind >= argc) {
+        cli_error(o->keyfile == NULL  ? "audit: --key KEYFILE is required"
+                  : o->output == NULL ? "audit: -o REPORT is required"
+                                      : "audit: no input files");
+        return -1;
+    }
+    if (o->spec[0] == '\0')
+        snprintf(o->spec, sizeof o->spec, "%s", default_spec);
+    return 0;
+}
+
+int cli_audit_keys_open(cli_audit_keys *k, const cli_audit_opts *o)
+{
+    memset(k, 0, sizeof *k);
+    if (cli_read_tenants(o->tenants_file, o->with_default, &k->tenants,
+                         &k->n_tenants) != 0)
+        return -1;
+    k->n_self = (size_t)o->n_self;
+    k->n_keys = k->n_tenants + k->n_self;
+    k->ctxs = calloc(k->n_keys, sizeof *k->ctxs);
+    k->self_keys = calloc(k->n_self + 1, sizeof *k->self_keys);
+    if (k->ctxs == NULL || k->self_keys == NULL) {
+        cli_error("out of memory");
+        return -1;
+    }
+    if (cli_open_key(o->keyfile, &k->key, k->fp) != 0)
+        return -1;
+    for (size_t i = 0; i < k->n_tenants; i++)
+        if (cli_make_ctx(k->key, o->spec, k->tenants[i], &k->ctxs[i]) != 0)
             return -1;
-    for (size_t i = 0; i < n_self; i++) {
-        if (hm_key_from_label(&self_keys[i], label, (uint32_t)i) != HM_OK) {
+    for (size_t i = 0; i < k->n_self; i++) {
+        if (hm_key_from_label(&k->self_keys[i], o->label, (uint32_t)i) !=
+            HM_OK) {
             cli_error("--self-check-label: cannot derive key %zu", i);
             return -1;
         }
-        if (cli_make_ctx(self_keys[i], spec, NULL, &ctxs[n_tenants + i]) != 0)
+        if (cli_make_ctx(k->self_keys[i], o->spec, NULL,
+                         &k->ctxs[k->n_tenants + i]) != 0)
             return -1;
     }
+    hm_ctx_spec(k->ctxs[0], k->canon, sizeof k->canon);
+    k->nch = hm_ctx_channels(k->ctxs[0]);
     return 0;
+}
+
+void cli_audit_keys_free(cli_audit_keys *k)
+{
+    for (size_t i = 0; k->ctxs && i < k->n_keys; i++)
+        hm_ctx_free(k->ctxs[i]);
+    free(k->ctxs);
+    for (size_t i = 0; k->self_keys && i < k->n_self; i++)
+        hm_key_free(k->self_keys[i]);
+    free(k->self_keys);
+    hm_key_free(k->key);
+    for (size_t i = 0; k->tenants && i < k->n_tenants; i++)
+        free(k->tenants[i]);
+    free(k->tenants);
+    memset(k, 0, sizeof *k);
 }
 
 /* -------------------------------------------------------------- tests */
