@@ -258,38 +258,6 @@ int hm_spectral_point(const hm_spectral *sp, const int32_t *context,
 
 /* ------------------------------------------------------------ masses */
 
-/* e^x for x <= 0 in binary64, relative error below 1e-14 (x below -700
- * gives 0, -inf included); unlike exp it vectorizes: the integer part
- * comes out of the rounding constant's bits, not a conversion. */
-static inline double exp_nonpos(double x)
-{
-    int tiny = !(x >= -700.0);
-    x = tiny ? 0.0 : x;
-    double t = x * 1.4426950408889634;
-    double sh = t + 0x1.8p52; /* 1.5 * 2^52 + round(t) */
-    double n = sh - 0x1.8p52;
-    double r = x - n * 0.6931471805598903;
-    r = r - n * 5.497923018708371e-14;
-    double p = 1.0 / 39916800;
-    p = p * r + 1.0 / 3628800;
-    p = p * r + 1.0 / 362880;
-    p = p * r + 1.0 / 40320;
-    p = p * r + 1.0 / 5040;
-    p = p * r + 1.0 / 720;
-    p = p * r + 1.0 / 120;
-    p = p * r + 1.0 / 24;
-    p = p * r + 1.0 / 6;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    uint64_t b;
-    memcpy(&b, &sh, sizeof b);
-    b = (b + 1023) << 52; /* 2^round(t): the low bits of sh hold round(t) */
-    double scale;
-    memcpy(&scale, &b, sizeof scale);
-    return tiny ? 0.0 : p * scale;
-}
-
 /* e[i] = e^(l[i] - mx) and e[i] times the mask: two maps that vectorize;
  * the sums are taken by the caller. */
 SP_CLONES static void exps(const double *restrict l,
@@ -298,7 +266,7 @@ SP_CLONES static void exps(const double *restrict l,
                            double *restrict es)
 {
     for (size_t i = 0; i < n; i++) {
-        double x = exp_nonpos(l[i] - mx);
+        double x = hm_exp_nonpos(l[i] - mx);
         e[i] = x;
         es[i] = in[i] ? x : 0.0;
     }
