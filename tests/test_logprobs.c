@@ -706,9 +706,11 @@ START_TEST(test_sort_worst_case)
     }
     hm_logprobs_free(lp);
     /* on the grid (sorted by integers): -inf among the values, all -inf,
-     * a single id, large ids; the same order as a comparison sort */
+     * a single id, large ids, one far value that puts all others in one
+     * bucket (the insertion sort gives up), values in true order; the same
+     * order as a comparison sort */
     hm_logprobs *g = test_lp(key, "topk=1024", NULL);
-    for (int trial = 0; trial < 6; trial++) {
+    for (int trial = 0; trial < 8; trial++) {
         size_t n = trial < 3 ? 100 : 1024;
         for (size_t i = 0; i < n; i++) {
             ids[i] = trial == 4 ? (int32_t)(INT32_MAX - 3 * i)
@@ -716,7 +718,11 @@ START_TEST(test_sort_worst_case)
             r[i] = trial == 1 || test_rand(&s) % 7 == 0
                        ? -INFINITY
                        : -20 * test_uniform(&s) - (trial == 5 ? 1e6 : 0);
+            if (trial == 7)
+                r[i] = -5.0 - 2.0 * log1p((double)i);
         }
+        if (trial == 6)
+            r[n / 2] = -1e6;
         hm_row row = {NULL, 0, NULL, 0, 0};
         ck_assert_int_eq(hm_logprobs_harden(g, &row, ids, r, n, 0), HM_OK);
         check_valid(ids, r, n, HM_LOGPROBS_QUANTUM_DEFAULT, "grid sort");
