@@ -310,10 +310,23 @@ SP_CLONES static unsigned check_row(const int32_t *restrict ids,
         lo = ids[i] < lo ? ids[i] : lo;
         hi |= (uint32_t)ids[i];
     }
-    for (size_t i = 0; i < n; i++) {
+    /* eight lanes: a max the compiler may not reorder by itself (any
+     * order gives the same maximum; a NaN fails the row) */
+    double mm[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                    -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            double x = l[i + j];
+            mm[j] = x > mm[j] ? x : mm[j];
+            nan |= x != x;
+        }
+    for (; i < n; i++) {
         m = l[i] > m ? l[i] : m;
         nan |= l[i] != l[i];
     }
+    for (int j = 0; j < 8; j++)
+        m = mm[j] > m ? mm[j] : m;
     *mx = m;
     *or_ids = hi;
     return (lo < 0) | (nan != 0 || m > 0) << 1;
@@ -347,6 +360,17 @@ static int scan(const hm_spectral *sp, const int32_t *ids,
     return HM_OK;
 }
 
+/* l += d on the subset, - c everywhere, clamped at 0 (-inf stays -inf). */
+SP_CLONES static void shift_row(double *restrict l,
+                                const unsigned char *restrict in, size_t n,
+                                double d, double c)
+{
+    for (size_t i = 0; i < n; i++) {
+        double y = l[i] + (in[i] ? d : 0.0) - c;
+        l[i] = y < 0 ? y : 0.0;
+    }
+}
+
 int hm_spectral_apply(const hm_spectral *sp, const hm_row *row,
                       const int32_t *ids, double *logprobs, size_t n)
 {
@@ -367,10 +391,7 @@ int hm_spectral_apply(const hm_spectral *sp, const hm_row *row,
     /* The returned mass stays what it was: e^d on S, then divide by
      * (sub e^d + all - sub) / all. */
     double c = log1p(sub / all * expm1(d));
-    for (size_t i = 0; i < n; i++) {
-        double y = logprobs[i] + (in[i] ? d : 0.0) - c;
-        logprobs[i] = y < 0 ? y : 0.0; /* -inf stays -inf */
-    }
+    shift_row(logprobs, in, n, d, c);
     return HM_OK;
 }
 
