@@ -223,16 +223,16 @@ static hm_seed window_seed(const hm_logprobs *lp, const uint32_t *w)
 
 /* s = 2u - 1 for u = ((x >> 12) + 0.5) 2^-52 (PRF v1's uniform map) is
  * an odd multiple of 2^-52 in (-1, 1), exactly, symmetric about 0.  The
- * 52-bit integer x >> 12 becomes a double through the bits of 2^52 + it,
- * which vectorizes where a 64-bit conversion does not (AVX2); every step
- * is exact, so this is (double)(2 (x >> 12) + 1 - 2^52) 2^-52. */
+ * 52 bits x >> 12 go into the mantissa of d = 1 + (x >> 12) 2^-52, which
+ * vectorizes where a 64-bit conversion does not (AVX2); 2d - 3 is a
+ * multiple of 2^-51 in [-1, 1) and adding 2^-52 is exact too, so this is
+ * (2 (x >> 12) + 1 - 2^52) 2^-52 with no rounding. */
 static inline __attribute__((always_inline)) double unit_offset(uint64_t x)
 {
-    uint64_t b = (x >> 12) | UINT64_C(0x4330000000000000);
+    uint64_t b = (x >> 12) | UINT64_C(0x3FF0000000000000);
     double d;
-    memcpy(&d, &b, sizeof d);
-    d -= 0x1p52;                          /* x >> 12 */
-    return ((2 * d + 1) - 0x1p52) * 0x1p-52;
+    memcpy(&d, &b, sizeof d); /* 1 + (x >> 12) 2^-52 */
+    return (2 * d - 3) + 0x1p-52;
 }
 
 /* x = mix(seed, id) of PRF v1, one candidate mixer call per token. */
@@ -334,34 +334,13 @@ static int window_of(const hm_logprobs *lp, const hm_row *row, hm_seed *s)
     return rc;
 }
 
-/* Perturb, round to the grid, clamp at 0: one pass, mixer included. */
-LP_CLONES static void perturb(hm_seed s, const int32_t *restrict ids,
-                              double *restrict l, size_t n, double eps,
-                              double q)
-{
-    if (q > 0) {
-        const double inv = 1 / q;
-        for (size_t i = 0; i < n; i++) {
-            double t = (l[i] + offset_of(s, ids[i], eps)) * inv;
-            /* -inf stays -inf */
-            double tr = (t + ROUND_MAGIC) - ROUND_MAGIC;
-            double y = (fabs(t) < 0x1p51 ? tr : t) * q;
-            /* Clamping at 0 only moves y towards l <= 0. */
-            l[i] = y < 0 ? y : 0.0;
-        }
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            double y = l[i] + offset_of(s, ids[i], eps);
-            l[i] = y < 0 ? y : 0.0;
-        }
-    }
-}
-
-/* An upper bound on the sum of e^l, at most 1.09 times it: e^y = 2^t,
- * t = y log2(e), and 2^t = 2^m 2^f <= 2^m (1 + f) for m = floor(t) and
- * f = t - m in [0, 1).  Values below -690 count as -690, which only
- * raises the bound; the rounding of t and of the sum moves it by a
- * relative 1e-12, far inside the margin the caller leaves. */
+/* About e^y from above, at most 1.0071 times it: e^y = 2^t, t = y log2(e),
+ * and 2^t = 2^m 2^f <= 2^m (1 + f (a + (1 - a) f)) for m = floor(t),
+ * f = t - m in [0, 1) and a = ln 2 (the quadratic meets 2^f at 0 and 1
+ * with the slope of 2^f at 0, and lies above it in between).  Values
+ * below -690 count as -690, which only raises it; the rounding of t, of
+ * the polynomial and of a sum of n <= 1024 terms lowers it by a relative
+ * 1e-12 at most, far inside the margin common_shift leaves. */
 static inline __attribute__((always_inline)) double exp_above(double y)
 {
     y = y > -690.0 ? y : -690.0;
@@ -374,9 +353,43 @@ static inline __attribute__((always_inline)) double exp_above(double y)
     b = (b - (uint64_t)down + 1023) << 52; /* 2^floor(t) */
     double p2;
     memcpy(&p2, &b, sizeof p2);
-    return (1.0 + (t - (down ? r - 1.0 : r))) * p2;
+    double f = t - (down ? r - 1.0 : r); /* exact */
+    return (1.0 + f * (0.6931471805599453 + 0.3068528194400547 * f)) * p2;
 }
 
+/* Perturb, round to the grid (q > 0), clamp at 0. */
+static inline __attribute__((always_inline)) double
+perturb_one(hm_seed s, int32_t id, double l, double eps, int grid, double q,
+            double inv)
+{
+    if (grid) {
+        double t = (l + offset_of(s, id, eps)) * inv; /* -inf stays -inf */
+        double tr = (t + ROUND_MAGIC) - ROUND_MAGIC;
+        double y = (fabs(t) < 0x1p51 ? tr : t) * q;
+        /* Clamping at 0 only moves y towards l <= 0. */
+        return y < 0 ? y : 0.0;
+    }
+    double y = l + offset_of(s, id, eps);
+    return y < 0 ? y : 0.0;
+}
+
+/* perturb_one over the row (a loop the compiler vectorizes; fused with
+ * the sum below it does not). */
+LP_CLONES static void perturb(hm_seed s, const int32_t *restrict ids,
+                              double *restrict l, size_t n, double eps,
+                              double q)
+{
+    if (q > 0) {
+        const double inv = 1 / q;
+        for (size_t i = 0; i < n; i++)
+            l[i] = perturb_one(s, ids[i], l[i], eps, 1, q, inv);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            l[i] = perturb_one(s, ids[i], l[i], eps, 0, q, 0);
+    }
+}
+
+/* exp_above summed over the row, in eight lanes. */
 LP_CLONES static double sum_bound(const double *restrict l, size_t n)
 {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -412,10 +425,11 @@ LP_CLONES static double sum_close(const double *restrict l, size_t n)
  * vectorized sums decide it whenever that reference is more than a
  * relative 1e-11 away from a boundary (1, or a grid point of log(sum));
  * only then is the reference computed, with libm, as the vectors are. */
-static double common_shift(const double *l, size_t n, double q)
+static double common_shift(const double *l, size_t n, double q,
+                           double bound)
 {
     /* bound <= 1 - 1e-4 leaves sum <= 1 whatever the rounding */
-    if (sum_bound(l, n) <= 1 - 1e-4)
+    if (bound <= 1 - 1e-4)
         return 0;
     const double tol = 1e-11;
     double close = sum_close(l, n);
@@ -448,7 +462,7 @@ static void harden(const hm_logprobs *lp, hm_seed s, const int32_t *ids,
     /* A common shift, which leaves the renormalized distribution alone,
      * keeps the probabilities' sum at most 1: without it the sign of a
      * peaked row's perturbation would show. */
-    double c = common_shift(l, n, q);
+    double c = common_shift(l, n, q, sum_bound(l, n));
     if (c != 0)
         for (size_t i = 0; i < n; i++)
             l[i] -= c;
