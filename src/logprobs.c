@@ -685,6 +685,12 @@ int hm_logprobs_harden(const hm_logprobs *lp, const hm_row *row,
     if (n > lp->topk)
         return HM_ERANGE;
     unsigned bad = n > 0 ? check_row(ids, logprobs, n) : 0;
+    if (bad == 3) /* both kinds: the first one decides, as it always did */
+        for (size_t i = 0; i < n; i++)
+            if (ids[i] < 0 || !(logprobs[i] <= 0)) {
+                bad = ids[i] < 0 ? 1 : 2;
+                break;
+            }
     if (bad & 1)
         return HM_ERANGE;
     if (bad)

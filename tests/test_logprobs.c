@@ -870,6 +870,13 @@ START_TEST(test_bad_input)
     }
     ids[2] = -5;
     ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids, r, 3, 0), HM_ERANGE);
+    /* both kinds in one row: the first bad record decides */
+    r[1] = NAN;
+    ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids, r, 3, 0), HM_EINVAL);
+    r[1] = -2.0;
+    r[3] = NAN;
+    ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids, r, 4, 0), HM_ERANGE);
+    r[3] = -4.0;
     /* rejected calls leave the arrays alone */
     ck_assert_int_eq(ids[0], 0);
     ck_assert(r[0] == -1.0 && r[1] == -2.0);
