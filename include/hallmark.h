@@ -686,6 +686,97 @@ HM_EXPORT HM_WUR int hm_tally_filter_sketch(hm_tally *tally,
                                             const hm_sketch *sketch,
                                             char *errmsg, size_t errlen);
 
+/* ------------------------------------- open-model (log-probability) audits
+ * (hm_greenmass_new(3)).  When a suspect model
+ * exposes log-probabilities, the audit need not wait for sampled tokens:
+ * for a kgw channel with lefthash seeding (the green list of a step
+ * depends on the window of the last h context ids only), it scores the
+ * suspect's probability mass on the green tokens of each window.  Records
+ * are what hallmark probe reads: a context and the suspect's listed
+ * (top-k) log-probabilities after it.  A record whose whole context was
+ * added before is dropped (repeats change nothing); the listed
+ * distributions of the contexts that share a window are averaged into one
+ * term per window, so that the terms are independent under an ideal PRF
+ * (different windows, independent green lists).  Under the null (the
+ * suspect independent of the key) term w is G_w = sum_v q_w(v) B_wv with
+ * B_wv iid Bernoulli(gamma): mean gamma M_w (M_w its listed mass), range
+ * [0, M_w], variance gamma(1-gamma) sum_v q_w(v)^2.  The p-value is an
+ * upper bound on P[S >= observed] for S = sum_w G_w: the smallest of the
+ * Hoeffding, Bernstein and exact-MGF Chernoff bounds, each valid, so the
+ * test is conservative (never exact).  Any number of keys (tenants,
+ * self-check keys) share the stored distributions; results are computed
+ * when asked for.  Not thread-safe: one accumulator per thread. */
+typedef struct hm_greenmass hm_greenmass;
+
+#define HM_GREENMASS_SKIP_PADDED 0x1u /* drop records with a padded window */
+/* Listed probabilities may sum to at most 1 + this (rounding). */
+#define HM_GREENMASS_MASS_TOLERANCE 1e-3
+
+/* Which bound gave a p-value. */
+#define HM_BOUND_NONE 0      /* no excess over the mean: p = 1 */
+#define HM_BOUND_HOEFFDING 1 /* exp(-2 t^2 / sum M_w^2) */
+#define HM_BOUND_BERNSTEIN 2 /* exp(-t^2 / (2 (sigma^2 + b t / 3))) */
+#define HM_BOUND_CHERNOFF 3  /* inf over l >= 0 of E[exp(l (S - s))] */
+
+/* The counts and the test of one key on one channel. */
+typedef struct hm_greenmass_stats {
+    uint64_t records;        /* records added */
+    uint64_t dropped_repeat; /* ... dropped: context added before */
+    uint64_t padded;         /* ... with a padded window (scored) */
+    uint64_t dropped_padded; /* ... dropped: padded (SKIP_PADDED) */
+    uint64_t contexts;       /* records scored */
+    uint64_t listed;         /* their listed (token, log-prob) pairs */
+    uint64_t windows;        /* distinct windows: independent terms */
+    uint64_t pairs;          /* distinct (window, token) pairs */
+    double gamma;            /* exact probability that a token is green */
+    double mass;             /* sum of M_w over windows */
+    double score;            /* S: listed mass on green tokens */
+    double expected;         /* E[S] = gamma * mass */
+    double range_sq;         /* sum of M_w^2 (Hoeffding) */
+    double variance;         /* gamma (1-gamma) sum_w sum_v q_w(v)^2 */
+    double max_excess;       /* b = (1-gamma) max M_w (Bernstein) */
+    double log10_p_hoeffding;
+    double log10_p_bernstein;
+    double log10_p_chernoff;
+    double log10_p;          /* the smallest of the three */
+    int bound;               /* HM_BOUND_* that gave log10_p */
+} hm_greenmass_stats;
+
+/* ctxs: n_keys contexts with the same spec, every channel kgw with
+ * lefthash seeding (HM_ENOTSUP and a message naming the channel and the
+ * reason otherwise).  The accumulator keeps the pointers: the contexts
+ * must outlive it. */
+HM_EXPORT HM_WUR int hm_greenmass_new(hm_greenmass **gm,
+                                      const hm_ctx *const *ctxs,
+                                      size_t n_keys, unsigned flags,
+                                      char *errmsg, size_t errlen);
+HM_EXPORT void hm_greenmass_free(hm_greenmass *gm);
+/* Forget every record (keeps the keys). */
+HM_EXPORT void hm_greenmass_clear(hm_greenmass *gm);
+
+/* One record: the suspect's n listed log-probabilities (<= 0, distinct
+ * ids) after context (oldest first, the whole context: repeats are
+ * recognised on it).  All or nothing: on error nothing changes.
+ * HM_ERANGE for a negative id, a log-probability above 0 or listed
+ * probabilities summing to more than 1 + HM_GREENMASS_MASS_TOLERANCE;
+ * HM_EINVAL for NaN or an id listed twice. */
+HM_EXPORT HM_WUR int hm_greenmass_add(hm_greenmass *gm,
+                                      const int32_t *context,
+                                      size_t n_context, const int32_t *ids,
+                                      const double *logprobs, size_t n);
+
+HM_EXPORT size_t hm_greenmass_keys(const hm_greenmass *gm);
+HM_EXPORT unsigned hm_greenmass_channels(const hm_greenmass *gm);
+
+/* The counts and the bounds of key i on channel c.  Allocates nothing;
+ * the cost is a few passes over the stored pairs. */
+HM_EXPORT HM_WUR int hm_greenmass_result(const hm_greenmass *gm, size_t key,
+                                         unsigned channel,
+                                         hm_greenmass_stats *stats);
+
+/* "hoeffding", "bernstein", "chernoff", "none" (HM_BOUND_*), or NULL. */
+HM_EXPORT const char *hm_greenmass_bound_name(int bound);
+
 #ifdef __cplusplus
 }
 #endif

@@ -90,6 +90,7 @@ expect 2 "no npm" -- env PATH="$T/nonpm" HALLMARK_CACHE="$T/cache3" \
     "$HM" demo --quick --dir "$T/d3"
 contains "$T/err" "cannot run npm" "no-npm message"
 contains "$T/err" "demo --synthetic" "no-npm message names --synthetic"
+grep -q "verified" "$T/err" && bad "no-npm: noise about the empty cache" || ok
 
 # 5. the work directory: never someone else's
 mkdir -p "$T/foreign" && echo keep >"$T/foreign/notes.txt"

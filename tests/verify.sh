@@ -96,6 +96,12 @@ tr -d ' \n' <"$T/ten.json" >"$T/ten.flat"
 contains "$T/ten.flat" '"tenant":"acme","channels"' "tenant listed"
 grep -o '"tenant":"[a-z]*"[^]]*][^}]*"detected":[a-z]*' "$T/ten.flat" | sed 's/.*"tenant":"\([a-z]*\)".*"detected":\([a-z]*\)/\1 \2/' >"$T/det"
 [ "$(grep -c true "$T/det")" -eq 1 ] && grep -q "acme true" "$T/det" && ok || { bad "tenant attribution"; cat "$T/det"; }
+# --default-tenant: the keys served without a tenant id, next to the list
+expect 1 "audit default tenant" -- "$HM" audit --key "$T/k" --scheme $SPEC --tenants "$T/tenants" --default-tenant --self-check 8 -o "$T/tend" "$T/ours.jsonl"
+tr -d ' \n' <"$T/tend.json" >"$T/tend.flat"
+contains "$T/tend.flat" '"tenants":\[{"tenant":"","channels"' "default tenant first"
+grep -o '"tenant":"[a-z]*"[^]]*][^}]*"detected":[a-z]*' "$T/tend.flat" | sed 's/.*"tenant":"\([a-z]*\)".*"detected":\([a-z]*\)/<\1> \2/' >"$T/detd"
+[ "$(wc -l <"$T/detd")" -eq 4 ] && [ "$(grep -c true "$T/detd")" -eq 1 ] && grep -q "<> true" "$T/detd" && ok || { bad "default tenant attribution"; cat "$T/detd"; }
 printf 'a\na\n' >"$T/duptenants"
 expect 2 "duplicate tenant" -- "$HM" audit --key "$T/k" --tenants "$T/duptenants" -o "$T/x" "$T/ours.jsonl"
 contains "$T/err" "duptenants:2: duplicate tenant 'a'" "duplicate tenant message"

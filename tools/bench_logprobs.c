@@ -7,9 +7,14 @@
  *   tools/bench-logprobs            both parts
  *   tools/bench-logprobs --cost     cost only
  *   tools/bench-logprobs --attack   attack only
+ *   tools/bench-logprobs --audit    open-model audit cost only
  *   tools/bench-logprobs --cost --compare OLD/libhallmark.so.0
  *                                   cost of this build and another one,
  *                                   interleaved, with the ratios
+ *
+ * The open-model audit (hm_greenmass_new(3)) reads such top-k records back
+ * from a suspect: its cost per record added and per listed pair scored
+ * under one key (a result: the green lists, then the three bounds).
  *
  * The attack.  A model whose logits are z = W h (vocabulary V, hidden size
  * d) answers N prompts.  The attacker is granted more than this API gives:
@@ -238,6 +243,58 @@ static void cost_harden(const unsigned char *kb, const bench_lib *libs,
         libs[b].lp_free(lp[b]);
         libs[b].key_free(key[b]);
     }
+}
+
+static void cost_audit(const hm_key *key)
+{
+    static const size_t ks[] = {20, 256};
+    hm_ctx *ctx = NULL;
+    check(hm_ctx_new(&ctx, key, "kgw:h=1", NULL, NULL, 0), "ctx");
+    printf("\nopen-model audit (hm_greenmass): add a top-k record, score "
+           "its pairs under one key\n");
+    printf("  %6s %8s %8s %14s %12s %12s\n", "k", "records", "windows",
+           "ns/record add", "ns/pair add", "ns/pair key");
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+        size_t k = ks[ki], M = 200000 / k;
+        int32_t *ids = xmalloc(M * k * sizeof *ids), (*ctxs)[4] =
+                                                         xmalloc(M * sizeof *ctxs);
+        double *l = xmalloc(M * k * sizeof *l);
+        for (size_t m = 0; m < M; m++) {
+            true_topk(32000, k, ids + m * k, l + m * k);
+            /* distinct ids: true_topk may repeat one */
+            for (size_t i = 0; i < k; i++)
+                ids[m * k + i] = (int32_t)((ids[m * k] + 7919 * i) % 32000);
+            for (int j = 0; j < 4; j++)
+                ctxs[m][j] = (int32_t)(rnd() % 32000);
+        }
+        double ta[REPS], tr[REPS];
+        hm_greenmass_stats st = {0};
+        for (int r = 0; r < REPS; r++) {
+            hm_greenmass *g = NULL;
+            check(hm_greenmass_new(&g, (const hm_ctx *const *)&ctx, 1, 0,
+                                   NULL, 0),
+                  "greenmass");
+            double t0 = now();
+            for (size_t m = 0; m < M; m++)
+                check(hm_greenmass_add(g, ctxs[m], 4, ids + m * k, l + m * k,
+                                       k),
+                      "add");
+            double t1 = now();
+            check(hm_greenmass_result(g, 0, 0, &st), "result");
+            double t2 = now();
+            ta[r] = (t1 - t0) / (double)M * 1e9;
+            tr[r] = (t2 - t1) / (double)st.pairs * 1e9;
+            hm_greenmass_free(g);
+        }
+        double add = median(ta, REPS);
+        printf("  %6zu %8zu %8llu %14.0f %12.1f %12.1f\n", k, M,
+               (unsigned long long)st.windows, add, add / (double)k,
+               median(tr, REPS));
+        free(ids);
+        free(ctxs);
+        free(l);
+    }
+    hm_ctx_free(ctx);
 }
 
 static void cost_dense(const hm_key *key)
@@ -600,14 +657,16 @@ static void run_attack(const hm_key *key)
 
 int main(int argc, char **argv)
 {
-    int cost = 1, att = 1, n_libs = 1;
+    int cost = 1, att = 1, audit = 1, n_libs = 1;
     bench_lib libs[2];
     bench_lib_self(&libs[0]);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--cost") == 0)
             att = 0;
         else if (strcmp(argv[i], "--attack") == 0)
-            cost = 0;
+            cost = audit = 0;
+        else if (strcmp(argv[i], "--audit") == 0)
+            cost = att = 0;
         else if (strcmp(argv[i], "--compare") == 0 && i + 1 < argc) {
             char err[512];
             if (bench_lib_open(&libs[1], argv[++i], err, sizeof err) != 0) {
@@ -616,8 +675,8 @@ int main(int argc, char **argv)
             }
             n_libs = 2;
         } else {
-            fprintf(stderr, "usage: bench-logprobs [--cost | --attack] "
-                            "[--compare LIBHALLMARK.so]\n");
+            fprintf(stderr, "usage: bench-logprobs [--cost | --attack | "
+                            "--audit] [--compare LIBHALLMARK.so]\n");
             return 2;
         }
     }
@@ -631,6 +690,8 @@ int main(int argc, char **argv)
         cost_harden(kb, libs, n_libs);
         cost_dense(key);
     }
+    if (audit)
+        cost_audit(key);
     if (att)
         run_attack(key);
     hm_key_free(key);

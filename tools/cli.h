@@ -27,6 +27,8 @@ int cmd_fingerprint(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
+/* hallmark audit --logprobs (cli_audit_lp.c) */
+int cmd_audit_logprobs(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_probe(int argc, char **argv); /* spectral fingerprint (cli_probe.c) */
@@ -98,5 +100,27 @@ typedef struct cli_buf {
 int cli_buf_printf(cli_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void cli_buf_free(cli_buf *b);
+
+/* One record of a suspect's log-probabilities (hallmark probe and audit
+ * --logprobs): {"context": [ids], "ids": [ids], "logprobs": [numbers]},
+ * at least one entry, ids distinct, log-probabilities <= 0. */
+typedef struct cli_lp {
+    int32_t *context, *ids;
+    double *logprobs;
+    size_t n_context, cap_context, n, cap_ids, cap_lps;
+    unsigned long line;
+} cli_lp;
+/* 1: a record, 0: end of input, -1: error ("FILE:LINE: problem" printed).
+ * Ids must be below in->vocab when it is > 0. */
+int cli_input_next_lp(cli_input *in, cli_lp *rec);
+void cli_lp_free(cli_lp *rec);
+
+/* Report pieces shared by the audits (cli_audit.c). */
+int cli_read_tenants(const char *path, int with_default, char ***out,
+                     size_t *n);
+void cli_html_escape(cli_buf *b, const char *s);
+/* Q-Q plot of n sorted p-values against uniform, as SVG. */
+void cli_svg_qq(cli_buf *b, const double *sorted_p, size_t n);
+const char *cli_correction_name(int method);
 
 #endif

@@ -43,8 +43,15 @@ static void audit_usage(FILE *out)
             "%s)\n"
             "  -T, --tenants FILE      tenant ids, one per line: attribute "
             "the leak\n"
+            "      --default-tenant    test the default tenant (no tenant id) "
+            "too\n"
             "      --correction M      holm (default), bonferroni or sidak "
             "over tenants\n"
+            "      --logprobs          FILEs hold a suspect's log-probabilities "
+            "(records as\n"
+            "                          for probe): score its mass on green "
+            "tokens; see\n"
+            "                          hallmark audit --logprobs --help\n"
             "  -F, --filter FILE       score only tuples whose window occurs "
             "in FILE (JSON\n"
             "                          Lines of the provider's own served "
@@ -79,22 +86,31 @@ static void audit_usage(FILE *out)
 
 /* ------------------------------------------------------------ tenants */
 
-static int read_tenants(const char *path, char ***out, size_t *n)
+/* The tenants to test: those listed in path (NULL: none), after the
+ * default tenant "" when with_default is set or path is NULL. */
+int cli_read_tenants(const char *path, int with_default, char ***out,
+                     size_t *n)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = path ? fopen(path, "r") : NULL;
     char *line = NULL;
     size_t cap = 0;
     unsigned long no = 0;
     ssize_t len;
     *out = NULL;
     *n = 0;
-    if (f == NULL) {
+    if (path != NULL && f == NULL) {
         cli_error("%s: %s", path, strerror(errno));
         return -1;
     }
-    char **list = calloc(MAX_TENANTS, sizeof *list);
+    char **list = calloc(MAX_TENANTS + 1, sizeof *list);
     int rc = list ? 0 : -1;
-    while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
+    if (rc == 0 && (with_default || path == NULL)) {
+        if ((list[0] = strdup("")) == NULL)
+            rc = -1;
+        else
+            *n = 1;
+    }
+    while (rc == 0 && f != NULL && (len = getline(&line, &cap, f)) >= 0) {
         no++;
         while (len > 0 && strchr("\r\n \t", line[len - 1]))
             line[--len] = '\0';
@@ -106,7 +122,7 @@ static int read_tenants(const char *path, char ***out, size_t *n)
         if (strlen(s) > 255) {
             cli_error("%s:%lu: tenant id longer than 255 bytes", path, no);
             rc = -1;
-        } else if (*n == MAX_TENANTS) {
+        } else if (*n == MAX_TENANTS + (with_default ? 1u : 0u)) {
             cli_error("%s:%lu: more than %d tenants", path, no, MAX_TENANTS);
             rc = -1;
         } else {
@@ -121,16 +137,19 @@ static int read_tenants(const char *path, char ***out, size_t *n)
                 (*n)++;
         }
     }
-    if (rc == 0 && ferror(f)) {
+    if (rc == 0 && f != NULL && ferror(f)) {
         cli_error("%s: read error", path);
         rc = -1;
     }
-    if (rc == 0 && *n == 0) {
+    if (rc == 0 && path != NULL && *n == (with_default ? 1u : 0u)) {
         cli_error("%s: no tenants", path);
         rc = -1;
     }
+    if (list == NULL)
+        cli_error("out of memory");
     free(line);
-    fclose(f);
+    if (f != NULL)
+        fclose(f);
     *out = list;
     return rc;
 }
@@ -157,7 +176,7 @@ static double key_log10p(const hm_tally *t, size_t k, unsigned nch)
     return best < 0 ? best : 0;
 }
 
-static void html_escape(cli_buf *b, const char *s)
+void cli_html_escape(cli_buf *b, const char *s)
 {
     for (; *s; s++) {
         switch (*s) {
@@ -218,7 +237,7 @@ static void checkpoint(audit *a, int force)
 
 /* ------------------------------------------------------------- report */
 
-static const char *corr_name(int m)
+const char *cli_correction_name(int m)
 {
     return m == HM_ADJUST_HOLM         ? "holm"
            : m == HM_ADJUST_BONFERRONI ? "bonferroni"
@@ -263,7 +282,7 @@ static void svg_curve(cli_buf *b, const audit *a, double alpha)
                            X(log10(fmax(a->pts[i].scored, 1))), Y(y));
         }
         cli_buf_printf(b, "\"><title>");
-        html_escape(b, a->tenants[k][0] ? a->tenants[k] : "(default tenant)");
+        cli_html_escape(b, a->tenants[k][0] ? a->tenants[k] : "(default tenant)");
         cli_buf_printf(b, "</title></polyline>\n");
     }
     cli_buf_printf(b,
@@ -277,7 +296,7 @@ static void svg_curve(cli_buf *b, const audit *a, double alpha)
 #undef Y
 }
 
-static void svg_qq(cli_buf *b, const double *sorted_p, size_t n)
+void cli_svg_qq(cli_buf *b, const double *sorted_p, size_t n)
 {
     const double W = 320, H = 320, L = 50, B = 40;
     double m = -log10(1.0 / ((double)n + 1));
@@ -316,6 +335,7 @@ int cmd_audit(int argc, char **argv)
         {"key", required_argument, NULL, 'k'},
         {"scheme", required_argument, NULL, 's'},
         {"tenants", required_argument, NULL, 'T'},
+        {"default-tenant", no_argument, NULL, 'E'},
         {"filter", required_argument, NULL, 'F'},
         {"correction", required_argument, NULL, 'C'},
         {"self-check", required_argument, NULL, 'R'},
@@ -327,6 +347,7 @@ int cmd_audit(int argc, char **argv)
         {"parse-special", no_argument, NULL, 'Y'},
         {"save-tally", required_argument, NULL, 'S'},
         {"output", required_argument, NULL, 'o'},
+        {"logprobs", no_argument, NULL, 'G'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *keyfile = NULL, *tenants_file = NULL, *output = NULL,
@@ -334,7 +355,7 @@ int cmd_audit(int argc, char **argv)
     char spec[1024] = "";
     double alpha = 1e-3;
     long long vocab = 0, n_self = DEFAULT_SELF_CHECK;
-    int corr = HM_ADJUST_HOLM, c;
+    int corr = HM_ADJUST_HOLM, c, with_default = 0;
     unsigned flags = 0;
     audit a = {0};
     a.label = DEFAULT_LABEL;
@@ -357,6 +378,9 @@ int cmd_audit(int argc, char **argv)
             break;
         case 'T':
             tenants_file = optarg;
+            break;
+        case 'E':
+            with_default = 1;
             break;
         case 'F':
             filter_file = optarg;
@@ -388,6 +412,8 @@ int cmd_audit(int argc, char **argv)
         case 'o':
             output = optarg;
             break;
+        case 'G': /* open-model audit: its own options (cli_audit_lp.c) */
+            return cmd_audit_logprobs(argc, argv);
         case 'h':
             audit_usage(stdout);
             return 0;
@@ -420,15 +446,9 @@ int cmd_audit(int argc, char **argv)
     hm_tokenizer *tok = NULL;
     hm_sketch *filter_sketch = NULL;
 
-    if (tenants_file != NULL) {
-        if (read_tenants(tenants_file, &a.tenants, &a.n_tenants) != 0)
-            goto done;
-    } else {
-        a.tenants = calloc(1, sizeof *a.tenants);
-        if (a.tenants == NULL || (a.tenants[0] = strdup("")) == NULL)
-            goto done;
-        a.n_tenants = 1;
-    }
+    if (cli_read_tenants(tenants_file, with_default, &a.tenants,
+                         &a.n_tenants) != 0)
+        goto done;
     a.n_self = (size_t)n_self;
     n_keys = a.n_tenants + a.n_self;
     ctxs = calloc(n_keys, sizeof *ctxs);
@@ -677,7 +697,7 @@ int cmd_audit(int argc, char **argv)
                         "sha256", hm_tokenizer_digest(tok), "parse_special",
                         (cli_tok_flags & HM_TOKENIZE_SPECIAL) != 0)
             : json_null(),
-        "alpha", alpha, "tenant_correction", "method", corr_name(corr),
+        "alpha", alpha, "tenant_correction", "method", cli_correction_name(corr),
         "tenants", (json_int_t)a.n_tenants, "counts", counts, "tenants", tj,
         "self_check", "label", a.label, "keys", (json_int_t)a.n_self,
         "p_values", selfj, "ks_d_plus", ks_d, "ks_log10_p", ks_lp,
@@ -707,15 +727,15 @@ int cmd_audit(int argc, char **argv)
     cli_buf_printf(&html, "<tr><th>key fingerprint</th><td>%s</td></tr>\n",
                    fp);
     cli_buf_printf(&html, "<tr><th>spec</th><td>");
-    html_escape(&html, canon);
+    cli_html_escape(&html, canon);
     cli_buf_printf(&html,
                    "</td></tr>\n<tr><th>alpha</th><td>%g (%s over %zu "
                    "tenants; Bonferroni over %u channels)</td></tr>\n",
-                   alpha, corr_name(corr), a.n_tenants, a.nch);
+                   alpha, cli_correction_name(corr), a.n_tenants, a.nch);
     cli_buf_printf(&html, "<tr><th>command</th><td><code>hallmark");
     for (int i = 0; i < argc; i++) {
         cli_buf_printf(&html, " ");
-        html_escape(&html, argv[i]);
+        cli_html_escape(&html, argv[i]);
     }
     cli_buf_printf(&html, "</code></td></tr>\n</table>\n<h2>Inputs</h2>\n"
                           "<table><tr><th>file</th><th>kind</th><th>records"
@@ -725,7 +745,7 @@ int cmd_audit(int argc, char **argv)
     json_array_foreach(json_object_get(report, "inputs"), ii, inp)
     {
         cli_buf_printf(&html, "<tr><td>");
-        html_escape(&html, json_string_value(json_object_get(inp, "path")));
+        cli_html_escape(&html, json_string_value(json_object_get(inp, "path")));
         cli_buf_printf(&html, "</td><td>%s</td><td>%lld</td><td><code>%s"
                               "</code></td></tr>\n",
                        json_string_value(json_object_get(inp, "kind")),
@@ -764,7 +784,7 @@ int cmd_audit(int argc, char **argv)
                           "<th>detected</th></tr>\n");
     for (size_t k = 0; k < a.n_tenants; k++) {
         cli_buf_printf(&html, "<tr><td>");
-        html_escape(&html,
+        cli_html_escape(&html,
                     a.tenants[k][0] ? a.tenants[k] : "(default tenant)");
         cli_buf_printf(&html, "</td><td>%.2f</td><td>%.2f</td><td>%s</td>"
                               "</tr>\n",
@@ -779,14 +799,14 @@ int cmd_audit(int argc, char **argv)
                        "<p>%zu never-deployed keys derived from the public "
                        "label &ldquo;",
                        a.n_self);
-        html_escape(&html, a.label);
+        cli_html_escape(&html, a.label);
         cli_buf_printf(&html,
                        "&rdquo; were tested on the same tuples.  Their "
                        "p-values should be uniform: one-sided KS D+ = %.4f, "
                        "log10 p = %.2f: <b>%s</b>.</p>\n",
                        ks_d, ks_lp,
                        calibrated ? "calibrated" : "NOT calibrated");
-        svg_qq(&html, selfp, a.n_self); /* sorted by hm_ks_uniform */
+        cli_svg_qq(&html, selfp, a.n_self); /* sorted by hm_ks_uniform */
     } else
         cli_buf_printf(&html, "<p>Not run (--self-check 0).</p>\n");
     cli_buf_printf(&html, "</body></html>\n");

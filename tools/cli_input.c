@@ -295,6 +295,191 @@ void cli_doc_free(cli_doc *doc)
     memset(doc, 0, sizeof *doc);
 }
 
+/* --------------------------------------------- log-probability records */
+
+static int grow_array(void **p, size_t *cap, size_t need, size_t elt)
+{
+    if (need <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap : 64;
+    while (nc < need)
+        nc *= 2;
+    void *q = realloc(*p, nc * elt);
+    if (q == NULL)
+        return -1;
+    *p = q;
+    *cap = nc;
+    return 0;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A token id listed twice, or -1 (-2: out of memory). */
+static long long repeated_id(const int32_t *ids, size_t n)
+{
+    if (n <= 64) {
+        for (size_t i = 1; i < n; i++)
+            for (size_t j = 0; j < i; j++)
+                if (ids[i] == ids[j])
+                    return ids[i];
+        return -1;
+    }
+    int32_t *s = malloc(n * sizeof *s);
+    if (s == NULL)
+        return -2;
+    memcpy(s, ids, n * sizeof *s);
+    qsort(s, n, sizeof *s, cmp_id);
+    long long r = -1;
+    for (size_t i = 1; i < n && r < 0; i++)
+        if (s[i] == s[i - 1])
+            r = s[i];
+    free(s);
+    return r;
+}
+
+/* A token id of field[i], checked against the vocabulary; -1 after a
+ * message. */
+static int lp_id(cli_input *in, json_t *v, const char *field, size_t i,
+                 int32_t *out)
+{
+    json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
+    if (x < 0 || x > INT32_MAX) {
+        cli_error("%s:%lu: \"%s\"[%zu] is not a token id (0 to 2^31-1)",
+                  in->name, in->line, field, i);
+        return -1;
+    }
+    if (in->vocab > 0 && x >= in->vocab) {
+        cli_error("%s:%lu: \"%s\"[%zu]: unknown token id %lld (vocabulary "
+                  "size %lld)",
+                  in->name, in->line, field, i, (long long)x, in->vocab);
+        return -1;
+    }
+    *out = (int32_t)x;
+    return 0;
+}
+
+static int lp_record(cli_input *in, json_t *o, cli_lp *rec)
+{
+    if (!json_is_object(o)) {
+        cli_error("%s:%lu: not a JSON object", in->name, in->line);
+        return -1;
+    }
+    json_t *ctx = json_object_get(o, "context");
+    json_t *ids = json_object_get(o, "ids");
+    json_t *lps = json_object_get(o, "logprobs");
+    if (!json_is_array(ctx)) {
+        cli_error("%s:%lu: \"context\" must be an array of token ids",
+                  in->name, in->line);
+        return -1;
+    }
+    if (!json_is_array(ids) || !json_is_array(lps)) {
+        cli_error("%s:%lu: \"ids\" and \"logprobs\" must be arrays",
+                  in->name, in->line);
+        return -1;
+    }
+    size_t k = json_array_size(ids), nc = json_array_size(ctx);
+    if (k != json_array_size(lps)) {
+        cli_error("%s:%lu: \"ids\" has %zu entries, \"logprobs\" %zu",
+                  in->name, in->line, k, json_array_size(lps));
+        return -1;
+    }
+    if (k == 0) {
+        cli_error("%s:%lu: no top-k entries", in->name, in->line);
+        return -1;
+    }
+    if (grow_array((void **)&rec->context, &rec->cap_context, nc,
+                   sizeof *rec->context) != 0 ||
+        grow_array((void **)&rec->ids, &rec->cap_ids, k, sizeof *rec->ids) !=
+            0 ||
+        grow_array((void **)&rec->logprobs, &rec->cap_lps, k,
+                   sizeof *rec->logprobs) != 0) {
+        cli_error("%s:%lu: out of memory", in->name, in->line);
+        return -1;
+    }
+    for (size_t i = 0; i < nc; i++)
+        if (lp_id(in, json_array_get(ctx, i), "context", i,
+                  &rec->context[i]) != 0)
+            return -1;
+    for (size_t i = 0; i < k; i++) {
+        json_t *x = json_array_get(lps, i);
+        if (lp_id(in, json_array_get(ids, i), "ids", i, &rec->ids[i]) != 0)
+            return -1;
+        if (!json_is_number(x)) {
+            cli_error("%s:%lu: \"logprobs\"[%zu] is not a number", in->name,
+                      in->line, i);
+            return -1;
+        }
+        double l = json_number_value(x);
+        if (!(l <= 0)) {
+            cli_error("%s:%lu: \"logprobs\"[%zu] is %g: log-probabilities "
+                      "are <= 0",
+                      in->name, in->line, i, l);
+            return -1;
+        }
+        rec->logprobs[i] = l;
+    }
+    long long dup = repeated_id(rec->ids, k);
+    if (dup != -1) {
+        if (dup == -2)
+            cli_error("%s:%lu: out of memory", in->name, in->line);
+        else
+            cli_error("%s:%lu: token %lld appears twice in \"ids\"",
+                      in->name, in->line, dup);
+        return -1;
+    }
+    rec->n_context = nc;
+    rec->n = k;
+    rec->line = in->line;
+    return 0;
+}
+
+int cli_input_next_lp(cli_input *in, cli_lp *rec)
+{
+    for (;;) {
+        ssize_t len = getline(&in->buf, &in->cap, in->f);
+        if (len < 0) {
+            if (ferror(in->f)) {
+                cli_error("%s: read error: %s", in->name, strerror(errno));
+                return -1;
+            }
+            return 0;
+        }
+        in->line++;
+        EVP_DigestUpdate(in->md, in->buf, (size_t)len);
+        size_t i = 0;
+        while (i < (size_t)len && strchr(" \t\r\n", in->buf[i]))
+            i++;
+        if (i == (size_t)len)
+            continue; /* blank line */
+        json_error_t err;
+        json_t *o = json_loadb(in->buf, (size_t)len, JSON_REJECT_DUPLICATES,
+                               &err);
+        if (o == NULL) {
+            cli_error("%s:%lu: invalid JSON: %s (column %d)", in->name,
+                      in->line, err.text, err.column);
+            return -1;
+        }
+        int rc = lp_record(in, o, rec);
+        json_decref(o);
+        if (rc != 0)
+            return -1;
+        in->records++;
+        return 1;
+    }
+}
+
+void cli_lp_free(cli_lp *rec)
+{
+    free(rec->context);
+    free(rec->ids);
+    free(rec->logprobs);
+    memset(rec, 0, sizeof *rec);
+}
+
 /* ------------------------------------------------------------ keys */
 
 int cli_open_key(const char *path, hm_key **key, char *fp)

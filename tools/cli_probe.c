@@ -7,7 +7,6 @@
  * with R alternate keys derived from a public label: p = (1 + #{alternate
  * power >= observed}) / (1 + R).
  */
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -88,134 +87,62 @@ static int grow(void **ptr, size_t *cap, size_t need, size_t elt)
     return 0;
 }
 
-static int id_of(json_t *v, int32_t *out)
+/* One record into p (its format checked by cli_input_next_lp); returns
+ * 0, or -1 with a message printed. */
+static int add_probe(probes *p, const cli_input *in, const cli_lp *r,
+                     unsigned h)
 {
-    if (!json_is_integer(v))
+    size_t k = r->n;
+    if (k > HM_SPECTRAL_MAX) {
+        cli_error("%s:%lu: %zu top-k entries, at most %d", in->name, r->line,
+                  k, HM_SPECTRAL_MAX);
         return -1;
-    json_int_t x = json_integer_value(v);
-    if (x < 0 || x > INT32_MAX)
-        return -1;
-    *out = (int32_t)x;
-    return 0;
-}
-
-/* One record into p; returns 0, or -1 with a message printed. */
-static int add_probe(probes *p, const char *name, unsigned long line,
-                     json_t *o, unsigned h)
-{
-#define BAD(...)                                                   \
-    do {                                                           \
-        fprintf(stderr, "%s:%lu: ", name, line);                   \
-        fprintf(stderr, __VA_ARGS__);                              \
-        fputc('\n', stderr);                                       \
-        return -1;                                                 \
-    } while (0)
-    if (!json_is_object(o))
-        BAD("not a JSON object");
-    json_t *ctx = json_object_get(o, "context");
-    json_t *ids = json_object_get(o, "ids");
-    json_t *lps = json_object_get(o, "logprobs");
-    if (!json_is_array(ctx))
-        BAD("\"context\" must be an array of token ids");
-    if (!json_is_array(ids) || !json_is_array(lps))
-        BAD("\"ids\" and \"logprobs\" must be arrays");
-    size_t k = json_array_size(ids);
-    if (k != json_array_size(lps))
-        BAD("\"ids\" has %zu entries, \"logprobs\" %zu", k,
-            json_array_size(lps));
-    if (k == 0)
-        BAD("no top-k entries");
-    if (k > HM_SPECTRAL_MAX)
-        BAD("%zu top-k entries, at most %d", k, HM_SPECTRAL_MAX);
-    if (grow((void **)&p->ctx, &p->cap, p->n + 1,
-             HM_MAX_CONTEXT * sizeof *p->ctx) != 0)
-        BAD("out of memory");
+    }
+    int oom = grow((void **)&p->ctx, &p->cap, p->n + 1,
+                   HM_MAX_CONTEXT * sizeof *p->ctx) != 0;
     /* the three per-probe arrays share cap: grow the others to match */
-    void *a = realloc(p->n_ctx, p->cap * sizeof *p->n_ctx);
-    if (a == NULL)
-        BAD("out of memory");
-    p->n_ctx = a;
-    a = realloc(p->off, (p->cap + 1) * sizeof *p->off);
-    if (a == NULL)
-        BAD("out of memory");
-    p->off = a;
-    size_t nc = json_array_size(ctx), take = nc < h ? nc : h;
-    for (size_t i = 0; i < nc; i++) {
-        int32_t v;
-        if (id_of(json_array_get(ctx, i), &v) != 0)
-            BAD("\"context\"[%zu] is not a token id (0 to 2^31-1)", i);
-        if (i >= nc - take)
-            p->ctx[p->n * HM_MAX_CONTEXT + (i - (nc - take))] = v;
+    void *a = oom ? NULL : realloc(p->n_ctx, p->cap * sizeof *p->n_ctx);
+    if (a != NULL) {
+        p->n_ctx = a;
+        a = realloc(p->off, (p->cap + 1) * sizeof *p->off);
+        if (a != NULL)
+            p->off = a;
     }
-    p->n_ctx[p->n] = (unsigned char)take;
     size_t cap_ids = p->cap_rec;
-    if (grow((void **)&p->ids, &cap_ids, p->n_rec + k, sizeof *p->ids) != 0 ||
-        grow((void **)&p->lps, &p->cap_rec, p->n_rec + k, sizeof *p->lps) != 0)
-        BAD("out of memory");
-    for (size_t i = 0; i < k; i++) {
-        int32_t v;
-        json_t *x = json_array_get(lps, i);
-        if (id_of(json_array_get(ids, i), &v) != 0)
-            BAD("\"ids\"[%zu] is not a token id (0 to 2^31-1)", i);
-        if (!json_is_number(x))
-            BAD("\"logprobs\"[%zu] is not a number", i);
-        double l = json_number_value(x);
-        if (!(l <= 0))
-            BAD("\"logprobs\"[%zu] is %g: log-probabilities are <= 0", i, l);
-        for (size_t j = 0; j < i; j++)
-            if (p->ids[p->n_rec + j] == v)
-                BAD("token %d appears twice in \"ids\"", (int)v);
-        p->ids[p->n_rec + i] = v;
-        p->lps[p->n_rec + i] = l;
+    if (a == NULL ||
+        grow((void **)&p->ids, &cap_ids, p->n_rec + k, sizeof *p->ids) != 0 ||
+        grow((void **)&p->lps, &p->cap_rec, p->n_rec + k, sizeof *p->lps) != 0) {
+        cli_error("%s:%lu: out of memory", in->name, r->line);
+        return -1;
     }
+    /* the last h context ids (or all, when fewer: the library pads) */
+    size_t nc = r->n_context, take = nc < h ? nc : h;
+    memcpy(p->ctx + p->n * HM_MAX_CONTEXT, r->context + (nc - take),
+           take * sizeof *p->ctx);
+    p->n_ctx[p->n] = (unsigned char)take;
+    memcpy(p->ids + p->n_rec, r->ids, k * sizeof *p->ids);
+    memcpy(p->lps + p->n_rec, r->logprobs, k * sizeof *p->lps);
     p->off[p->n] = p->n_rec;
     p->n_rec += k;
     p->n++;
     p->off[p->n] = p->n_rec;
     return 0;
-#undef BAD
 }
 
 static int read_file(probes *p, const char *path, unsigned h)
 {
-    int is_stdin = strcmp(path, "-") == 0;
-    const char *name = is_stdin ? "<stdin>" : path;
-    FILE *f = is_stdin ? stdin : fopen(path, "r");
-    if (f == NULL) {
-        cli_error("%s: cannot open: %s", path, strerror(errno));
+    cli_input in;
+    cli_lp r = {0};
+    int rc;
+    if (cli_input_open(&in, path, 0, NULL) != 0)
         return -1;
-    }
-    char *buf = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    unsigned long line = 0;
-    int rc = 0;
-    while (rc == 0 && (len = getline(&buf, &cap, f)) >= 0) {
-        line++;
-        size_t i = 0;
-        while (i < (size_t)len && (buf[i] == ' ' || buf[i] == '\t' ||
-                                   buf[i] == '\n' || buf[i] == '\r'))
-            i++;
-        if (i == (size_t)len)
-            continue; /* blank line */
-        json_error_t err;
-        json_t *o = json_loadb(buf, (size_t)len, 0, &err);
-        if (o == NULL) {
-            fprintf(stderr, "%s:%lu: invalid JSON: %s\n", name, line,
-                    err.text);
+    while ((rc = cli_input_next_lp(&in, &r)) == 1)
+        if (add_probe(p, &in, &r, h) != 0) {
             rc = -1;
             break;
         }
-        rc = add_probe(p, name, line, o, h);
-        json_decref(o);
-    }
-    if (rc == 0 && ferror(f)) {
-        cli_error("%s: read error", name);
-        rc = -1;
-    }
-    free(buf);
-    if (!is_stdin)
-        fclose(f);
+    cli_input_close(&in);
+    cli_lp_free(&r);
     return rc;
 }
 

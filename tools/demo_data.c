@@ -214,7 +214,7 @@ static int fetch_pkg(const char *cache, const char *scratch,
 
     char *seen = NULL;
     size_t len = 0;
-    if (cli_read_all(mark, &seen, &len) == 0) {
+    if (exists(mark) && cli_read_all(mark, &seen, &len) == 0) {
         int ok = len >= 64 && memcmp(seen, p->sha256, 64) == 0;
         free(seen);
         if (ok)
