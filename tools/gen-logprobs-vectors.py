@@ -137,4 +137,5 @@ def main():
                           + ",".join(repr(y) for y in out))
 
 
-main()
+if __name__ == "__main__":
+    main()
