@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
 #include <openssl/evp.h>
 
 #include "hallmark.h"
@@ -115,12 +116,117 @@ typedef struct cli_lp {
 int cli_input_next_lp(cli_input *in, cli_lp *rec);
 void cli_lp_free(cli_lp *rec);
 
-/* Report pieces shared by the audits (cli_audit.c). */
+/* hallmark audit and audit --logprobs: the tenants to test (cli_audit.c)
+ * and what both audits share (cli_report.c). */
 int cli_read_tenants(const char *path, int with_default, char ***out,
                      size_t *n);
+
+/* The options both audits take: -k/--key, -s/--scheme, -T/--tenants,
+ * --default-tenant, --correction, -R/--self-check, --self-check-label and
+ * -o/--output (getopt codes 'k', 's', 'T', 'E', 'C', 'R', 'L', 'o').  The
+ * caller sets the defaults. */
+typedef struct cli_audit_opts {
+    const char *keyfile, *tenants_file, *output, *label;
+    char spec[1024];
+    long long n_self;
+    int corr, with_default;
+} cli_audit_opts;
+/* 1: c was one of them and is applied; 0: it is not one; -1: a bad value
+ * (message printed). */
+int cli_audit_option(int c, const char *arg, cli_audit_opts *o);
+/* Their getopt_long entries, with --alpha, --vocab-size, --skip-padded
+ * and --help, which both take too. */
+#define CLI_AUDIT_LONGOPTS                              \
+    {"key", required_argument, NULL, 'k'},              \
+    {"scheme", required_argument, NULL, 's'},           \
+    {"tenants", required_argument, NULL, 'T'},          \
+    {"default-tenant", no_argument, NULL, 'E'},         \
+    {"correction", required_argument, NULL, 'C'},       \
+    {"self-check", required_argument, NULL, 'R'},       \
+    {"self-check-label", required_argument, NULL, 'L'}, \
+    {"alpha", required_argument, NULL, 'a'},            \
+    {"vocab-size", required_argument, NULL, 'V'},       \
+    {"skip-padded", no_argument, NULL, 'P'},            \
+    {"output", required_argument, NULL, 'o'},           \
+    {"help", no_argument, NULL, 'h'}
+/* After the options: -1 (message printed; the caller prints its usage)
+ * when --key, -o or the inputs are missing; the default spec is set. */
+int cli_audit_opts_done(cli_audit_opts *o, int argc, int optind,
+                        const char *default_spec);
+
+/* The keys an audit tests: ctxs[0..n_tenants) the master key's context
+ * for each tenant, then ctxs[n_tenants..n_keys) those of the n_self
+ * never-deployed keys derived from the self-check label. */
+typedef struct cli_audit_keys {
+    hm_key *key;
+    char fp[HM_FINGERPRINT_SIZE];
+    char canon[1024]; /* the canonical spec */
+    unsigned nch;     /* channels */
+    char **tenants;   /* "" is the default tenant */
+    size_t n_tenants, n_self, n_keys;
+    hm_ctx **ctxs;
+    hm_key **self_keys;
+} cli_audit_keys;
+/* Reads the tenants file and the key file and makes the contexts.  -1: an
+ * error (message printed); cli_audit_keys_free in any case. */
+int cli_audit_keys_open(cli_audit_keys *k, const cli_audit_opts *o);
+void cli_audit_keys_free(cli_audit_keys *k);
+
+/* The tests of an audit: each tenant's log10 p (lp, filled by the caller)
+ * adjusted over the tenants (adj), and the self-check: the never-deployed
+ * keys' p-values (selfp, filled by the caller) against uniform. */
+typedef struct cli_tests {
+    size_t n_tenants, n_self;
+    double alpha;
+    int corr; /* HM_ADJUST_* */
+    const char *label;
+    double *lp, *adj, *selfp; /* n_tenants, n_tenants, n_self */
+    /* set by cli_tests_run */
+    double ks_d, ks_lp;
+    int calibrated;
+    size_t n_detected;
+    const char *verdict;
+} cli_tests;
+int cli_tests_init(cli_tests *t, size_t n_tenants, size_t n_self,
+                   double alpha, int corr, const char *label);
+/* Adjusts, runs the KS test (sorting selfp) and decides the verdict. */
+int cli_tests_run(cli_tests *t);
+int cli_tests_detected(const cli_tests *t, size_t k);
+void cli_tests_free(cli_tests *t);
+
+/* The report: "YYYY-MM-DDTHH:MM:SSZ", now or SOURCE_DATE_EPOCH. */
+void cli_report_date(char date[64]);
+/* The JSON report's head: version, command, date, mode (when not NULL),
+ * spec, key, flags and inputs (stolen).  NULL: out of memory. */
+json_t *cli_report_new(int argc, char **argv, const char *date,
+                       const char *mode, const char *canon, const char *fp,
+                       int skip_padded, json_t *inputs);
+/* One entry of the report's "tenants" (channels stolen). */
+json_t *cli_report_tenant(const cli_tests *t, size_t k, const char *tenant,
+                          json_t *channels);
+/* The JSON report's tail: alpha, tenant correction, counts, tenants,
+ * self-check, curve (when not NULL) and verdict; counts, tenants and curve
+ * are stolen.  -1: the report cannot be built (message printed). */
+int cli_report_finish(json_t *report, const cli_tests *t, json_t *counts,
+                      json_t *tenants, json_t *curve);
 void cli_html_escape(cli_buf *b, const char *s);
+/* The HTML report's head, verdict and facts table; rows: more rows after
+ * the alpha (or NULL). */
+void cli_html_head(cli_buf *b, const char *title, const char *h1,
+                   const cli_tests *t, const char *date, const char *fp,
+                   const char *canon, unsigned nch, const char *rows,
+                   int argc, char **argv);
+/* The inputs table, from the JSON report's "inputs". */
+void cli_html_inputs(cli_buf *b, const json_t *inputs, int with_kind);
+/* The self-check section ("were tested on the same EXPECT: one-sided KS
+ * ...") and the end of the page. */
+void cli_html_finish(cli_buf *b, const cli_tests *t, const char *expect);
 /* Q-Q plot of n sorted p-values against uniform, as SVG. */
 void cli_svg_qq(cli_buf *b, const double *sorted_p, size_t n);
 const char *cli_correction_name(int method);
+/* Writes REPORT.html and REPORT.json atomically (REPORT: output without
+ * a final .json) and prints the verdict line; returns the exit status. */
+int cli_report_write(const char *output, const json_t *report,
+                     const cli_buf *html, const cli_tests *t);
 
 #endif

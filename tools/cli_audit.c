@@ -9,7 +9,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -176,28 +175,6 @@ static double key_log10p(const hm_tally *t, size_t k, unsigned nch)
     return best < 0 ? best : 0;
 }
 
-void cli_html_escape(cli_buf *b, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '<':
-            cli_buf_printf(b, "&lt;");
-            break;
-        case '>':
-            cli_buf_printf(b, "&gt;");
-            break;
-        case '&':
-            cli_buf_printf(b, "&amp;");
-            break;
-        case '"':
-            cli_buf_printf(b, "&quot;");
-            break;
-        default:
-            cli_buf_printf(b, "%c", *s);
-        }
-    }
-}
-
 typedef struct point {
     double scored;
     double *lp; /* per tenant */
@@ -236,13 +213,6 @@ static void checkpoint(audit *a, int force)
 }
 
 /* ------------------------------------------------------------- report */
-
-const char *cli_correction_name(int m)
-{
-    return m == HM_ADJUST_HOLM         ? "holm"
-           : m == HM_ADJUST_BONFERRONI ? "bonferroni"
-                                       : "sidak";
-}
 
 static void svg_curve(cli_buf *b, const audit *a, double alpha)
 {
@@ -296,121 +266,44 @@ static void svg_curve(cli_buf *b, const audit *a, double alpha)
 #undef Y
 }
 
-void cli_svg_qq(cli_buf *b, const double *sorted_p, size_t n)
-{
-    const double W = 320, H = 320, L = 50, B = 40;
-    double m = -log10(1.0 / ((double)n + 1));
-    for (size_t i = 0; i < n; i++)
-        if (sorted_p[i] > 0)
-            m = fmax(m, -log10(sorted_p[i]));
-    m = ceil(m);
-    cli_buf_printf(b,
-                   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" "
-                   "height=\"%g\" role=\"img\">\n"
-                   "<rect x=\"%g\" y=\"0\" width=\"%g\" height=\"%g\" "
-                   "fill=\"none\" stroke=\"#999\"/>\n"
-                   "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"0\" "
-                   "stroke=\"#999\" stroke-dasharray=\"4 3\"/>\n",
-                   W + L, H + B, L, W, H, L, H, L + W);
-    for (size_t i = 0; i < n; i++) {
-        double e = -log10(((double)i + 1) / ((double)n + 1));
-        double o = sorted_p[i] > 0 ? -log10(sorted_p[i]) : m;
-        cli_buf_printf(b, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3\" "
-                          "fill=\"#246\"/>\n",
-                       L + W * e / m, H - H * o / m);
-    }
-    cli_buf_printf(b,
-                   "<text x=\"%g\" y=\"%g\" font-size=\"12\">expected "
-                   "-log10 p (0 to %.0f)</text>\n"
-                   "<text x=\"2\" y=\"14\" font-size=\"12\">observed</text>\n"
-                   "</svg>\n",
-                   L + 40, H + 28, m);
-}
-
 /* ---------------------------------------------------------------- main */
 
 int cmd_audit(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"key", required_argument, NULL, 'k'},
-        {"scheme", required_argument, NULL, 's'},
-        {"tenants", required_argument, NULL, 'T'},
-        {"default-tenant", no_argument, NULL, 'E'},
+        CLI_AUDIT_LONGOPTS,
         {"filter", required_argument, NULL, 'F'},
-        {"correction", required_argument, NULL, 'C'},
-        {"self-check", required_argument, NULL, 'R'},
-        {"self-check-label", required_argument, NULL, 'L'},
-        {"alpha", required_argument, NULL, 'a'},
-        {"vocab-size", required_argument, NULL, 'V'},
-        {"skip-padded", no_argument, NULL, 'P'},
         {"tokenizer", required_argument, NULL, 'Z'},
         {"parse-special", no_argument, NULL, 'Y'},
         {"save-tally", required_argument, NULL, 'S'},
-        {"output", required_argument, NULL, 'o'},
         {"logprobs", no_argument, NULL, 'G'},
-        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    const char *keyfile = NULL, *tenants_file = NULL, *output = NULL,
-               *save_tally = NULL, *filter_file = NULL, *tokspec = NULL;
-    char spec[1024] = "";
+    const char *save_tally = NULL, *filter_file = NULL, *tokspec = NULL;
+    cli_audit_opts o = {.label = DEFAULT_LABEL,
+                        .n_self = DEFAULT_SELF_CHECK,
+                        .corr = HM_ADJUST_HOLM};
     double alpha = 1e-3;
-    long long vocab = 0, n_self = DEFAULT_SELF_CHECK;
-    int corr = HM_ADJUST_HOLM, c, with_default = 0;
+    long long vocab = 0;
+    int c;
     unsigned flags = 0;
     audit a = {0};
-    a.label = DEFAULT_LABEL;
     optind = 1;
     while ((c = getopt_long(argc, argv, "k:s:T:F:R:a:o:h", opts, NULL)) !=
            -1) {
         int r = cli_scoring_option(c, optarg, &alpha, &vocab, &flags,
                                    &tokspec);
+        if (r == 0)
+            r = cli_audit_option(c, optarg, &o);
         if (r < 0)
             return EXIT_TROUBLE;
         if (r > 0)
             continue;
         switch (c) {
-        case 'k':
-            keyfile = optarg;
-            break;
-        case 's':
-            if (cli_add_scheme(spec, sizeof spec, optarg) != 0)
-                return EXIT_TROUBLE;
-            break;
-        case 'T':
-            tenants_file = optarg;
-            break;
-        case 'E':
-            with_default = 1;
-            break;
         case 'F':
             filter_file = optarg;
             break;
-        case 'C':
-            if (strcmp(optarg, "holm") == 0)
-                corr = HM_ADJUST_HOLM;
-            else if (strcmp(optarg, "bonferroni") == 0)
-                corr = HM_ADJUST_BONFERRONI;
-            else if (strcmp(optarg, "sidak") == 0)
-                corr = HM_ADJUST_SIDAK;
-            else {
-                cli_error("--correction: '%s' is not holm, bonferroni or "
-                          "sidak",
-                          optarg);
-                return EXIT_TROUBLE;
-            }
-            break;
-        case 'R':
-            if (cli_parse_ll("--self-check", optarg, 0, 10000, &n_self) != 0)
-                return EXIT_TROUBLE;
-            break;
-        case 'L':
-            a.label = optarg;
-            break;
         case 'S':
             save_tally = optarg;
-            break;
-        case 'o':
-            output = optarg;
             break;
         case 'G': /* open-model audit: its own options (cli_audit_lp.c) */
             return cmd_audit_logprobs(argc, argv);
@@ -422,58 +315,31 @@ int cmd_audit(int argc, char **argv)
             return EXIT_TROUBLE;
         }
     }
-    if (keyfile == NULL || output == NULL || optind >= argc) {
-        cli_error(keyfile == NULL   ? "audit: --key KEYFILE is required"
-                  : output == NULL ? "audit: -o REPORT is required"
-                                   : "audit: no input files");
+    if (cli_audit_opts_done(&o, argc, optind, DEFAULT_SPEC) != 0) {
         audit_usage(stderr);
         return EXIT_TROUBLE;
     }
-    if (spec[0] == '\0')
-        strcpy(spec, DEFAULT_SPEC);
+    a.label = o.label;
 
     int status = EXIT_TROUBLE;
-    hm_key *key = NULL;
-    hm_ctx **ctxs = NULL;
-    hm_key **self_keys = NULL;
+    cli_audit_keys ks = {0};
     json_t *inputs = json_array(), *report = NULL;
     cli_buf html = {0};
-    char *json_text = NULL, *jpath = NULL, *hpath = NULL;
-    char fp[HM_FINGERPRINT_SIZE], canon[1024], msg[HM_ERRMSG_SIZE] = "";
-    double *lp = NULL, *adj = NULL, *selfp = NULL;
+    char msg[HM_ERRMSG_SIZE] = "";
+    cli_tests t = {0};
     cli_doc doc = {0};
-    size_t n_keys = 0;
     hm_tokenizer *tok = NULL;
     hm_sketch *filter_sketch = NULL;
 
-    if (cli_read_tenants(tenants_file, with_default, &a.tenants,
-                         &a.n_tenants) != 0)
-        goto done;
-    a.n_self = (size_t)n_self;
-    n_keys = a.n_tenants + a.n_self;
-    ctxs = calloc(n_keys, sizeof *ctxs);
-    self_keys = calloc(a.n_self + 1, sizeof *self_keys);
-    if (ctxs == NULL || self_keys == NULL || inputs == NULL)
-        goto done;
-    if (cli_open_key(keyfile, &key, fp) != 0 ||
+    if (cli_audit_keys_open(&ks, &o) != 0 || inputs == NULL ||
         (tokspec != NULL && cli_open_tokenizer(tokspec, &tok) != 0))
         goto done;
-    for (size_t i = 0; i < a.n_tenants; i++)
-        if (cli_make_ctx(key, spec, a.tenants[i], &ctxs[i]) != 0)
-            goto done;
-    for (size_t i = 0; i < a.n_self; i++) {
-        if (hm_key_from_label(&self_keys[i], a.label, (uint32_t)i) != HM_OK) {
-            cli_error("--self-check-label: cannot derive key %zu", i);
-            goto done;
-        }
-        if (cli_make_ctx(self_keys[i], spec, NULL, &ctxs[a.n_tenants + i]) !=
-            0)
-            goto done;
-    }
-    hm_ctx_spec(ctxs[0], canon, sizeof canon);
-    a.nch = hm_ctx_channels(ctxs[0]);
-    if (hm_tally_new(&a.t, (const hm_ctx *const *)ctxs, n_keys, flags, msg,
-                     sizeof msg) != HM_OK) {
+    a.tenants = ks.tenants; /* borrowed */
+    a.n_tenants = ks.n_tenants;
+    a.n_self = ks.n_self;
+    a.nch = ks.nch;
+    if (hm_tally_new(&a.t, (const hm_ctx *const *)ks.ctxs, ks.n_keys, flags,
+                     msg, sizeof msg) != HM_OK) {
         cli_error("%s", msg);
         goto done;
     }
@@ -484,7 +350,7 @@ int cmd_audit(int argc, char **argv)
         /* ---- served-window sketch (hm_sketch_new(3)) ---- */
         char hex[65], fhex[65], sspec[256];
         double fpr = 0, cnt = 0, blk = 0, kk = 0;
-        if (hm_sketch_load(&filter_sketch, key, filter_file, msg,
+        if (hm_sketch_load(&filter_sketch, ks.key, filter_file, msg,
                            sizeof msg) != HM_OK) {
             cli_error("--filter %s", msg);
             goto done;
@@ -601,42 +467,19 @@ int cmd_audit(int argc, char **argv)
     }
 
     /* ---------------------------------------------------------- tests */
-    lp = calloc(a.n_tenants, sizeof *lp);
-    adj = calloc(a.n_tenants, sizeof *adj);
-    selfp = calloc(a.n_self + 1, sizeof *selfp);
-    if (lp == NULL || adj == NULL || selfp == NULL)
+    if (cli_tests_init(&t, a.n_tenants, a.n_self, alpha, o.corr, a.label) !=
+        0)
         goto done;
     for (size_t k = 0; k < a.n_tenants; k++)
-        lp[k] = key_log10p(a.t, k, a.nch);
-    if (hm_log10_adjust(lp, adj, a.n_tenants, corr) != HM_OK)
-        goto done;
-    double ks_d = 0, ks_lp = 0;
-    int calibrated = 1;
+        t.lp[k] = key_log10p(a.t, k, a.nch);
     for (size_t j = 0; j < a.n_self; j++)
-        selfp[j] = pow(10, key_log10p(a.t, a.n_tenants + j, a.nch));
-    if (a.n_self > 0) {
-        if (hm_ks_uniform(selfp, a.n_self, &ks_d, &ks_lp) != HM_OK)
-            goto done;
-        calibrated = ks_lp > -2; /* KS p-value above 0.01 */
-    }
-    size_t n_detected = 0;
-    for (size_t k = 0; k < a.n_tenants; k++)
-        n_detected += adj[k] <= log10(alpha);
-    const char *verdict = !calibrated     ? "uncalibrated"
-                          : n_detected > 0 ? "watermark detected"
-                                           : "no evidence";
+        t.selfp[j] = pow(10, key_log10p(a.t, a.n_tenants + j, a.nch));
+    if (cli_tests_run(&t) != 0)
+        goto done;
 
     /* --------------------------------------------------------- report */
     char date[64];
-    time_t now = time(NULL);
-    const char *sde = getenv("SOURCE_DATE_EPOCH");
-    if (sde != NULL && *sde)
-        now = (time_t)strtoll(sde, NULL, 10);
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    json_t *cmd = json_array();
-    json_array_append_new(cmd, json_string("hallmark"));
-    for (int i = 0; i < argc; i++)
-        json_array_append_new(cmd, json_string(argv[i]));
+    cli_report_date(date);
     json_t *counts = json_array(), *tj = json_array(), *curve = json_array();
     for (unsigned ch = 0; ch < a.nch; ch++) {
         hm_result r;
@@ -647,7 +490,7 @@ int cmd_audit(int argc, char **argv)
             json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
                       "channel",
                       (json_int_t)ch, "scheme",
-                      scheme_name(hm_ctx_channel_scheme(ctxs[0], ch)),
+                      scheme_name(hm_ctx_channel_scheme(ks.ctxs[0], ch)),
                       "documents", (json_int_t)r.documents, "tokens",
                       (json_int_t)r.tokens, "padded", (json_int_t)r.padded,
                       "dropped_padded", (json_int_t)r.dropped_padded,
@@ -668,11 +511,8 @@ int cmd_audit(int argc, char **argv)
                                "score", r.score, "expected", r.expected,
                                "log10_p", r.log10_p));
         }
-        json_array_append_new(
-            tj, json_pack("{s:s,s:o,s:f,s:f,s:b}", "tenant", a.tenants[k],
-                          "channels", chs, "log10_p", lp[k],
-                          "log10_p_adjusted", adj[k], "detected",
-                          adj[k] <= log10(alpha)));
+        json_array_append_new(tj,
+                              cli_report_tenant(&t, k, a.tenants[k], chs));
     }
     for (size_t i = 0; i < a.n_pts; i++) {
         json_t *v = json_array();
@@ -682,83 +522,32 @@ int cmd_audit(int argc, char **argv)
                               json_pack("{s:f,s:o}", "scored",
                                         a.pts[i].scored, "log10_p", v));
     }
-    json_t *selfj = json_array();
-    for (size_t j = 0; j < a.n_self; j++)
-        json_array_append_new(selfj, json_real(selfp[j]));
-    report = json_pack(
-        "{s:{s:s,s:I},s:o,s:s,s:s,s:{s:s},s:s,s:{s:b},s:o,s:o,s:f,s:{s:s,s:I},"
-        "s:o,s:o,s:{s:s,s:I,s:o,s:f,s:f,s:b},s:o,s:s}",
-        "hallmark", "version", hm_version_string(), "prf_version",
-        (json_int_t)hm_prf_version(), "command", cmd, "date", date, "spec",
-        canon, "key", "fingerprint", fp, "channel_test",
-        "bonferroni over channels", "flags", "skip_padded",
-        (flags & HM_TALLY_SKIP_PADDED) != 0, "inputs", inputs, "tokenizer",
-        tok ? json_pack("{s:s,s:s,s:b}", "name", hm_tokenizer_name(tok),
-                        "sha256", hm_tokenizer_digest(tok), "parse_special",
-                        (cli_tok_flags & HM_TOKENIZE_SPECIAL) != 0)
-            : json_null(),
-        "alpha", alpha, "tenant_correction", "method", cli_correction_name(corr),
-        "tenants", (json_int_t)a.n_tenants, "counts", counts, "tenants", tj,
-        "self_check", "label", a.label, "keys", (json_int_t)a.n_self,
-        "p_values", selfj, "ks_d_plus", ks_d, "ks_log10_p", ks_lp,
-        "calibrated", calibrated, "curve", curve, "verdict", verdict);
+    report = cli_report_new(argc, argv, date, NULL, ks.canon, ks.fp,
+                            (flags & HM_TALLY_SKIP_PADDED) != 0, inputs);
     inputs = NULL; /* owned by report */
-    if (report == NULL) {
-        cli_error("cannot build the report");
-        goto done;
+    if (report != NULL &&
+        json_object_set_new(
+            report, "tokenizer",
+            tok ? json_pack("{s:s,s:s,s:b}", "name", hm_tokenizer_name(tok),
+                            "sha256", hm_tokenizer_digest(tok),
+                            "parse_special",
+                            (cli_tok_flags & HM_TOKENIZE_SPECIAL) != 0)
+                : json_null()) != 0) {
+        json_decref(report);
+        report = NULL;
     }
-    json_text = json_dumps(report, JSON_INDENT(2) | JSON_REAL_PRECISION(17) |
-                                       JSON_ENSURE_ASCII);
+    if (cli_report_finish(report, &t, counts, tj, curve) != 0)
+        goto done;
 
     /* HTML: the same facts for people, with two plots. */
-    cli_buf_printf(&html,
-                   "<!DOCTYPE html>\n<html lang=\"en\"><head><meta "
-                   "charset=\"utf-8\"><title>hallmark audit</title>\n"
-                   "<style>body{font-family:sans-serif;max-width:60em;"
-                   "margin:2em auto}td,th{padding:2px 8px;text-align:left}"
-                   "table{border-collapse:collapse}tr:nth-child(even)"
-                   "{background:#f4f4f4}.v{font-size:1.4em}</style></head>"
-                   "<body>\n<h1>hallmark audit</h1>\n<p class=\"v\">Verdict: "
-                   "<b>%s</b></p>\n<table>\n",
-                   verdict);
-    cli_buf_printf(&html, "<tr><th>hallmark</th><td>%s (PRF v%u)</td></tr>\n",
-                   hm_version_string(), hm_prf_version());
-    cli_buf_printf(&html, "<tr><th>date</th><td>%s</td></tr>\n", date);
-    cli_buf_printf(&html, "<tr><th>key fingerprint</th><td>%s</td></tr>\n",
-                   fp);
-    cli_buf_printf(&html, "<tr><th>spec</th><td>");
-    cli_html_escape(&html, canon);
-    cli_buf_printf(&html,
-                   "</td></tr>\n<tr><th>alpha</th><td>%g (%s over %zu "
-                   "tenants; Bonferroni over %u channels)</td></tr>\n",
-                   alpha, cli_correction_name(corr), a.n_tenants, a.nch);
-    cli_buf_printf(&html, "<tr><th>command</th><td><code>hallmark");
-    for (int i = 0; i < argc; i++) {
-        cli_buf_printf(&html, " ");
-        cli_html_escape(&html, argv[i]);
-    }
-    cli_buf_printf(&html, "</code></td></tr>\n</table>\n<h2>Inputs</h2>\n"
-                          "<table><tr><th>file</th><th>kind</th><th>records"
-                          "</th><th>SHA-256</th></tr>\n");
-    size_t ii;
-    json_t *inp;
-    json_array_foreach(json_object_get(report, "inputs"), ii, inp)
-    {
-        cli_buf_printf(&html, "<tr><td>");
-        cli_html_escape(&html, json_string_value(json_object_get(inp, "path")));
-        cli_buf_printf(&html, "</td><td>%s</td><td>%lld</td><td><code>%s"
-                              "</code></td></tr>\n",
-                       json_string_value(json_object_get(inp, "kind")),
-                       (long long)json_integer_value(
-                           json_object_get(inp, "records")),
-                       json_object_get(inp, "sha256")
-                           ? json_string_value(json_object_get(inp, "sha256"))
-                           : "");
-    }
-    cli_buf_printf(&html, "</table>\n<h2>Counts</h2>\n<table><tr><th>channel"
+    cli_html_head(&html, "hallmark audit", "hallmark audit", &t, date, ks.fp,
+                  ks.canon, a.nch, NULL, argc, argv);
+    cli_html_inputs(&html, json_object_get(report, "inputs"), 1);
+    cli_buf_printf(&html, "<h2>Counts</h2>\n<table><tr><th>channel"
                           "</th><th>tokens</th><th>padded</th><th>dropped: "
                           "padded</th><th>dropped: prompt</th><th>dropped: "
                           "repeat</th><th>dropped: filter</th><th>scored</th></tr>\n");
+    size_t ii;
     json_t *cj;
     json_array_foreach(counts, ii, cj)
     {
@@ -788,77 +577,26 @@ int cmd_audit(int argc, char **argv)
                     a.tenants[k][0] ? a.tenants[k] : "(default tenant)");
         cli_buf_printf(&html, "</td><td>%.2f</td><td>%.2f</td><td>%s</td>"
                               "</tr>\n",
-                       lp[k], adj[k], adj[k] <= log10(alpha) ? "yes" : "no");
+                       t.lp[k], t.adj[k],
+                       cli_tests_detected(&t, k) ? "yes" : "no");
     }
     cli_buf_printf(&html, "</table>\n<h2>Evidence against the number of "
                           "scored tuples</h2>\n");
     svg_curve(&html, &a, alpha);
-    cli_buf_printf(&html, "<h2>Self-check</h2>\n");
-    if (a.n_self > 0) {
-        cli_buf_printf(&html,
-                       "<p>%zu never-deployed keys derived from the public "
-                       "label &ldquo;",
-                       a.n_self);
-        cli_html_escape(&html, a.label);
-        cli_buf_printf(&html,
-                       "&rdquo; were tested on the same tuples.  Their "
-                       "p-values should be uniform: one-sided KS D+ = %.4f, "
-                       "log10 p = %.2f: <b>%s</b>.</p>\n",
-                       ks_d, ks_lp,
-                       calibrated ? "calibrated" : "NOT calibrated");
-        cli_svg_qq(&html, selfp, a.n_self); /* sorted by hm_ks_uniform */
-    } else
-        cli_buf_printf(&html, "<p>Not run (--self-check 0).</p>\n");
-    cli_buf_printf(&html, "</body></html>\n");
+    cli_html_finish(&html, &t, "tuples.  Their p-values should be uniform");
 
-    /* -------------------------------------------------- write, atomically */
-    size_t ol = strlen(output);
-    if (ol > 5 && strcmp(output + ol - 5, ".json") == 0)
-        ol -= 5;
-    jpath = malloc(ol + 8);
-    hpath = malloc(ol + 8);
-    if (json_text == NULL || jpath == NULL || hpath == NULL)
-        goto done;
-    snprintf(jpath, ol + 8, "%.*s.json", (int)ol, output);
-    snprintf(hpath, ol + 8, "%.*s.html", (int)ol, output);
-    if (cli_write_atomic(hpath, html.data, html.len) != 0)
-        goto done;
-    size_t jl = strlen(json_text);
-    json_text[jl] = '\n';
-    if (cli_write_atomic(jpath, json_text, jl + 1) != 0) {
-        unlink(hpath);
-        goto done;
-    }
-    printf("%s: %s (%s)\n", jpath, verdict,
-           a.n_tenants == 1 ? "one key" : "see the tenants table");
-    status = !calibrated ? EXIT_NOEVIDENCE
-             : n_detected ? EXIT_DETECTED
-                          : EXIT_NOEVIDENCE;
+    status = cli_report_write(o.output, report, &html, &t);
 done:
-    free(jpath);
-    free(hpath);
-    free(json_text);
     json_decref(report);
     json_decref(inputs);
     cli_buf_free(&html);
     cli_doc_free(&doc);
-    free(lp);
-    free(adj);
-    free(selfp);
+    cli_tests_free(&t);
     for (size_t i = 0; i < a.n_pts; i++)
         free(a.pts[i].lp);
     hm_tally_free(a.t);
     hm_sketch_free(filter_sketch); /* after the tally that reads it */
     hm_tokenizer_free(tok);
-    for (size_t i = 0; ctxs && i < n_keys; i++)
-        hm_ctx_free(ctxs[i]);
-    free(ctxs);
-    for (size_t i = 0; self_keys && i < a.n_self; i++)
-        hm_key_free(self_keys[i]);
-    free(self_keys);
-    hm_key_free(key);
-    for (size_t i = 0; a.tenants && i < a.n_tenants; i++)
-        free(a.tenants[i]);
-    free(a.tenants);
+    cli_audit_keys_free(&ks);
     return status;
 }

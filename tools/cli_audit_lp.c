@@ -10,7 +10,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -78,94 +77,41 @@ static double key_log10p(const hm_greenmass_stats *st, unsigned nch)
     return best < 0 ? best : 0;
 }
 
-static const char *verdict_of(int calibrated, size_t detected)
-{
-    return !calibrated  ? "uncalibrated"
-           : detected   ? "watermark detected"
-                        : "no evidence";
-}
-
 int cmd_audit_logprobs(int argc, char **argv)
 {
     static const struct option opts[] = {
+        CLI_AUDIT_LONGOPTS,
         {"logprobs", no_argument, NULL, 'G'},
-        {"key", required_argument, NULL, 'k'},
-        {"scheme", required_argument, NULL, 's'},
-        {"tenants", required_argument, NULL, 'T'},
-        {"default-tenant", no_argument, NULL, 'E'},
-        {"correction", required_argument, NULL, 'C'},
-        {"self-check", required_argument, NULL, 'R'},
-        {"self-check-label", required_argument, NULL, 'L'},
-        {"alpha", required_argument, NULL, 'a'},
-        {"vocab-size", required_argument, NULL, 'V'},
-        {"skip-padded", no_argument, NULL, 'P'},
-        {"output", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
         /* the corpus audit's options that do not apply here */
         {"filter", required_argument, NULL, 'x'},
         {"tokenizer", required_argument, NULL, 'x'},
         {"parse-special", no_argument, NULL, 'x'},
         {"save-tally", required_argument, NULL, 'x'},
         {NULL, 0, NULL, 0}};
-    const char *keyfile = NULL, *tenants_file = NULL, *output = NULL,
-               *label = DEFAULT_LABEL, *tokspec = NULL;
-    char spec[1024] = "";
+    const char *tokspec = NULL;
+    cli_audit_opts o = {.label = DEFAULT_LABEL,
+                        .n_self = DEFAULT_SELF_CHECK,
+                        .corr = HM_ADJUST_HOLM};
     double alpha = 1e-3;
-    long long vocab = 0, n_self_ll = DEFAULT_SELF_CHECK;
-    int corr = HM_ADJUST_HOLM, c, li, with_default = 0;
+    long long vocab = 0;
+    int c, li;
     unsigned flags = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "k:s:T:F:R:a:o:h", opts, &li)) !=
            -1) {
-        if (c == 'V' || c == 'a') {
-            if (cli_scoring_option(c, optarg, &alpha, &vocab, &flags,
-                                   &tokspec) < 0)
-                return EXIT_TROUBLE;
+        int r = c == 'V' || c == 'a'
+                    ? cli_scoring_option(c, optarg, &alpha, &vocab, &flags,
+                                         &tokspec)
+                    : cli_audit_option(c, optarg, &o);
+        if (r < 0)
+            return EXIT_TROUBLE;
+        if (r > 0)
             continue;
-        }
         switch (c) {
         case 'G':
             break;
-        case 'k':
-            keyfile = optarg;
-            break;
-        case 's':
-            if (cli_add_scheme(spec, sizeof spec, optarg) != 0)
-                return EXIT_TROUBLE;
-            break;
-        case 'T':
-            tenants_file = optarg;
-            break;
-        case 'E':
-            with_default = 1;
-            break;
-        case 'C':
-            if (strcmp(optarg, "holm") == 0)
-                corr = HM_ADJUST_HOLM;
-            else if (strcmp(optarg, "bonferroni") == 0)
-                corr = HM_ADJUST_BONFERRONI;
-            else if (strcmp(optarg, "sidak") == 0)
-                corr = HM_ADJUST_SIDAK;
-            else {
-                cli_error("--correction: '%s' is not holm, bonferroni or "
-                          "sidak",
-                          optarg);
-                return EXIT_TROUBLE;
-            }
-            break;
-        case 'R':
-            if (cli_parse_ll("--self-check", optarg, 0, 10000, &n_self_ll) !=
-                0)
-                return EXIT_TROUBLE;
-            break;
-        case 'L':
-            label = optarg;
-            break;
         case 'P':
             flags |= HM_GREENMASS_SKIP_PADDED;
-            break;
-        case 'o':
-            output = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -181,59 +127,30 @@ int cmd_audit_logprobs(int argc, char **argv)
             return EXIT_TROUBLE;
         }
     }
-    if (keyfile == NULL || output == NULL || optind >= argc) {
-        cli_error(keyfile == NULL   ? "audit: --key KEYFILE is required"
-                  : output == NULL ? "audit: -o REPORT is required"
-                                   : "audit: no input files");
+    if (cli_audit_opts_done(&o, argc, optind, DEFAULT_SPEC) != 0) {
         usage(stderr);
         return EXIT_TROUBLE;
     }
-    if (spec[0] == '\0')
-        strcpy(spec, DEFAULT_SPEC);
 
     int status = EXIT_TROUBLE;
-    hm_key *key = NULL;
-    hm_ctx **ctxs = NULL;
-    hm_key **self_keys = NULL;
+    cli_audit_keys ks = {0};
     hm_greenmass *gm = NULL;
     hm_greenmass_stats *st = NULL; /* n_keys x nch */
     json_t *inputs = json_array(), *report = NULL;
     cli_buf html = {0};
     cli_lp rec = {0};
-    char *json_text = NULL, *jpath = NULL, *hpath = NULL;
-    char fp[HM_FINGERPRINT_SIZE], canon[1024], msg[HM_ERRMSG_SIZE] = "";
-    double *lp = NULL, *adj = NULL, *selfp = NULL;
-    char **tenants = NULL;
-    size_t n_tenants = 0, n_self = (size_t)n_self_ll, n_keys = 0;
-    unsigned nch = 0;
+    char msg[HM_ERRMSG_SIZE] = "";
+    cli_tests t = {0};
 
-    if (cli_read_tenants(tenants_file, with_default, &tenants, &n_tenants) !=
-        0)
+    if (cli_audit_keys_open(&ks, &o) != 0 || inputs == NULL)
         goto done;
-    n_keys = n_tenants + n_self;
-    ctxs = calloc(n_keys, sizeof *ctxs);
-    self_keys = calloc(n_self + 1, sizeof *self_keys);
-    if (ctxs == NULL || self_keys == NULL || inputs == NULL)
-        goto done;
-    if (cli_open_key(keyfile, &key, fp) != 0)
-        goto done;
-    for (size_t i = 0; i < n_tenants; i++)
-        if (cli_make_ctx(key, spec, tenants[i], &ctxs[i]) != 0)
-            goto done;
-    for (size_t i = 0; i < n_self; i++) {
-        if (hm_key_from_label(&self_keys[i], label, (uint32_t)i) != HM_OK) {
-            cli_error("--self-check-label: cannot derive key %zu", i);
-            goto done;
-        }
-        if (cli_make_ctx(self_keys[i], spec, NULL, &ctxs[n_tenants + i]) != 0)
-            goto done;
-    }
-    hm_ctx_spec(ctxs[0], canon, sizeof canon);
-    nch = hm_ctx_channels(ctxs[0]);
-    int rc = hm_greenmass_new(&gm, (const hm_ctx *const *)ctxs, n_keys, flags,
-                              msg, sizeof msg);
+    char **tenants = ks.tenants;
+    size_t n_tenants = ks.n_tenants, n_self = ks.n_self, n_keys = ks.n_keys;
+    unsigned nch = ks.nch;
+    int rc = hm_greenmass_new(&gm, (const hm_ctx *const *)ks.ctxs, n_keys,
+                              flags, msg, sizeof msg);
     if (rc != HM_OK) {
-        cli_error("--scheme '%s': %s", spec, msg[0] ? msg : hm_strerror(rc));
+        cli_error("--scheme '%s': %s", o.spec, msg[0] ? msg : hm_strerror(rc));
         goto done;
     }
 
@@ -279,44 +196,23 @@ int cmd_audit_logprobs(int argc, char **argv)
 
     /* ---------------------------------------------------------- tests */
     st = calloc(n_keys * nch, sizeof *st);
-    lp = calloc(n_tenants, sizeof *lp);
-    adj = calloc(n_tenants, sizeof *adj);
-    selfp = calloc(n_self + 1, sizeof *selfp);
-    if (st == NULL || lp == NULL || adj == NULL || selfp == NULL)
+    if (st == NULL ||
+        cli_tests_init(&t, n_tenants, n_self, alpha, o.corr, o.label) != 0)
         goto done;
     for (size_t k = 0; k < n_keys; k++)
         for (unsigned ch = 0; ch < nch; ch++)
             if (hm_greenmass_result(gm, k, ch, &st[k * nch + ch]) != HM_OK)
                 goto done;
     for (size_t k = 0; k < n_tenants; k++)
-        lp[k] = key_log10p(st + k * nch, nch);
-    if (hm_log10_adjust(lp, adj, n_tenants, corr) != HM_OK)
-        goto done;
-    double ks_d = 0, ks_lp = 0;
-    int calibrated = 1;
+        t.lp[k] = key_log10p(st + k * nch, nch);
     for (size_t j = 0; j < n_self; j++)
-        selfp[j] = pow(10, key_log10p(st + (n_tenants + j) * nch, nch));
-    if (n_self > 0) {
-        if (hm_ks_uniform(selfp, n_self, &ks_d, &ks_lp) != HM_OK)
-            goto done;
-        calibrated = ks_lp > -2; /* KS p-value above 0.01 */
-    }
-    size_t n_detected = 0;
-    for (size_t k = 0; k < n_tenants; k++)
-        n_detected += adj[k] <= log10(alpha);
-    const char *verdict = verdict_of(calibrated, n_detected);
+        t.selfp[j] = pow(10, key_log10p(st + (n_tenants + j) * nch, nch));
+    if (cli_tests_run(&t) != 0)
+        goto done;
 
     /* --------------------------------------------------------- report */
     char date[64];
-    time_t now = time(NULL);
-    const char *sde = getenv("SOURCE_DATE_EPOCH");
-    if (sde != NULL && *sde)
-        now = (time_t)strtoll(sde, NULL, 10);
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    json_t *cmd = json_array();
-    json_array_append_new(cmd, json_string("hallmark"));
-    for (int i = 0; i < argc; i++)
-        json_array_append_new(cmd, json_string(argv[i]));
+    cli_report_date(date);
     json_t *counts = json_array(), *tj = json_array();
     for (unsigned ch = 0; ch < nch; ch++) {
         const hm_greenmass_stats *r = &st[ch];
@@ -349,96 +245,43 @@ int cmd_audit_logprobs(int argc, char **argv)
                           r->log10_p_chernoff, "log10_p", r->log10_p,
                           "bound", hm_greenmass_bound_name(r->bound)));
         }
-        json_array_append_new(
-            tj, json_pack("{s:s,s:o,s:f,s:f,s:b}", "tenant", tenants[k],
-                          "channels", chs, "log10_p", lp[k],
-                          "log10_p_adjusted", adj[k], "detected",
-                          adj[k] <= log10(alpha)));
+        json_array_append_new(tj, cli_report_tenant(&t, k, tenants[k], chs));
     }
-    json_t *selfj = json_array();
-    for (size_t j = 0; j < n_self; j++)
-        json_array_append_new(selfj, json_real(selfp[j]));
-    report = json_pack(
-        "{s:{s:s,s:I},s:o,s:s,s:s,s:s,s:{s:s},s:s,s:{s:b},s:o,"
-        "s:{s:s,s:s,s:s,s:s,s:f},s:f,s:{s:s,s:I},s:o,s:o,"
-        "s:{s:s,s:I,s:o,s:f,s:f,s:b},s:s}",
-        "hallmark", "version", hm_version_string(), "prf_version",
-        (json_int_t)hm_prf_version(), "command", cmd, "date", date, "mode",
-        "logprobs", "spec", canon, "key", "fingerprint", fp, "channel_test",
-        "bonferroni over channels", "flags", "skip_padded",
-        (flags & HM_GREENMASS_SKIP_PADDED) != 0, "inputs", inputs,
-        "statistic", "name", "green mass",
-        "definition",
-        "S = sum over distinct windows w of sum over listed tokens v of "
-        "q_w(v) green(w,v), q_w the mean of the listed probabilities of the "
-        "distinct contexts with window w",
-        "null",
-        "green(w,v) iid Bernoulli(gamma) under an ideal PRF (suspect "
-        "independent of the key)",
-        "p_value",
-        "conservative: the smallest of the Hoeffding, Bernstein (null "
-        "variance) and exact-MGF Chernoff upper bounds on P[S >= observed]",
-        "mass_tolerance", HM_GREENMASS_MASS_TOLERANCE, "alpha", alpha,
-        "tenant_correction", "method", cli_correction_name(corr), "tenants",
-        (json_int_t)n_tenants, "counts", counts, "tenants", tj, "self_check",
-        "label", label, "keys", (json_int_t)n_self, "p_values", selfj,
-        "ks_d_plus", ks_d, "ks_log10_p", ks_lp, "calibrated", calibrated,
-        "verdict", verdict);
+    report = cli_report_new(argc, argv, date, "logprobs", ks.canon, ks.fp,
+                            (flags & HM_GREENMASS_SKIP_PADDED) != 0, inputs);
     inputs = NULL; /* owned by report */
-    if (report == NULL) {
-        cli_error("cannot build the report");
-        goto done;
+    if (report != NULL &&
+        json_object_set_new(
+            report, "statistic",
+            json_pack(
+                "{s:s,s:s,s:s,s:s,s:f}", "name", "green mass", "definition",
+                "S = sum over distinct windows w of sum over listed tokens v "
+                "of q_w(v) green(w,v), q_w the mean of the listed "
+                "probabilities of the distinct contexts with window w",
+                "null",
+                "green(w,v) iid Bernoulli(gamma) under an ideal PRF (suspect "
+                "independent of the key)",
+                "p_value",
+                "conservative: the smallest of the Hoeffding, Bernstein (null "
+                "variance) and exact-MGF Chernoff upper bounds on P[S >= "
+                "observed]",
+                "mass_tolerance", HM_GREENMASS_MASS_TOLERANCE)) != 0) {
+        json_decref(report);
+        report = NULL;
     }
-    json_text = json_dumps(report, JSON_INDENT(2) | JSON_REAL_PRECISION(17) |
-                                       JSON_ENSURE_ASCII);
+    if (cli_report_finish(report, &t, counts, tj, NULL) != 0)
+        goto done;
 
     /* HTML: the same facts for people. */
-    cli_buf_printf(&html,
-                   "<!DOCTYPE html>\n<html lang=\"en\"><head><meta "
-                   "charset=\"utf-8\"><title>hallmark audit "
-                   "(log-probabilities)</title>\n"
-                   "<style>body{font-family:sans-serif;max-width:60em;"
-                   "margin:2em auto}td,th{padding:2px 8px;text-align:left}"
-                   "table{border-collapse:collapse}tr:nth-child(even)"
-                   "{background:#f4f4f4}.v{font-size:1.4em}</style></head>"
-                   "<body>\n<h1>hallmark audit: log-probabilities</h1>\n"
-                   "<p class=\"v\">Verdict: <b>%s</b></p>\n<table>\n",
-                   verdict);
-    cli_buf_printf(&html, "<tr><th>hallmark</th><td>%s (PRF v%u)</td></tr>\n",
-                   hm_version_string(), hm_prf_version());
-    cli_buf_printf(&html, "<tr><th>date</th><td>%s</td></tr>\n", date);
-    cli_buf_printf(&html, "<tr><th>key fingerprint</th><td>%s</td></tr>\n",
-                   fp);
-    cli_buf_printf(&html, "<tr><th>spec</th><td>");
-    cli_html_escape(&html, canon);
-    cli_buf_printf(&html,
-                   "</td></tr>\n<tr><th>alpha</th><td>%g (%s over %zu "
-                   "tenants; Bonferroni over %u channels)</td></tr>\n"
-                   "<tr><th>p-value</th><td>conservative: the smallest of "
-                   "the Hoeffding, Bernstein and exact-MGF Chernoff upper "
-                   "bounds on the null tail of the green mass</td></tr>\n",
-                   alpha, cli_correction_name(corr), n_tenants, nch);
-    cli_buf_printf(&html, "<tr><th>command</th><td><code>hallmark");
-    for (int i = 0; i < argc; i++) {
-        cli_buf_printf(&html, " ");
-        cli_html_escape(&html, argv[i]);
-    }
-    cli_buf_printf(&html, "</code></td></tr>\n</table>\n<h2>Inputs</h2>\n"
-                          "<table><tr><th>file</th><th>records</th>"
-                          "<th>SHA-256</th></tr>\n");
-    size_t ii;
-    json_t *inp;
-    json_array_foreach(json_object_get(report, "inputs"), ii, inp)
-    {
-        cli_buf_printf(&html, "<tr><td>");
-        cli_html_escape(&html,
-                        json_string_value(json_object_get(inp, "path")));
-        cli_buf_printf(
-            &html, "</td><td>%lld</td><td><code>%s</code></td></tr>\n",
-            (long long)json_integer_value(json_object_get(inp, "records")),
-            json_string_value(json_object_get(inp, "sha256")));
-    }
-    cli_buf_printf(&html, "</table>\n<h2>Counts</h2>\n<table><tr><th>channel"
+    cli_html_head(&html, "hallmark audit (log-probabilities)",
+                  "hallmark audit: log-probabilities", &t, date, ks.fp,
+                  ks.canon, nch,
+                  "<tr><th>p-value</th><td>conservative: the smallest of "
+                  "the Hoeffding, Bernstein and exact-MGF Chernoff upper "
+                  "bounds on the null tail of the green mass</td></tr>\n",
+                  argc, argv);
+    cli_html_inputs(&html, json_object_get(report, "inputs"), 0);
+    cli_buf_printf(&html, "<h2>Counts</h2>\n<table><tr><th>channel"
                           "</th><th>gamma</th><th>records</th><th>dropped: "
                           "repeat</th><th>padded</th><th>dropped: padded"
                           "</th><th>scored</th><th>windows</th><th>listed "
@@ -470,73 +313,23 @@ int cmd_audit_logprobs(int argc, char **argv)
                            "</td><td>%u</td><td>%.4f</td><td>%.4f</td><td>"
                            "%.2f (%s)</td><td>%.2f</td><td>%s</td></tr>\n",
                            ch, r->score, r->expected, r->log10_p,
-                           hm_greenmass_bound_name(r->bound), adj[k],
-                           adj[k] <= log10(alpha) ? "yes" : "no");
+                           hm_greenmass_bound_name(r->bound), t.adj[k],
+                           cli_tests_detected(&t, k) ? "yes" : "no");
         }
-    cli_buf_printf(&html, "</table>\n<h2>Self-check</h2>\n");
-    if (n_self > 0) {
-        cli_buf_printf(&html,
-                       "<p>%zu never-deployed keys derived from the public "
-                       "label &ldquo;",
-                       n_self);
-        cli_html_escape(&html, label);
-        cli_buf_printf(&html,
-                       "&rdquo; were tested on the same records.  The bounds "
-                       "are conservative, so their p-values should lie on or "
-                       "above the diagonal: one-sided KS D+ = %.4f, log10 p = "
-                       "%.2f: <b>%s</b>.</p>\n",
-                       ks_d, ks_lp,
-                       calibrated ? "calibrated" : "NOT calibrated");
-        cli_svg_qq(&html, selfp, n_self); /* sorted by hm_ks_uniform */
-    } else
-        cli_buf_printf(&html, "<p>Not run (--self-check 0).</p>\n");
-    cli_buf_printf(&html, "</body></html>\n");
+    cli_buf_printf(&html, "</table>\n");
+    cli_html_finish(&html, &t,
+                    "records.  The bounds are conservative, so their "
+                    "p-values should lie on or above the diagonal");
 
-    /* -------------------------------------------------- write, atomically */
-    size_t ol = strlen(output);
-    if (ol > 5 && strcmp(output + ol - 5, ".json") == 0)
-        ol -= 5;
-    jpath = malloc(ol + 8);
-    hpath = malloc(ol + 8);
-    if (json_text == NULL || jpath == NULL || hpath == NULL)
-        goto done;
-    snprintf(jpath, ol + 8, "%.*s.json", (int)ol, output);
-    snprintf(hpath, ol + 8, "%.*s.html", (int)ol, output);
-    if (cli_write_atomic(hpath, html.data, html.len) != 0)
-        goto done;
-    size_t jl = strlen(json_text);
-    json_text[jl] = '\n';
-    if (cli_write_atomic(jpath, json_text, jl + 1) != 0) {
-        unlink(hpath);
-        goto done;
-    }
-    printf("%s: %s (%s)\n", jpath, verdict,
-           n_tenants == 1 ? "one key" : "see the tenants table");
-    status = !calibrated ? EXIT_NOEVIDENCE
-             : n_detected ? EXIT_DETECTED
-                          : EXIT_NOEVIDENCE;
+    status = cli_report_write(o.output, report, &html, &t);
 done:
-    free(jpath);
-    free(hpath);
-    free(json_text);
     json_decref(report);
     json_decref(inputs);
     cli_buf_free(&html);
     cli_lp_free(&rec);
     free(st);
-    free(lp);
-    free(adj);
-    free(selfp);
+    cli_tests_free(&t);
     hm_greenmass_free(gm);
-    for (size_t i = 0; ctxs && i < n_keys; i++)
-        hm_ctx_free(ctxs[i]);
-    free(ctxs);
-    for (size_t i = 0; self_keys && i < n_self; i++)
-        hm_key_free(self_keys[i]);
-    free(self_keys);
-    hm_key_free(key);
-    for (size_t i = 0; tenants && i < n_tenants; i++)
-        free(tenants[i]);
-    free(tenants);
+    cli_audit_keys_free(&ks);
     return status;
 }

@@ -158,6 +158,38 @@ static int tokenize_into(cli_input *in, const char *text, size_t len,
     return 0;
 }
 
+/* The next record line of in, parsed: 1 (*o set, to be released), 0 at
+ * the end, -1 on an error (message printed).  Blank lines are skipped;
+ * every line read goes into the SHA-256. */
+static int next_json_line(cli_input *in, json_t **o)
+{
+    for (;;) {
+        ssize_t len = getline(&in->buf, &in->cap, in->f);
+        if (len < 0) {
+            if (ferror(in->f)) {
+                cli_error("%s: read error: %s", in->name, strerror(errno));
+                return -1;
+            }
+            return 0;
+        }
+        in->line++;
+        EVP_DigestUpdate(in->md, in->buf, (size_t)len);
+        size_t k = 0;
+        while (k < (size_t)len && strchr(" \t\r\n", in->buf[k]))
+            k++;
+        if (k == (size_t)len)
+            continue; /* blank line */
+        json_error_t err;
+        *o = json_loadb(in->buf, (size_t)len, JSON_REJECT_DUPLICATES, &err);
+        if (*o == NULL) {
+            cli_error("%s:%lu: invalid JSON: %s (column %d)", in->name,
+                      in->line, err.text, err.column);
+            return -1;
+        }
+        return 1;
+    }
+}
+
 int cli_input_next(cli_input *in, cli_doc *doc)
 {
     if (in->plain) { /* the whole file is one document */
@@ -193,99 +225,78 @@ int cli_input_next(cli_input *in, cli_doc *doc)
         in->records++;
         return 1;
     }
-    for (;;) {
-        ssize_t len = getline(&in->buf, &in->cap, in->f);
-        if (len < 0) {
-            if (ferror(in->f)) {
-                cli_error("%s: read error: %s", in->name, strerror(errno));
-                return -1;
-            }
-            return 0;
-        }
-        in->line++;
-        EVP_DigestUpdate(in->md, in->buf, (size_t)len);
-        size_t k = 0;
-        while (k < (size_t)len && strchr(" \t\r\n", in->buf[k]))
-            k++;
-        if (k == (size_t)len)
-            continue; /* blank line */
-        json_error_t err;
-        json_t *o = json_loadb(in->buf, (size_t)len, JSON_REJECT_DUPLICATES,
-                               &err);
-        if (o == NULL) {
-            cli_error("%s:%lu: invalid JSON: %s (column %d)", in->name,
-                      in->line, err.text, err.column);
-            return -1;
-        }
-        int rc = -1;
-        json_t *tok = json_object_get(o, "tokens");
-        json_t *pr = json_object_get(o, "prompt_tokens");
-        json_t *id = json_object_get(o, "id");
-        json_t *txt = json_object_get(o, "text");
-        json_t *ptxt = json_object_get(o, "prompt");
-        int from_text = tok == NULL && txt != NULL && in->tok != NULL;
-        int prompt_text = pr == NULL && ptxt != NULL && in->tok != NULL;
-        if (json_is_object(o) && (from_text || prompt_text) &&
-            ((from_text && !json_is_string(txt)) ||
-             (prompt_text && !json_is_string(ptxt)))) {
-            cli_error("%s:%lu: 'text' and 'prompt' must be strings", in->name,
-                      in->line);
+    json_t *o;
+    int rc = next_json_line(in, &o);
+    if (rc != 1)
+        return rc;
+    rc = -1;
+    json_t *tok = json_object_get(o, "tokens");
+    json_t *pr = json_object_get(o, "prompt_tokens");
+    json_t *id = json_object_get(o, "id");
+    json_t *txt = json_object_get(o, "text");
+    json_t *ptxt = json_object_get(o, "prompt");
+    int from_text = tok == NULL && txt != NULL && in->tok != NULL;
+    int prompt_text = pr == NULL && ptxt != NULL && in->tok != NULL;
+    if (json_is_object(o) && (from_text || prompt_text) &&
+        ((from_text && !json_is_string(txt)) ||
+         (prompt_text && !json_is_string(ptxt)))) {
+        cli_error("%s:%lu: 'text' and 'prompt' must be strings", in->name,
+                  in->line);
+        json_decref(o);
+        return -1;
+    }
+    if (!json_is_object(o))
+        cli_error("%s:%lu: a record must be a JSON object", in->name,
+                  in->line);
+    else if (pr == NULL && ptxt != NULL && in->tok == NULL)
+        cli_error("%s:%lu: 'prompt' text needs a tokenizer, which this "
+                  "version does not have; give token ids in "
+                  "'prompt_tokens'",
+                  in->name, in->line);
+    else if (tok == NULL && txt != NULL && in->tok == NULL)
+        cli_error("%s:%lu: 'text' records need --tokenizer, or token "
+                  "ids in 'tokens'",
+                  in->name, in->line);
+    else if (tok == NULL && !from_text)
+        cli_error("%s:%lu: record has no 'tokens' or 'text'", in->name,
+                  in->line);
+    else if ((from_text
+                  ? tokenize_into(in, json_string_value(txt),
+                                  json_string_length(txt), &doc->tokens,
+                                  &doc->n_tokens, &doc->cap_tokens)
+                  : read_ids(in, tok, "tokens", &doc->tokens,
+                             &doc->n_tokens, &doc->cap_tokens)) == 0 &&
+             (prompt_text
+                  ? tokenize_into(in, json_string_value(ptxt),
+                                  json_string_length(ptxt), &doc->prompt,
+                                  &doc->n_prompt, &doc->cap_prompt) == 0
+                  : (pr == NULL ||
+                     read_ids(in, pr, "prompt_tokens", &doc->prompt,
+                              &doc->n_prompt, &doc->cap_prompt) == 0))) {
+        if (pr == NULL && !prompt_text)
+            doc->n_prompt = 0;
+        doc->file = in->name;
+        doc->line = in->line;
+        if (json_is_string(id))
+            snprintf(doc->id, sizeof doc->id, "%s", json_string_value(id));
+        else if (json_is_integer(id))
+            snprintf(doc->id, sizeof doc->id, "%lld",
+                     (long long)json_integer_value(id));
+        else if (id == NULL || json_is_null(id))
+            snprintf(doc->id, sizeof doc->id, "%s:%lu", in->name,
+                     in->line);
+        else {
+            cli_error("%s:%lu: 'id' must be a string or an integer",
+                      in->name, in->line);
             json_decref(o);
             return -1;
         }
-        if (!json_is_object(o))
-            cli_error("%s:%lu: a record must be a JSON object", in->name,
-                      in->line);
-        else if (pr == NULL && ptxt != NULL && in->tok == NULL)
-            cli_error("%s:%lu: 'prompt' text needs a tokenizer, which this "
-                      "version does not have; give token ids in "
-                      "'prompt_tokens'",
-                      in->name, in->line);
-        else if (tok == NULL && txt != NULL && in->tok == NULL)
-            cli_error("%s:%lu: 'text' records need --tokenizer, or token "
-                      "ids in 'tokens'",
-                      in->name, in->line);
-        else if (tok == NULL && !from_text)
-            cli_error("%s:%lu: record has no 'tokens' or 'text'", in->name,
-                      in->line);
-        else if ((from_text
-                      ? tokenize_into(in, json_string_value(txt),
-                                      json_string_length(txt), &doc->tokens,
-                                      &doc->n_tokens, &doc->cap_tokens)
-                      : read_ids(in, tok, "tokens", &doc->tokens,
-                                 &doc->n_tokens, &doc->cap_tokens)) == 0 &&
-                 (prompt_text
-                      ? tokenize_into(in, json_string_value(ptxt),
-                                      json_string_length(ptxt), &doc->prompt,
-                                      &doc->n_prompt, &doc->cap_prompt) == 0
-                      : (pr == NULL ||
-                         read_ids(in, pr, "prompt_tokens", &doc->prompt,
-                                  &doc->n_prompt, &doc->cap_prompt) == 0))) {
-            if (pr == NULL && !prompt_text)
-                doc->n_prompt = 0;
-            doc->file = in->name;
-            doc->line = in->line;
-            if (json_is_string(id))
-                snprintf(doc->id, sizeof doc->id, "%s", json_string_value(id));
-            else if (json_is_integer(id))
-                snprintf(doc->id, sizeof doc->id, "%lld",
-                         (long long)json_integer_value(id));
-            else if (id == NULL || json_is_null(id))
-                snprintf(doc->id, sizeof doc->id, "%s:%lu", in->name,
-                         in->line);
-            else {
-                cli_error("%s:%lu: 'id' must be a string or an integer",
-                          in->name, in->line);
-                json_decref(o);
-                return -1;
-            }
-            rc = 1;
-        }
-        json_decref(o);
-        if (rc == 1)
-            in->records++;
-        return rc;
+        rc = 1;
     }
+    json_decref(o);
+    if (rc == 1)
+        in->records++;
+    return rc;
 }
 
 void cli_doc_free(cli_doc *doc)
@@ -439,37 +450,16 @@ static int lp_record(cli_input *in, json_t *o, cli_lp *rec)
 
 int cli_input_next_lp(cli_input *in, cli_lp *rec)
 {
-    for (;;) {
-        ssize_t len = getline(&in->buf, &in->cap, in->f);
-        if (len < 0) {
-            if (ferror(in->f)) {
-                cli_error("%s: read error: %s", in->name, strerror(errno));
-                return -1;
-            }
-            return 0;
-        }
-        in->line++;
-        EVP_DigestUpdate(in->md, in->buf, (size_t)len);
-        size_t i = 0;
-        while (i < (size_t)len && strchr(" \t\r\n", in->buf[i]))
-            i++;
-        if (i == (size_t)len)
-            continue; /* blank line */
-        json_error_t err;
-        json_t *o = json_loadb(in->buf, (size_t)len, JSON_REJECT_DUPLICATES,
-                               &err);
-        if (o == NULL) {
-            cli_error("%s:%lu: invalid JSON: %s (column %d)", in->name,
-                      in->line, err.text, err.column);
-            return -1;
-        }
-        int rc = lp_record(in, o, rec);
-        json_decref(o);
-        if (rc != 0)
-            return -1;
-        in->records++;
-        return 1;
-    }
+    json_t *o;
+    int rc = next_json_line(in, &o);
+    if (rc != 1)
+        return rc;
+    rc = lp_record(in, o, rec);
+    json_decref(o);
+    if (rc != 0)
+        return -1;
+    in->records++;
+    return 1;
 }
 
 void cli_lp_free(cli_lp *rec)
