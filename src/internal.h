@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "hallmark.h"
 
@@ -90,6 +91,41 @@ hm_mix(uint64_t a, uint64_t g, uint64_t c)
     z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
     z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
     return z ^ (z >> 31);
+}
+
+/* e^x for x <= 0 in binary64, relative error below 1e-14 (x below -700
+ * gives 0, -inf included); unlike exp it vectorizes: the integer part
+ * comes out of the rounding constant's bits, not a conversion.  Shared by
+ * spectral.c and logprobs.c; built with -ffp-contract=off, every vector
+ * lane computes what the scalar code computes. */
+static inline __attribute__((always_inline)) double
+hm_exp_nonpos(double x)
+{
+    int tiny = !(x >= -700.0);
+    x = tiny ? 0.0 : x;
+    double t = x * 1.4426950408889634;
+    double sh = t + 0x1.8p52; /* 1.5 * 2^52 + round(t) */
+    double n = sh - 0x1.8p52;
+    double r = x - n * 0.6931471805598903;
+    r = r - n * 5.497923018708371e-14;
+    double p = 1.0 / 39916800;
+    p = p * r + 1.0 / 3628800;
+    p = p * r + 1.0 / 362880;
+    p = p * r + 1.0 / 40320;
+    p = p * r + 1.0 / 5040;
+    p = p * r + 1.0 / 720;
+    p = p * r + 1.0 / 120;
+    p = p * r + 1.0 / 24;
+    p = p * r + 1.0 / 6;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    uint64_t b;
+    memcpy(&b, &sh, sizeof b);
+    b = (b + 1023) << 52; /* 2^round(t): the low bits of sh hold round(t) */
+    double scale;
+    memcpy(&scale, &b, sizeof scale);
+    return tiny ? 0.0 : p * scale;
 }
 
 /* ------------------------------------------------------------ context */

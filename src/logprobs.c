@@ -24,7 +24,6 @@
 #include <openssl/crypto.h>
 
 #define ID_MAX 32
-#define AES_BATCH 64 /* blocks per pipelined AES call */
 
 /* Run-time dispatched copies of the loops, as in kernels.c (GCC only). */
 #if defined(HAVE_TARGET_CLONES) && defined(__x86_64__) && \
@@ -72,8 +71,7 @@ struct hm_logprobs {
     unsigned h;
     double eps;
     double quantum;
-    hm_cmac cmac; /* window tags: T = CMAC(K, window) */
-    hm_aes tok;   /* token values: AES(K_t, T XOR LE32(id)) */
+    hm_cmac cmac; /* step seeds: seed(CMAC(K, window)), PRF v1 */
 };
 
 /* ------------------------------------------------------- parameters */
@@ -148,12 +146,11 @@ int hm_logprobs_new(hm_logprobs **out, const hm_key *key, const char *spec,
     if (rc == HM_OK) {
         /* Its own scheme name in the info string: independent of every
          * watermark channel (hallmark-prf(7), Subkeys). */
-        unsigned char okm[32];
+        unsigned char okm[16];
         rc = hm_key_derive_for(key, "logprobs", lp->id, tenant, okm,
                                sizeof okm);
         if (rc == HM_OK) {
             hm_cmac_init(&lp->cmac, okm);
-            hm_aes_init(&lp->tok, okm + 16);
         } else {
             hm_errf(errmsg, errlen, "key derivation failed");
         }
@@ -218,69 +215,31 @@ int hm_logprobs_param(const hm_logprobs *lp, const char *name, double *value)
 
 /* --------------------------------------------------------- offsets */
 
-static void window_tag(const hm_logprobs *lp, const uint32_t *w,
-                       unsigned char tag[16])
+/* The step seed of a window: PRF v1's, under the logprobs subkey. */
+static hm_seed window_seed(const hm_logprobs *lp, const uint32_t *w)
 {
-    unsigned char msg[4 * HM_MAX_CONTEXT];
-    for (unsigned i = 0; i < lp->h; i++) {
-        msg[4 * i] = (unsigned char)w[i];
-        msg[4 * i + 1] = (unsigned char)(w[i] >> 8);
-        msg[4 * i + 2] = (unsigned char)(w[i] >> 16);
-        msg[4 * i + 3] = (unsigned char)(w[i] >> 24);
-    }
-    hm_cmac_tag(&lp->cmac, msg, 4 * (size_t)lp->h, tag);
+    return hm_seed_window(&lp->cmac, w, lp->h);
 }
 
 /* s = 2u - 1 for u = ((x >> 12) + 0.5) 2^-52 (PRF v1's uniform map) is
- * an odd multiple of 2^-52 in (-1, 1), exactly, symmetric about 0. */
-
-/* off[i] = eps * s(key, window tag, ids[i]) for n ids: AES-128 under K_t
- * of the tag with the id XORed into its first four bytes (little-endian),
- * the first eight bytes of the result read little-endian as x. */
-LP_CLONES static void offsets_batch(const hm_aes *aes, uint64_t t0,
-                                    uint64_t t1, const int32_t *restrict ids,
-                                    size_t m, double eps,
-                                    double *restrict off)
+ * an odd multiple of 2^-52 in (-1, 1), exactly, symmetric about 0.  The
+ * 52 bits x >> 12 go into the mantissa of d = 1 + (x >> 12) 2^-52, which
+ * vectorizes where a 64-bit conversion does not (AVX2); 2d - 3 is a
+ * multiple of 2^-51 in [-1, 1) and adding 2^-52 is exact too, so this is
+ * (2 (x >> 12) + 1 - 2^52) 2^-52 with no rounding. */
+static inline __attribute__((always_inline)) double unit_offset(uint64_t x)
 {
-    uint64_t blk[AES_BATCH][2];
-    for (size_t i = 0; i < m; i++) {
-        blk[i][0] = t0 ^ (uint64_t)(uint32_t)ids[i];
-        blk[i][1] = t1;
-    }
-    /* (GCC cannot see that the m blocks read are the m just written) */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-    hm_aes_encrypt_blocks(aes, (const unsigned char *)blk,
-                          (unsigned char *)blk, m);
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-    for (size_t i = 0; i < m; i++) {
-        uint64_t x = blk[i][0];
-        int64_t v = (int64_t)(2 * (x >> 12) + 1) - (INT64_C(1) << 52);
-        off[i] = eps * ((double)v * 0x1p-52);
-    }
+    uint64_t b = (x >> 12) | UINT64_C(0x3FF0000000000000);
+    double d;
+    memcpy(&d, &b, sizeof d); /* 1 + (x >> 12) 2^-52 */
+    return (2 * d - 3) + 0x1p-52;
 }
 
-static void offsets(const hm_logprobs *lp, const unsigned char tag[16],
-                    const int32_t *ids, size_t n, double *off)
+/* x = mix(seed, id) of PRF v1, one candidate mixer call per token. */
+static inline __attribute__((always_inline)) double
+offset_of(hm_seed s, int32_t id, double eps)
 {
-    /* The blocks are handled as two 64-bit words: little-endian loads
-     * keep the byte layout on little-endian hosts. */
-    uint64_t t0, t1;
-    memcpy(&t0, tag, 8);
-    memcpy(&t1, tag + 8, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-#error "hardened log-probabilities assume a little-endian host"
-#endif
-    for (size_t base = 0; base < n; base += AES_BATCH) {
-        size_t m = n - base < AES_BATCH ? n - base : AES_BATCH;
-        offsets_batch(&lp->tok, t0, t1, ids + base, m, lp->eps, off + base);
-    }
-    /* (not wiped: the hot path's per-step values are no more secret than
-     * the step seeds sample.c leaves on its stack) */
+    return eps * unit_offset(hm_mix(s.a, s.g, (uint32_t)id));
 }
 
 int hm_logprobs_offset(const hm_logprobs *lp, const int32_t *context,
@@ -292,13 +251,12 @@ int hm_logprobs_offset(const hm_logprobs *lp, const int32_t *context,
         return HM_ERANGE;
     hm_row row = {context, n_context, NULL, 0.0f, 0.0};
     uint32_t w[HM_MAX_CONTEXT];
-    unsigned char tag[16];
     int rc = hm_row_window(&row, lp->h, w);
     if (rc != HM_OK)
         return rc;
-    window_tag(lp, w, tag);
-    offsets(lp, tag, &token, 1, offset);
-    OPENSSL_cleanse(tag, sizeof tag);
+    hm_seed s = window_seed(lp, w);
+    *offset = offset_of(s, token, lp->eps);
+    OPENSSL_cleanse(&s, sizeof s);
     return HM_OK;
 }
 
@@ -365,124 +323,305 @@ static void sort_recs(rec *a, size_t n)
 
 /* ------------------------------------------------------------ hardening */
 
-static int window_of(const hm_logprobs *lp, const hm_row *row,
-                     unsigned char tag[16])
+static int window_of(const hm_logprobs *lp, const hm_row *row, hm_seed *s)
 {
     uint32_t w[HM_MAX_CONTEXT];
     if (row->context == NULL && row->n_context > 0)
         return HM_EINVAL;
     int rc = hm_row_window(row, lp->h, w);
     if (rc == HM_OK)
-        window_tag(lp, w, tag);
+        *s = window_seed(lp, w);
     return rc;
 }
 
-/* Perturb, round to the grid, clamp at 0. */
-LP_CLONES static void quantize(double *restrict l, const double *restrict off,
-                               size_t n, double q)
+/* About e^y from above, at most 1.0071 times it: e^y = 2^t, t = y log2(e),
+ * and 2^t = 2^m 2^f <= 2^m (1 + f (a + (1 - a) f)) for m = floor(t),
+ * f = t - m in [0, 1) and a = ln 2 (the quadratic meets 2^f at 0 and 1
+ * with the slope of 2^f at 0, and lies above it in between).  Values
+ * below -690 count as -690, which only raises it; the rounding of t, of
+ * the polynomial and of a sum of n <= 1024 terms lowers it by a relative
+ * 1e-12 at most, far inside the margin common_shift leaves. */
+static inline __attribute__((always_inline)) double exp_above(double y)
+{
+    y = y > -690.0 ? y : -690.0;
+    double t = y * 1.4426950408889634;
+    double sh = t + ROUND_MAGIC; /* low bits: round(t) */
+    double r = sh - ROUND_MAGIC;
+    int down = r > t;
+    uint64_t b;
+    memcpy(&b, &sh, sizeof b);
+    b = (b - (uint64_t)down + 1023) << 52; /* 2^floor(t) */
+    double p2;
+    memcpy(&p2, &b, sizeof p2);
+    double f = t - (down ? r - 1.0 : r); /* exact */
+    return (1.0 + f * (0.6931471805599453 + 0.3068528194400547 * f)) * p2;
+}
+
+/* Perturb, round to the grid (q > 0), clamp at 0. */
+static inline __attribute__((always_inline)) double
+perturb_one(hm_seed s, int32_t id, double l, double eps, int grid, double q,
+            double inv)
+{
+    if (grid) {
+        double t = (l + offset_of(s, id, eps)) * inv; /* -inf stays -inf */
+        double tr = (t + ROUND_MAGIC) - ROUND_MAGIC;
+        double y = (fabs(t) < 0x1p51 ? tr : t) * q;
+        /* Clamping at 0 only moves y towards l <= 0. */
+        return y < 0 ? y : 0.0;
+    }
+    double y = l + offset_of(s, id, eps);
+    return y < 0 ? y : 0.0;
+}
+
+/* perturb_one over the row (a loop the compiler vectorizes; fused with
+ * the sum below it does not). */
+LP_CLONES static void perturb(hm_seed s, const int32_t *restrict ids,
+                              double *restrict l, size_t n, double eps,
+                              double q)
 {
     if (q > 0) {
         const double inv = 1 / q;
-        for (size_t i = 0; i < n; i++) {
-            double t = (l[i] + off[i]) * inv; /* -inf stays -inf */
-            double tr = (t + ROUND_MAGIC) - ROUND_MAGIC;
-            double y = (fabs(t) < 0x1p51 ? tr : t) * q;
-            /* Clamping at 0 only moves y towards l <= 0. */
-            l[i] = y < 0 ? y : 0.0;
-        }
+        for (size_t i = 0; i < n; i++)
+            l[i] = perturb_one(s, ids[i], l[i], eps, 1, q, inv);
     } else {
-        for (size_t i = 0; i < n; i++) {
-            double y = l[i] + off[i];
-            l[i] = y < 0 ? y : 0.0;
-        }
+        for (size_t i = 0; i < n; i++)
+            l[i] = perturb_one(s, ids[i], l[i], eps, 0, q, 0);
     }
 }
 
-/* An approximation of the sum of e^l, within a relative 1e-5 (values below
- * -100 count as -100). */
-LP_CLONES static double approx_sum(const double *restrict l, size_t n)
+/* exp_above summed over the row, in eight lanes. */
+LP_CLONES static double sum_bound(const double *restrict l, size_t n)
 {
-    double sum = 0;
-    for (size_t base = 0; base < n; base += 128) {
-        size_t m = n - base < 128 ? n - base : 128;
-        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        size_t i = 0;
-        for (; i + 8 <= m; i += 8)
-            for (int j = 0; j < 8; j++) {
-                double y = l[base + i + j];
-                acc[j] += exp_neg((float)(y > -100 ? y : -100));
-            }
-        for (; i < m; i++) {
-            double y = l[base + i];
-            acc[0] += exp_neg((float)(y > -100 ? y : -100));
-        }
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
         for (int j = 0; j < 8; j++)
-            sum += acc[j];
+            acc[j] += exp_above(l[i + j]);
+    for (; i < n; i++)
+        acc[0] += exp_above(l[i]);
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+           ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* The sum of e^l[i] within a relative 1e-12 of the sum of exp(l[i])
+ * taken in order (below): hm_exp_nonpos is within 1e-14 of e^x, exp
+ * within an ulp, and either sum of n <= 1024 positive terms within
+ * n 2^-53 < 1.2e-13. */
+LP_CLONES static double sum_close(const double *restrict l, size_t n)
+{
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += hm_exp_nonpos(l[i + j]);
+    for (; i < n; i++)
+        acc[0] += hm_exp_nonpos(l[i]);
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+           ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* The common shift c of hm_logprobs_new(3): with sum the sum of exp(l[i])
+ * in order, 0 if sum <= 1, else log(sum) rounded up to the grid.  The
+ * vectorized sums decide it whenever that reference is more than a
+ * relative 1e-11 away from a boundary (1, or a grid point of log(sum));
+ * only then is the reference computed, with libm, as the vectors are. */
+static double common_shift(const double *l, size_t n, double q,
+                           double bound)
+{
+    /* bound <= 1 - 1e-4 leaves sum <= 1 whatever the rounding */
+    if (bound <= 1 - 1e-4)
+        return 0;
+    const double tol = 1e-11;
+    double close = sum_close(l, n);
+    if (close * (1 + tol) <= 1)
+        return 0;
+    if (q > 0 && close * (1 - tol) > 1) {
+        /* log(sum) is within tol + an ulp of log(close); ceil of the
+         * rounded quotient is monotone in the numerator */
+        double c = log(close);
+        double lo = ceil((c - 2 * tol) / q), hi = ceil((c + 2 * tol) / q);
+        if (lo == hi)
+            return hi * q;
     }
-    return sum;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += exp(l[i]);
+    if (!(sum > 1))
+        return 0;
+    double c = log(sum);
+    return q > 0 ? ceil(c / q) * q : c;
 }
 
 /* The core: values l[0..n-1] (true log-probabilities, finite or -inf) of
- * ids, hardened in place with the window's tag. */
-static void harden(const hm_logprobs *lp, const unsigned char tag[16],
-                   const int32_t *ids, double *l, size_t n)
+ * ids, hardened in place with the window's step seed. */
+static void harden(const hm_logprobs *lp, hm_seed s, const int32_t *ids,
+                   double *l, size_t n)
 {
-    double off[HM_LOGPROBS_TOPK_MAX];
     const double q = lp->quantum;
-    offsets(lp, tag, ids, n, off);
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-    quantize(l, off, n, q); /* reads the n offsets just written */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-    double approx = approx_sum(l, n);
+    perturb(s, ids, l, n, lp->eps, q);
     /* A common shift, which leaves the renormalized distribution alone,
      * keeps the probabilities' sum at most 1: without it the sign of a
-     * peaked row's perturbation would show.  The cheap sum decides when
-     * that is clearly not needed. */
-    if (approx > 1 - 1e-4) {
-        double sum = 0;
+     * peaked row's perturbation would show. */
+    double c = common_shift(l, n, q, sum_bound(l, n));
+    if (c != 0)
         for (size_t i = 0; i < n; i++)
-            sum += exp(l[i]);
-        if (sum > 1) {
-            double c = log(sum);
-            if (q > 0)
-                c = ceil(c / q) * q;
-            for (size_t i = 0; i < n; i++)
-                l[i] -= c;
-        }
-    }
+            l[i] -= c;
 }
 
 /* Sorting values on the grid by their integers: key = (rank of the value,
- * largest first; id; position), sorted least significant byte first on the
- * rank and id bits only, the position riding along in the low 10 bits.
- * Linear in n, where comparison sorts of 1024 nearly-tied values cost tens
- * of microseconds.  Returns 0 (nothing done) when a value is too far off
- * the grid's integers or the key does not fit in 64 bits. */
+ * largest first; id; position), in 64 bits.  The keys are distinct, and the
+ * position in their low 10 bits says where each record came from. */
+
+static inline __attribute__((always_inline)) int64_t
+grid_int(double t, double l, int64_t *bad)
+{
+    *bad |= (int64_t)(l != -INFINITY) & !(fabs(t) < 0x1p40);
+    double sh = t + ROUND_MAGIC; /* low bits: round(t), ties to even */
+    int64_t b;
+    memcpy(&b, &sh, sizeof b);
+    return b - INT64_C(0x4338000000000000);
+}
+
+/* m[i] = round(l[i] / q) (anything for -inf), and the largest and
+ * smallest over the finite values; 0 when a finite |l/q| is 2^40 or more.
+ * inv is 1/q when q is a power of two (then l * inv is l / q), else 0. */
+LP_CLONES static int grid_ints(const double *restrict l, size_t n, double q,
+                               double inv, int64_t *restrict m,
+                               int64_t *mmax, int64_t *mmin)
+{
+    int64_t hi = INT64_MIN, lo = INT64_MAX;
+    int64_t bad = 0;
+    if (inv != 0) /* (two loops: a select would compute both) */
+        for (size_t i = 0; i < n; i++)
+            m[i] = grid_int(l[i] * inv, l[i], &bad);
+    else
+        for (size_t i = 0; i < n; i++)
+            m[i] = grid_int(l[i] / q, l[i], &bad);
+    for (size_t i = 0; i < n; i++) {
+        int64_t fin = l[i] != -INFINITY;
+        int64_t vh = fin ? m[i] : INT64_MIN, vl = fin ? m[i] : INT64_MAX;
+        hi = vh > hi ? vh : hi;
+        lo = vl < lo ? vl : lo;
+    }
+    *mmax = hi;
+    *mmin = lo;
+    return !bad;
+}
+
+/* key[i] = (((rank << ibits) | id) << 10) | i, rank = mmax - m[i], and
+ * inf_rank for -inf. */
+LP_CLONES static void grid_keys(const double *restrict l,
+                                const int64_t *restrict m,
+                                const int32_t *restrict ids, size_t n,
+                                int64_t mmax, uint64_t inf_rank,
+                                unsigned ibits, uint64_t *restrict key)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t rank =
+            l[i] == -INFINITY ? inf_rank : (uint64_t)(mmax - m[i]);
+        key[i] = (((rank << ibits) | (uint32_t)ids[i]) << 10) | i;
+    }
+}
+
+/* One stable counting-sort pass of n keys on the digit (key >> sh) & mask,
+ * which is below nd, from src to dst; cnt has nd + 1 entries. */
+static void count_pass(const uint64_t *src, uint64_t *dst, size_t n,
+                       unsigned sh, uint64_t mask, size_t nd, uint16_t *cnt)
+{
+    memset(cnt, 0, (nd + 1) * sizeof *cnt);
+    for (size_t i = 0; i < n; i++)
+        cnt[((src[i] >> sh) & mask) + 1]++;
+    if (cnt[((src[0] >> sh) & mask) + 1] == n) { /* one digit everywhere */
+        memcpy(dst, src, n * sizeof *src);
+        return;
+    }
+    for (size_t d = 1, acc = 0; d <= nd; d++) { /* acc: no reload */
+        acc += cnt[d];
+        cnt[d] = (uint16_t)acc;
+    }
+    for (size_t i = 0; i < n; i++)
+        dst[cnt[(src[i] >> sh) & mask]++] = src[i];
+}
+
+/* Least significant byte first on the rank and id bits (10 + bits of
+ * them); the keys are distinct, so any order of them in gives the sorted
+ * order out.  Returns the array that holds it. */
+static uint64_t *radix_keys(uint64_t *a, uint64_t *b, size_t n,
+                            unsigned bits, uint16_t *cnt)
+{
+    for (unsigned shift = 10; shift < 10 + bits; shift += 8) {
+        count_pass(a, b, n, shift, 255, 256, cnt);
+        uint64_t *t = a;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* The order of the keys in linear time either way.  Many values of a
+ * top-k share a rank at k = 1024 (a dozen or more in the tail) and end up
+ * tens of places from where they came in, too far for an insertion sort.
+ * With fewer than 2048 ranks and at least 100 keys: two counting-sort
+ * passes, least significant first, on the id's top bits (about n/4
+ * buckets, at most 256; ids are scattered, so equal digits are rarely
+ * adjacent and the counters do not wait on each other) and on the whole
+ * rank, then an insertion sort among the few keys that share a rank and
+ * those bits (past 2n moves the radix sort takes over).  Otherwise the
+ * radix sort, 8 bits a pass. */
+static uint64_t *order_keys(uint64_t *key, uint64_t *tmp, size_t n,
+                            uint64_t inf_rank, unsigned rbits,
+                            unsigned ibits)
+{
+    uint16_t cnt[2 * HM_LOGPROBS_TOPK_MAX + 2];
+    if (n < 100 || inf_rank >= 2 * HM_LOGPROBS_TOPK_MAX)
+        return radix_keys(key, tmp, n, rbits + ibits, cnt);
+    unsigned abits = 2;
+    while (abits < 8 && (n >> (abits + 2)) != 0)
+        abits++;
+    abits = abits < ibits ? abits : ibits;
+    count_pass(key, tmp, n, 10 + ibits - abits, (UINT64_C(1) << abits) - 1,
+               (size_t)1 << abits, cnt);
+    count_pass(tmp, key, n, 10 + ibits, UINT64_MAX, (size_t)inf_rank + 1,
+               cnt);
+    size_t budget = 2 * n + 16;
+    uint64_t prev = key[0];
+    for (size_t i = 1; i < n; i++) {
+        uint64_t k = key[i];
+        if (k > prev) { /* the usual case: no store, no reload */
+            prev = k;
+            continue;
+        }
+        size_t j = i;
+        while (j > 0 && k < key[j - 1]) {
+            key[j] = key[j - 1];
+            j--;
+            if (--budget == 0) {
+                key[j] = k; /* (a permutation of the keys again) */
+                return radix_keys(key, tmp, n, rbits + ibits, cnt);
+            }
+        }
+        key[j] = k;
+        prev = key[i];
+    }
+    return key;
+}
+
+/* Returns 0 (nothing done) when a value is too far off the grid's
+ * integers or the key does not fit in 64 bits. */
 static int sort_grid(int32_t *ids, double *l, size_t n, double q)
 {
-    uint64_t a[HM_LOGPROBS_TOPK_MAX], b[HM_LOGPROBS_TOPK_MAX];
-    int64_t mmax = INT64_MIN, mmin = INT64_MAX;
-    uint32_t id_or = 0;
-    for (size_t i = 0; i < n; i++) {
-        id_or |= (uint32_t)ids[i];
-        if (l[i] == -INFINITY)
-            continue;
-        double t = l[i] / q;
-        if (!(fabs(t) < 0x1p40))
-            return 0;
-        t = (t + ROUND_MAGIC) - ROUND_MAGIC;
-        int64_t m = (int64_t)t;
-        mmax = m > mmax ? m : mmax;
-        mmin = m < mmin ? m : mmin;
-    }
+    int64_t m[HM_LOGPROBS_TOPK_MAX], mmax, mmin;
+    uint64_t key[HM_LOGPROBS_TOPK_MAX], tmp[HM_LOGPROBS_TOPK_MAX];
+    int e;
+    double inv = frexp(q, &e) == 0.5 ? 1 / q : 0;
+    if (!grid_ints(l, n, q, inv, m, &mmax, &mmin))
+        return 0;
     if (mmax == INT64_MIN) /* all -inf: order by id */
         mmax = mmin = 0;
     uint64_t inf_rank = (uint64_t)(mmax - mmin) + 1;
+    uint32_t id_or = 0;
+    for (size_t i = 0; i < n; i++)
+        id_or |= (uint32_t)ids[i];
     unsigned rbits = 0, ibits = 0;
     while (rbits < 64 && (inf_rank >> rbits) != 0)
         rbits++;
@@ -490,38 +629,15 @@ static int sort_grid(int32_t *ids, double *l, size_t n, double q)
         ibits++;
     if (rbits + ibits + 10 > 64)
         return 0;
-    for (size_t i = 0; i < n; i++) {
-        double t = (l[i] / q + ROUND_MAGIC) - ROUND_MAGIC;
-        uint64_t rank = l[i] == -INFINITY ? inf_rank
-                                          : (uint64_t)(mmax - (int64_t)t);
-        a[i] = (((rank << ibits) | (uint32_t)ids[i]) << 10) | i;
-    }
-    uint64_t *src = a, *dst = b;
-    for (unsigned shift = 10; shift < 10 + rbits + ibits; shift += 8) {
-        size_t count[256] = {0};
-        for (size_t i = 0; i < n; i++)
-            count[(src[i] >> shift) & 255]++;
-        if (count[(src[0] >> shift) & 255] == n)
-            continue; /* one digit everywhere: already in order */
-        size_t pos = 0;
-        for (int d = 0; d < 256; d++) {
-            size_t c = count[d];
-            count[d] = pos;
-            pos += c;
-        }
-        for (size_t i = 0; i < n; i++)
-            dst[count[(src[i] >> shift) & 255]++] = src[i];
-        uint64_t *t = src;
-        src = dst;
-        dst = t;
-    }
-    /* dst is free now: it keeps the old values' bits while permuting (the
+    grid_keys(l, m, ids, n, mmax, inf_rank, ibits, key);
+    const uint64_t *sorted = order_keys(key, tmp, n, inf_rank, rbits, ibits);
+    /* m is free now: it keeps the old values' bits while permuting (the
      * ids are in the keys) */
-    memcpy(dst, l, n * sizeof *l);
+    memcpy(m, l, n * sizeof *l);
+    const uint64_t id_mask = (UINT64_C(1) << ibits) - 1;
     for (size_t i = 0; i < n; i++) {
-        size_t j = (size_t)(src[i] & 1023);
-        memcpy(&l[i], &dst[j], sizeof l[i]);
-        ids[i] = (int32_t)((src[i] >> 10) & ((UINT64_C(1) << ibits) - 1));
+        memcpy(&l[i], &m[sorted[i] & 1023], sizeof l[i]);
+        ids[i] = (int32_t)((sorted[i] >> 10) & id_mask);
     }
     return 1;
 }
@@ -542,28 +658,47 @@ static void sort_out(int32_t *ids, double *l, size_t n, double q)
     }
 }
 
+/* Checks of a row without early exits, so that they vectorize: bit 0 a
+ * negative id, bit 1 a value that is NaN, +inf or positive (not a
+ * log-probability). */
+LP_CLONES static unsigned check_row(const int32_t *restrict ids,
+                                    const double *restrict l, size_t n)
+{
+    int32_t lo = 0;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++)
+        lo = ids[i] < lo ? ids[i] : lo;
+    for (size_t i = 0; i < n; i++)
+        bad |= !(l[i] <= 0);
+    return (unsigned)(lo < 0) | (unsigned)(bad != 0) << 1;
+}
+
 int hm_logprobs_harden(const hm_logprobs *lp, const hm_row *row,
                        int32_t *ids, double *logprobs, size_t n,
                        unsigned flags)
 {
-    unsigned char tag[16];
+    hm_seed s;
     if (lp == NULL || row == NULL ||
         (n > 0 && (ids == NULL || logprobs == NULL)) ||
         (flags & ~HM_LOGPROBS_KEEP_ORDER) != 0)
         return HM_EINVAL;
     if (n > lp->topk)
         return HM_ERANGE;
-    for (size_t i = 0; i < n; i++) {
-        if (ids[i] < 0)
-            return HM_ERANGE;
-        /* NaN, +inf and positive values are not log-probabilities. */
-        if (!(logprobs[i] <= 0))
-            return HM_EINVAL;
-    }
-    int rc = window_of(lp, row, tag);
+    unsigned bad = n > 0 ? check_row(ids, logprobs, n) : 0;
+    if (bad == 3) /* both kinds: the first one decides, as it always did */
+        for (size_t i = 0; i < n; i++)
+            if (ids[i] < 0 || !(logprobs[i] <= 0)) {
+                bad = ids[i] < 0 ? 1 : 2;
+                break;
+            }
+    if (bad & 1)
+        return HM_ERANGE;
+    if (bad)
+        return HM_EINVAL;
+    int rc = window_of(lp, row, &s);
     if (rc != HM_OK)
         return rc;
-    harden(lp, tag, ids, logprobs, n);
+    harden(lp, s, ids, logprobs, n);
     if (!(flags & HM_LOGPROBS_KEEP_ORDER))
         sort_out(ids, logprobs, n, lp->quantum);
     return HM_OK;
@@ -689,17 +824,17 @@ int hm_logprobs_dense(const hm_logprobs *lp, const float *logits,
         if (rows[r].context == NULL && rows[r].n_context > 0)
             return HM_EINVAL;
     for (size_t r = 0; r < n_rows; r++) {
-        unsigned char tag[16];
+        hm_seed s;
         /* (k 0: ids and logprobs may be NULL, no arithmetic on them) */
         int32_t *id = k > 0 ? ids + r * k : ids;
         double *l = k > 0 ? logprobs + r * k : logprobs;
         int rc = row_topk(logits + r * row_stride, n_vocab, k, id, l,
                           &n_out[r]);
         if (rc == HM_OK)
-            rc = window_of(lp, &rows[r], tag);
+            rc = window_of(lp, &rows[r], &s);
         if (rc != HM_OK)
             return rc;
-        harden(lp, tag, id, l, n_out[r]);
+        harden(lp, s, id, l, n_out[r]);
         sort_out(id, l, n_out[r], lp->quantum);
     }
     return HM_OK;

@@ -258,38 +258,6 @@ int hm_spectral_point(const hm_spectral *sp, const int32_t *context,
 
 /* ------------------------------------------------------------ masses */
 
-/* e^x for x <= 0 in binary64, relative error below 1e-14 (x below -700
- * gives 0, -inf included); unlike exp it vectorizes: the integer part
- * comes out of the rounding constant's bits, not a conversion. */
-static inline double exp_nonpos(double x)
-{
-    int tiny = !(x >= -700.0);
-    x = tiny ? 0.0 : x;
-    double t = x * 1.4426950408889634;
-    double sh = t + 0x1.8p52; /* 1.5 * 2^52 + round(t) */
-    double n = sh - 0x1.8p52;
-    double r = x - n * 0.6931471805598903;
-    r = r - n * 5.497923018708371e-14;
-    double p = 1.0 / 39916800;
-    p = p * r + 1.0 / 3628800;
-    p = p * r + 1.0 / 362880;
-    p = p * r + 1.0 / 40320;
-    p = p * r + 1.0 / 5040;
-    p = p * r + 1.0 / 720;
-    p = p * r + 1.0 / 120;
-    p = p * r + 1.0 / 24;
-    p = p * r + 1.0 / 6;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    uint64_t b;
-    memcpy(&b, &sh, sizeof b);
-    b = (b + 1023) << 52; /* 2^round(t): the low bits of sh hold round(t) */
-    double scale;
-    memcpy(&scale, &b, sizeof scale);
-    return tiny ? 0.0 : p * scale;
-}
-
 /* e[i] = e^(l[i] - mx) and e[i] times the mask: two maps that vectorize;
  * the sums are taken by the caller. */
 SP_CLONES static void exps(const double *restrict l,
@@ -298,7 +266,7 @@ SP_CLONES static void exps(const double *restrict l,
                            double *restrict es)
 {
     for (size_t i = 0; i < n; i++) {
-        double x = exp_nonpos(l[i] - mx);
+        double x = hm_exp_nonpos(l[i] - mx);
         e[i] = x;
         es[i] = in[i] ? x : 0.0;
     }
@@ -342,10 +310,23 @@ SP_CLONES static unsigned check_row(const int32_t *restrict ids,
         lo = ids[i] < lo ? ids[i] : lo;
         hi |= (uint32_t)ids[i];
     }
-    for (size_t i = 0; i < n; i++) {
+    /* eight lanes: a max the compiler may not reorder by itself (any
+     * order gives the same maximum; a NaN fails the row) */
+    double mm[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                    -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            double x = l[i + j];
+            mm[j] = x > mm[j] ? x : mm[j];
+            nan |= x != x;
+        }
+    for (; i < n; i++) {
         m = l[i] > m ? l[i] : m;
         nan |= l[i] != l[i];
     }
+    for (int j = 0; j < 8; j++)
+        m = mm[j] > m ? mm[j] : m;
     *mx = m;
     *or_ids = hi;
     return (lo < 0) | (nan != 0 || m > 0) << 1;
@@ -379,6 +360,17 @@ static int scan(const hm_spectral *sp, const int32_t *ids,
     return HM_OK;
 }
 
+/* l += d on the subset, - c everywhere, clamped at 0 (-inf stays -inf). */
+SP_CLONES static void shift_row(double *restrict l,
+                                const unsigned char *restrict in, size_t n,
+                                double d, double c)
+{
+    for (size_t i = 0; i < n; i++) {
+        double y = l[i] + (in[i] ? d : 0.0) - c;
+        l[i] = y < 0 ? y : 0.0;
+    }
+}
+
 int hm_spectral_apply(const hm_spectral *sp, const hm_row *row,
                       const int32_t *ids, double *logprobs, size_t n)
 {
@@ -399,10 +391,7 @@ int hm_spectral_apply(const hm_spectral *sp, const hm_row *row,
     /* The returned mass stays what it was: e^d on S, then divide by
      * (sub e^d + all - sub) / all. */
     double c = log1p(sub / all * expm1(d));
-    for (size_t i = 0; i < n; i++) {
-        double y = logprobs[i] + (in[i] ? d : 0.0) - c;
-        logprobs[i] = y < 0 ? y : 0.0; /* -inf stays -inf */
-    }
+    shift_row(logprobs, in, n, d, c);
     return HM_OK;
 }
 

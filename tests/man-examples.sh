@@ -78,6 +78,12 @@ extract() {
 }
 
 san=$(sed -n 's/^SAN_FLAGS = //p' "$HM_BUILDDIR/Makefile" 2>/dev/null)
+# A library built with sanitizers from CFLAGS instead of
+# --enable-sanitizers needs them in the examples too (the ASan runtime
+# must come first).
+for f in $(sed -n 's/^CFLAGS = //p' "$HM_BUILDDIR/Makefile" 2>/dev/null); do
+    case $f in -fsanitize=*) san="$san $f" ;; esac
+done
 if [ ! -e "$LIBDIR/libhallmark.so" ]; then
     bad "$LIBDIR/libhallmark.so not found: build the library first (HM_BUILDDIR=$HM_BUILDDIR)"
 else

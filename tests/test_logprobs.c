@@ -603,6 +603,88 @@ START_TEST(test_grid_and_validity)
 }
 END_TEST
 
+/* The common shift against the page's rule computed here (sum of exp in
+ * order, log, ceil to the grid), with eps 0 so the values are known: rows
+ * whose mass lands near 1 from either side, at every length, on a binary
+ * and a decimal grid and without one.  The library decides most rows from
+ * vectorized sums and must agree bit for bit. */
+static double grid_ref(double l, double q)
+{
+    if (q > 0) {
+        double t = l * (1 / q);
+        double tr = (t + 0x1.8p52) - 0x1.8p52;
+        l = (fabs(t) < 0x1p51 ? tr : t) * q;
+    }
+    return l < 0 ? l : 0.0;
+}
+
+START_TEST(test_shift_reference)
+{
+    hm_key *key = test_key(12);
+    static const char *specs[] = {"topk=1024,eps=0",
+                                  "topk=1024,eps=0,quantum=0.01",
+                                  "topk=1024,eps=0,quantum=0"};
+    static const double qs[] = {HM_LOGPROBS_QUANTUM_DEFAULT, 0.01, 0};
+    static int32_t ids[1024];
+    static double l[1024], want[1024];
+    uint64_t s = 0x5417;
+    size_t shifted = 0;
+    for (int sp = 0; sp < 3; sp++) {
+        hm_logprobs *lp = test_lp(key, specs[sp], NULL);
+        const double q = qs[sp];
+        for (int trial = 0; trial < 300; trial++) {
+            size_t n = 1 + test_rand(&s) % (trial % 3 == 0 ? 1024 : 40);
+            double mass = 0;
+            for (size_t i = 0; i < n; i++) {
+                ids[i] = (int32_t)i;
+                l[i] = -3 * test_uniform(&s) - 0.01 * (double)i;
+                mass += exp(l[i]);
+            }
+            /* target mass 1 + dev, dev from 1e-16 to 1e-2, either side */
+            double dev = pow(10, -16 + 14 * test_uniform(&s));
+            double target = trial % 2 ? 1 + dev : 1 - dev;
+            if (trial % 5 == 4)
+                target = 1; /* exactly 1 before rounding */
+            double sh = log(target / mass);
+            for (size_t i = 0; i < n; i++)
+                l[i] = fmin(l[i] + sh, 0.0);
+            if (q == 0 && trial % 5 == 4) { /* mass 1 to the last ulps */
+                double rest = 0;
+                for (size_t i = 1; i < n; i++)
+                    rest += exp(l[i]);
+                if (rest < 1)
+                    l[0] = log1p(-rest);
+            }
+            double sum = 0;
+            for (size_t i = 0; i < n; i++) {
+                want[i] = grid_ref(l[i], q);
+                sum += exp(want[i]);
+            }
+            if (sum > 1) {
+                double c = log(sum);
+                if (q > 0)
+                    c = ceil(c / q) * q;
+                for (size_t i = 0; i < n; i++)
+                    want[i] -= c;
+                shifted++;
+            }
+            hm_row row = {ids, 2, NULL, 0, 0};
+            ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids, l, n,
+                                                HM_LOGPROBS_KEEP_ORDER),
+                             HM_OK);
+            for (size_t i = 0; i < n; i++)
+                ck_assert_msg(l[i] == want[i],
+                              "spec %d trial %d n %zu: value %zu is %a, "
+                              "want %a",
+                              sp, trial, n, i, l[i], want[i]);
+        }
+        hm_logprobs_free(lp);
+    }
+    ck_assert_uint_gt(shifted, 200);
+    hm_key_free(key);
+}
+END_TEST
+
 /* Large k with many near-ties: the output order is by returned value even
  * when the input is far from it (the sort's worst case). */
 START_TEST(test_sort_worst_case)
@@ -624,9 +706,11 @@ START_TEST(test_sort_worst_case)
     }
     hm_logprobs_free(lp);
     /* on the grid (sorted by integers): -inf among the values, all -inf,
-     * a single id, large ids; the same order as a comparison sort */
+     * a single id, large ids, one far value that puts all others in one
+     * bucket (the insertion sort gives up), values in true order; the same
+     * order as a comparison sort */
     hm_logprobs *g = test_lp(key, "topk=1024", NULL);
-    for (int trial = 0; trial < 6; trial++) {
+    for (int trial = 0; trial < 8; trial++) {
         size_t n = trial < 3 ? 100 : 1024;
         for (size_t i = 0; i < n; i++) {
             ids[i] = trial == 4 ? (int32_t)(INT32_MAX - 3 * i)
@@ -634,7 +718,11 @@ START_TEST(test_sort_worst_case)
             r[i] = trial == 1 || test_rand(&s) % 7 == 0
                        ? -INFINITY
                        : -20 * test_uniform(&s) - (trial == 5 ? 1e6 : 0);
+            if (trial == 7)
+                r[i] = -5.0 - 2.0 * log1p((double)i);
         }
+        if (trial == 6)
+            r[n / 2] = -1e6;
         hm_row row = {NULL, 0, NULL, 0, 0};
         ck_assert_int_eq(hm_logprobs_harden(g, &row, ids, r, n, 0), HM_OK);
         check_valid(ids, r, n, HM_LOGPROBS_QUANTUM_DEFAULT, "grid sort");
@@ -782,6 +870,13 @@ START_TEST(test_bad_input)
     }
     ids[2] = -5;
     ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids, r, 3, 0), HM_ERANGE);
+    /* both kinds in one row: the first bad record decides */
+    r[1] = NAN;
+    ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids, r, 3, 0), HM_EINVAL);
+    r[1] = -2.0;
+    r[3] = NAN;
+    ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids, r, 4, 0), HM_ERANGE);
+    r[3] = -4.0;
     /* rejected calls leave the arrays alone */
     ck_assert_int_eq(ids[0], 0);
     ck_assert(r[0] == -1.0 && r[1] == -2.0);
@@ -922,6 +1017,29 @@ static size_t parse_ids(char *s, int32_t *out, size_t max)
     return n;
 }
 
+/* x of an offset record from PRF v1's primitives as hallmark-prf(7)
+ * composes them (the library returns only eps*s, 52 bits of x). */
+static uint64_t vector_x(const hm_key *key, const char *spec,
+                         const char *tenant, const hm_logprobs *lp,
+                         const int32_t *c, size_t nc, int32_t v)
+{
+    const char *id = strstr(spec, "id=");
+    unsigned char k[16];
+    uint32_t w[HM_MAX_CONTEXT];
+    hm_cmac cmac;
+    ck_assert_ptr_nonnull(id);
+    ck_assert_int_eq(hm_key_derive_for(key, "logprobs", id + 3, tenant, k,
+                                       sizeof k),
+                     HM_OK);
+    hm_cmac_init(&cmac, k);
+    unsigned h = (unsigned)param(lp, "h");
+    hm_row row = {c, nc, NULL, 0, 0};
+    ck_assert_int_eq(hm_row_window(&row, h, w), HM_OK);
+    hm_seed sd = hm_seed_window(&cmac, w, h);
+    hm_cmac_wipe(&cmac);
+    return hm_mix(sd.a, sd.g, (uint64_t)(uint32_t)v);
+}
+
 START_TEST(test_vectors)
 {
     FILE *f = test_open_vectors("logprobs-v1.txt");
@@ -958,6 +1076,11 @@ START_TEST(test_vectors)
                              HM_OK);
             ck_assert_msg(got == want, "%s: offset %a, want %a", line, got,
                           want);
+            uint64_t x = vector_x(key, spec,
+                                  strcmp(tenant, "-") == 0 ? "" : tenant, lp,
+                                  c, nc, (int32_t)strtol(a, NULL, 10));
+            ck_assert_msg(x == strtoull(b, NULL, 16), "%s: x %016llx", line,
+                          (unsigned long long)x);
             n_offset++;
         } else {
             int32_t ids[20];
@@ -1006,6 +1129,7 @@ static Suite *logprobs_suite(void)
     tcase_add_test(tc, test_tv_bound);
     tcase_add_test(tc, test_tv_bound_tight);
     tcase_add_test(tc, test_grid_and_validity);
+    tcase_add_test(tc, test_shift_reference);
     tcase_add_test(tc, test_sort_worst_case);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);

@@ -8,6 +8,9 @@
  *   tools/bench-logprobs --cost     cost only
  *   tools/bench-logprobs --attack   attack only
  *   tools/bench-logprobs --audit    open-model audit cost only
+ *   tools/bench-logprobs --cost --compare OLD/libhallmark.so.0
+ *                                   cost of this build and another one,
+ *                                   interleaved, with the ratios
  *
  * The open-model audit (hm_greenmass_new(3)) reads such top-k records back
  * from a suspect: its cost per record added and per listed pair scored
@@ -44,6 +47,7 @@
 #include <time.h>
 
 #include "hallmark.h"
+#include "bench_lib.h"
 
 #define REPS 7
 
@@ -114,49 +118,131 @@ static void true_topk(size_t V, size_t k, int32_t *ids, double *l)
     }
 }
 
-static void cost_harden(const hm_key *key)
+static int cmp_desc(const void *a, const void *b)
+{
+    return -cmp_double(a, b);
+}
+
+/* The top k of a softmax over V Gaussian logits (sd 3, one logit 5 above
+ * the largest other), in true order: at k = 1024 about 0.98 of the mass,
+ * so that the hardened probabilities can sum past 1 and the common shift
+ * has to be decided. */
+static void softmax_topk(size_t V, size_t k, int32_t *ids, double *l)
+{
+    double *z = xmalloc(V * sizeof *z), mx = -INFINITY, sum = 0;
+    for (size_t v = 0; v < V; v++) {
+        z[v] = 3 * gauss();
+        mx = z[v] > mx ? z[v] : mx;
+    }
+    z[0] = mx += 5;
+    for (size_t v = 0; v < V; v++)
+        sum += exp(z[v] - mx);
+    qsort(z, V, sizeof *z, cmp_desc);
+    for (size_t i = 0; i < k; i++) {
+        ids[i] = (int32_t)(rnd() % V);
+        l[i] = (z[i] - mx) - log(sum);
+    }
+    free(z);
+}
+
+/* Microseconds per row of M_ROWS rows through lib, copying each row in
+ * first as a server hands over fresh values (from D_ROWS distinct ones,
+ * which stay in cache as the output of the server's top-k kernel would);
+ * mode 0 keeps the order, 1 sorts, 2 only copies. */
+enum { M_ROWS = 128, D_ROWS = 16, COST_REPS = 21 };
+static double time_rows(const bench_lib *lib, const hm_logprobs *lp,
+                        const int32_t *ids, const double *l,
+                        int32_t (*ctx)[4], size_t k, int mode, int32_t *w,
+                        double *x)
+{
+    double t0 = now();
+    for (size_t m = 0; m < M_ROWS; m++) {
+        hm_row row = {ctx[m], 4, NULL, 0, 0};
+        memcpy(w, ids + m % D_ROWS * k, k * sizeof *w);
+        memcpy(x, l + m % D_ROWS * k, k * sizeof *x);
+        if (mode < 2)
+            check(lib->lp_harden(lp, &row, w, x, k,
+                                 mode == 0 ? HM_LOGPROBS_KEEP_ORDER : 0),
+                  "harden");
+    }
+    return (now() - t0) / M_ROWS * 1e6;
+}
+
+/* Per served token (one generation step hardens one row of k values),
+ * next to the 1 microsecond target; with two libraries, both, run in
+ * turns, and new/old. */
+static void cost_harden(const unsigned char *kb, const bench_lib *libs,
+                        int n_libs)
 {
     static const size_t ks[] = {1, 20, 256, 1024};
-    hm_logprobs *lp = NULL;
-    check(hm_logprobs_new(&lp, key, "topk=1024", NULL, NULL, 0), "new");
-    printf("harden: perturb + quantize (+ sort) k true log-probabilities\n");
-    printf("  %6s %14s %14s %10s\n", "k", "ns/token kept", "ns/token sorted",
-           "ns/id");
-    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
-        size_t k = ks[ki];
-        enum { M = 512 };
-        int32_t *ids = xmalloc(M * k * sizeof *ids), *w = xmalloc(k * sizeof *w);
-        double *l = xmalloc(M * k * sizeof *l), *x = xmalloc(k * sizeof *x);
-        int32_t ctx[M][4];
-        for (size_t m = 0; m < M; m++) {
-            true_topk(32000, k, ids + m * k, l + m * k);
-            for (int j = 0; j < 4; j++)
-                ctx[m][j] = (int32_t)(rnd() % 32000);
-        }
-        double t[2][REPS];
-        for (int mode = 0; mode < 2; mode++) {
-            unsigned flags = mode == 0 ? HM_LOGPROBS_KEEP_ORDER : 0;
-            for (int r = 0; r < REPS; r++) {
-                double t0 = now();
-                for (size_t m = 0; m < M; m++) {
-                    hm_row row = {ctx[m], 4, NULL, 0, 0};
-                    memcpy(w, ids + m * k, k * sizeof *w);
-                    memcpy(x, l + m * k, k * sizeof *x);
-                    check(hm_logprobs_harden(lp, &row, w, x, k, flags),
-                          "harden");
-                }
-                t[mode][r] = (now() - t0) / M * 1e9;
-            }
-        }
-        double kept = median(t[0], REPS), sorted = median(t[1], REPS);
-        printf("  %6zu %14.0f %14.0f %10.2f\n", k, kept, sorted,
-               sorted / (double)k);
-        free(ids);
-        free(w);
-        free(l);
-        free(x);
+    hm_logprobs *lp[2] = {NULL, NULL};
+    hm_key *key[2] = {NULL, NULL};
+    for (int b = 0; b < n_libs; b++) {
+        check(libs[b].key_from_bytes(&key[b], kb, HM_KEY_BYTES), "key");
+        check(libs[b].lp_new(&lp[b], key[b], "topk=1024", NULL, NULL, 0),
+              "new");
     }
-    hm_logprobs_free(lp);
+    printf("harden: perturb + quantize (+ sort) one row of k true "
+           "log-probabilities = one served token;\ntarget 1 us per token. "
+           "Microseconds per row, median of %d runs of %d rows (windows "
+           "all\ndistinct); each row is copied in first ('copy' alone). "
+           "Rows: 'tail' -5 - 2 ln(1+i);\n'softmax' the top k of 32000 "
+           "Gaussian logits (mass 0.98 at k=1024)%s\n",
+           COST_REPS, M_ROWS,
+           n_libs > 1 ? "; 'old' the --compare library." : ".");
+    printf("  %-8s %5s %8s %8s %6s %8s", "rows", "k", "kept", "sorted",
+           "copy", "<= 1 us");
+    if (n_libs > 1)
+        printf(" %8s %8s %9s %9s", "old kept", "old sort", "kept n/o",
+               "sort n/o");
+    printf("\n");
+    for (int kind = 0; kind < 2; kind++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+            size_t k = ks[ki];
+            int32_t *ids = xmalloc(D_ROWS * k * sizeof *ids),
+                    *w = xmalloc(k * sizeof *w);
+            double *l = xmalloc(D_ROWS * k * sizeof *l),
+                   *x = xmalloc(k * sizeof *x);
+            int32_t(*ctx)[4] = xmalloc(M_ROWS * sizeof *ctx);
+            for (size_t m = 0; m < D_ROWS; m++) {
+                if (kind == 0)
+                    true_topk(32000, k, ids + m * k, l + m * k);
+                else
+                    softmax_topk(32000, k, ids + m * k, l + m * k);
+            }
+            for (size_t m = 0; m < M_ROWS; m++)
+                for (int j = 0; j < 4; j++)
+                    ctx[m][j] = (int32_t)(rnd() % 32000);
+            double t[2][3][COST_REPS];
+            for (int r = 0; r < COST_REPS; r++)
+                for (int mode = 0; mode < 3; mode++)
+                    for (int b = 0; b < n_libs; b++)
+                        t[b][mode][r] = time_rows(&libs[b], lp[b], ids, l,
+                                                  ctx, k, mode, w, x);
+            double med[2][3];
+            for (int b = 0; b < n_libs; b++)
+                for (int mode = 0; mode < 3; mode++)
+                    med[b][mode] = median(t[b][mode], COST_REPS);
+            printf("  %-8s %5zu %8.3f %8.3f %6.3f %8s",
+                   kind == 0 ? "tail" : "softmax", k, med[0][0], med[0][1],
+                   med[0][2],
+                   med[0][1] <= 1   ? "both"
+                   : med[0][0] <= 1 ? "kept"
+                                    : "no");
+            if (n_libs > 1)
+                printf(" %8.3f %8.3f %9.2f %9.2f", med[1][0], med[1][1],
+                       med[0][0] / med[1][0], med[0][1] / med[1][1]);
+            printf("\n");
+            free(ids);
+            free(w);
+            free(l);
+            free(x);
+            free(ctx);
+        }
+    for (int b = 0; b < n_libs; b++) {
+        libs[b].lp_free(lp[b]);
+        libs[b].key_free(key[b]);
+    }
 }
 
 static void cost_audit(const hm_key *key)
@@ -571,17 +657,28 @@ static void run_attack(const hm_key *key)
 
 int main(int argc, char **argv)
 {
-    int cost = 1, att = 1, audit = 1;
-    if (argc > 1 && strcmp(argv[1], "--cost") == 0)
-        att = 0;
-    else if (argc > 1 && strcmp(argv[1], "--attack") == 0)
-        cost = audit = 0;
-    else if (argc > 1 && strcmp(argv[1], "--audit") == 0)
-        cost = att = 0;
-    else if (argc > 1) {
-        fprintf(stderr,
-                "usage: bench-logprobs [--cost | --attack | --audit]\n");
-        return 2;
+    int cost = 1, att = 1, audit = 1, n_libs = 1;
+    bench_lib libs[2];
+    bench_lib_self(&libs[0]);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--cost") == 0)
+            att = 0;
+        else if (strcmp(argv[i], "--attack") == 0)
+            cost = audit = 0;
+        else if (strcmp(argv[i], "--audit") == 0)
+            cost = att = 0;
+        else if (strcmp(argv[i], "--compare") == 0 && i + 1 < argc) {
+            char err[512];
+            if (bench_lib_open(&libs[1], argv[++i], err, sizeof err) != 0) {
+                fprintf(stderr, "bench-logprobs: %s\n", err);
+                return 2;
+            }
+            n_libs = 2;
+        } else {
+            fprintf(stderr, "usage: bench-logprobs [--cost | --attack | "
+                            "--audit] [--compare LIBHALLMARK.so]\n");
+            return 2;
+        }
     }
     /* A fixed key, so that runs are comparable. */
     unsigned char kb[HM_KEY_BYTES];
@@ -590,7 +687,7 @@ int main(int argc, char **argv)
     hm_key *key = NULL;
     check(hm_key_from_bytes(&key, kb, sizeof kb), "key");
     if (cost) {
-        cost_harden(key);
+        cost_harden(kb, libs, n_libs);
         cost_dense(key);
     }
     if (audit)

@@ -5,7 +5,11 @@
  * key-permutation test gives p <= 1e-3 (R = 999 alternate keys) from 1000
  * and 10000 probes.  The simulation is tests/spectral_sim.h.
  *
- * usage: bench-spectral [--quick]
+ * usage: bench-spectral [--quick] [--cost] [--compare OLD/libhallmark.so.0]
+ *   --quick     fewer trials of the amplitude search
+ *   --cost      the cost only
+ *   --compare   the cost of this build and another one, interleaved, with
+ *               the ratios
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +18,7 @@
 
 #include "hallmark.h"
 #include "../tests/spectral_sim.h"
+#include "bench_lib.h"
 
 #define R_NULL 999
 #define LABEL "hallmark probe null"
@@ -43,57 +48,112 @@ static hm_spectral *spectral(const hm_key *k, const char *spec)
 
 /* ---------------------------------------------------------- the cost */
 
-static void cost(const hm_key *key)
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+enum { REPS = 21 }; /* short runs, many: a busy machine moves the median less */
+
+/* Microseconds per row through lib: mode 0 apply, 1 harden (kept order),
+ * 2 both, 3 only the copy of the row that each starts with. */
+static double time_mode(const bench_lib *lib, const hm_spectral *sp,
+                        const hm_logprobs *lp, const int32_t *ids,
+                        const double *base, size_t k, int mode, size_t reps)
+{
+    int32_t ctx[8] = {11, 22, 33, 44, 55, 66, 77, 88};
+    int32_t ids2[1024];
+    double l[1024];
+    double t0 = now();
+    for (size_t r = 0; r < reps; r++) {
+        hm_row row = {ctx, 8, NULL, 0.0f, 0.0};
+        ctx[7] = (int32_t)r; /* a fresh window each time */
+        memcpy(l, base, k * sizeof *l);
+        memcpy(ids2, ids, k * sizeof *ids);
+        int rc = HM_OK;
+        if (mode == 0 || mode == 2)
+            rc = lib->sp_apply(sp, &row, ids2, l, k);
+        if (rc == HM_OK && (mode == 1 || mode == 2))
+            rc = lib->lp_harden(lp, &row, ids2, l, k, HM_LOGPROBS_KEEP_ORDER);
+        if (rc != HM_OK)
+            die("apply", rc);
+    }
+    return (now() - t0) / (double)reps * 1e6;
+}
+
+static void cost(const bench_lib *libs, int n_libs)
 {
     static const size_t ks[] = {20, 256, 1024};
-    hm_spectral *sp = spectral(key, NULL);
-    hm_logprobs *lp = NULL;
+    hm_spectral *sp[2] = {NULL, NULL};
+    hm_logprobs *lp[2] = {NULL, NULL};
+    hm_key *key[2] = {NULL, NULL};
     char msg[HM_ERRMSG_SIZE];
-    if (hm_logprobs_new(&lp, key, "topk=1024", NULL, msg, sizeof msg) != HM_OK)
-        die(msg, HM_EINVAL);
-    int32_t ctx[8] = {11, 22, 33, 44, 55, 66, 77, 88};
-    int32_t ids[1024], ids2[1024];
-    double base[1024], l[1024];
+    unsigned char kb[HM_KEY_BYTES];
+    for (int i = 0; i < HM_KEY_BYTES; i++)
+        kb[i] = (unsigned char)(0xa5 ^ (29 * i));
+    for (int b = 0; b < n_libs; b++) {
+        if (libs[b].key_from_bytes(&key[b], kb, sizeof kb) != HM_OK ||
+            libs[b].sp_new(&sp[b], key[b], NULL, NULL, msg, sizeof msg) !=
+                HM_OK ||
+            libs[b].lp_new(&lp[b], key[b], "topk=1024", NULL, msg,
+                           sizeof msg) != HM_OK)
+            die(libs[b].name, HM_EINVAL);
+    }
+    int32_t ids[1024];
+    double base[1024];
     uint64_t s = 42;
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = (int32_t)(i * 131 + 7);
         base[i] = -3.0 - 2.0 * sim_unit(&s) - 0.01 * (double)i;
     }
-    printf("cost per served row (one context, k returned tokens):\n");
-    printf("  %6s %14s %14s %16s\n", "k", "apply (us)", "harden (us)",
-           "apply+harden");
+    printf("cost per served row = one served token (one context, k "
+           "returned tokens); target 1 us.\nMicroseconds per row, median "
+           "of %d runs; each row is copied in first ('copy' alone)%s\n",
+           REPS, n_libs > 1 ? ";\n'old' the --compare library, n/o new "
+                             "over old." : ".");
+    printf("  %6s %9s %9s %13s %6s %8s", "k", "apply", "harden",
+           "apply+harden", "copy", "<= 1 us");
+    if (n_libs > 1)
+        printf(" %9s %9s %9s %9s", "old apply", "old both", "apply n/o",
+               "both n/o");
+    printf("\n");
     for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++) {
         size_t k = ks[t];
-        double times[3];
-        for (int mode = 0; mode < 3; mode++) {
-            size_t reps = k <= 20 ? 200000 : k <= 256 ? 40000 : 10000;
-            double t0 = now();
-            for (size_t r = 0; r < reps; r++) {
-                hm_row row = {ctx, 8, NULL, 0.0f, 0.0};
-                ctx[7] = (int32_t)r; /* a fresh window each time */
-                memcpy(l, base, k * sizeof *l);
-                memcpy(ids2, ids, k * sizeof *ids);
-                int rc = HM_OK;
-                if (mode != 1)
-                    rc = hm_spectral_apply(sp, &row, ids2, l, k);
-                if (rc == HM_OK && mode != 0)
-                    rc = hm_logprobs_harden(lp, &row, ids2, l, k,
-                                            HM_LOGPROBS_KEEP_ORDER);
-                if (rc != HM_OK)
-                    die("apply", rc);
+        size_t reps = k <= 20 ? 2000 : k <= 256 ? 400 : 100;
+        double tm[2][4][REPS], med[2][4];
+        for (int r = 0; r < REPS; r++)
+            for (int mode = 0; mode < 4; mode++)
+                for (int b = 0; b < n_libs; b++)
+                    tm[b][mode][r] = time_mode(&libs[b], sp[b], lp[b], ids,
+                                               base, k, mode, reps);
+        for (int b = 0; b < n_libs; b++)
+            for (int mode = 0; mode < 4; mode++) {
+                qsort(tm[b][mode], REPS, sizeof(double), cmp_double);
+                med[b][mode] = tm[b][mode][REPS / 2];
             }
-            times[mode] = (now() - t0) / (double)reps * 1e6;
-        }
-        printf("  %6zu %14.3f %14.3f %16.3f\n", k, times[0], times[1],
-               times[2]);
+        printf("  %6zu %9.3f %9.3f %13.3f %6.3f %8s", k, med[0][0],
+               med[0][1], med[0][2], med[0][3],
+               med[0][2] <= 1 ? "yes" : "no");
+        if (n_libs > 1)
+            printf(" %9.3f %9.3f %9.2f %9.2f", med[1][0], med[1][2],
+                   med[0][0] / med[1][0], med[0][2] / med[1][2]);
+        printf("\n");
     }
+    for (int b = 0; b < n_libs; b++) {
+        libs[b].sp_free(sp[b]);
+        libs[b].lp_free(lp[b]);
+        libs[b].key_free(key[b]);
+    }
+    hm_key *tk = NULL;
+    if (hm_key_from_bytes(&tk, kb, sizeof kb) != HM_OK)
+        die("key", HM_EINVAL);
     double t0 = now();
-    hm_spectral *tmp = spectral(key, "id=timing");
+    hm_spectral *tmp = spectral(tk, "id=timing");
     printf("  hm_spectral_new (HKDF + 2^18 membership bits): %.2f ms\n",
            (now() - t0) * 1e3);
     hm_spectral_free(tmp);
-    hm_spectral_free(sp);
-    hm_logprobs_free(lp);
+    hm_key_free(tk);
 }
 
 /* ---------------------------------------------------- the amplitude */
@@ -205,12 +265,29 @@ static void amplitude(int quick)
 
 int main(int argc, char **argv)
 {
-    int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
-    hm_key *key = NULL;
-    if (hm_key_generate(&key) != HM_OK)
-        die("key", HM_ECRYPTO);
-    cost(key);
-    hm_key_free(key);
-    amplitude(quick);
+    int quick = 0, only_cost = 0, n_libs = 1;
+    bench_lib libs[2];
+    bench_lib_self(&libs[0]);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0)
+            quick = 1;
+        else if (strcmp(argv[i], "--cost") == 0)
+            only_cost = 1;
+        else if (strcmp(argv[i], "--compare") == 0 && i + 1 < argc) {
+            char err[512];
+            if (bench_lib_open(&libs[1], argv[++i], err, sizeof err) != 0) {
+                fprintf(stderr, "bench-spectral: %s\n", err);
+                return 2;
+            }
+            n_libs = 2;
+        } else {
+            fprintf(stderr, "usage: bench-spectral [--quick] [--cost] "
+                            "[--compare LIBHALLMARK.so]\n");
+            return 2;
+        }
+    }
+    cost(libs, n_libs);
+    if (!only_cost)
+        amplitude(quick);
     return 0;
 }

@@ -2,8 +2,9 @@
 """Compute test vectors of hardened log-probabilities independently of the
 C library, from hm_logprobs_new(3).
 
-HKDF-SHA256, AES-CMAC and AES-128 come from the openssl command-line tool;
-the unit offset, the grid and the common shift are written out here.
+HKDF-SHA256 and AES-CMAC come from the openssl command-line tool; PRF
+v1's seed() and mix() (hallmark-prf(7)), the unit offset, the grid and the
+common shift are written out here.
 Python floats are IEEE binary64 and round() rounds half to even, as the
 page says.  Output: tests/vectors/logprobs-v1.txt (run from the top):
 
@@ -33,12 +34,25 @@ def cmac(key, msg):
     return bytes.fromhex(out.decode().strip())
 
 
-def aes(key, block):
-    out = subprocess.run(
-        ["openssl", "enc", "-aes-128-ecb", "-nopad", "-K", key.hex()],
-        input=block, check=True, capture_output=True).stdout
-    assert len(out) == 16
-    return out
+M64 = (1 << 64) - 1
+
+
+def seed(b16):
+    """PRF v1's step seed (a, g) of a 16-byte CMAC tag."""
+    a = int.from_bytes(b16[:8], "little")
+    g = int.from_bytes(b16[8:], "little") | 1
+    if bin(g ^ (g >> 1)).count("1") < 24:
+        g ^= 0xAAAAAAAAAAAAAAAA
+    return a, g
+
+
+def mix(s, c):
+    """PRF v1's candidate mixer: SplitMix64's (c+1)th output."""
+    a, g = s
+    z = (a + (c + 1) * g) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
 
 
 def window(context, n):
@@ -52,14 +66,11 @@ def enc(ids):
 
 class Handle:
     def __init__(self, master, cid, tenant, h, eps, quantum):
-        okm = hkdf(master, f"hallmark/v1/logprobs/{cid}/{tenant}", 32)
-        self.k, self.kt = okm[:16], okm[16:32]
+        self.k = hkdf(master, f"hallmark/v1/logprobs/{cid}/{tenant}", 16)
         self.h, self.eps, self.quantum = h, eps, quantum
 
     def unit(self, context, v):
-        t = cmac(self.k, enc(window(context, self.h)))
-        b = bytes(x ^ y for x, y in zip(t, v.to_bytes(4, "little") + bytes(12)))
-        x = int.from_bytes(aes(self.kt, b)[:8], "little")
+        x = mix(seed(cmac(self.k, enc(window(context, self.h)))), v)
         return x, float(2 * (x >> 12) + 1 - (1 << 52)) * 2.0**-52
 
     def harden(self, context, ids, vals):
@@ -126,4 +137,5 @@ def main():
                           + ",".join(repr(y) for y in out))
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+/*
+ * bench_lib.h - the serving entry points that the benchmarks time, taken
+ * either from the libhallmark they link or, for --compare, from another
+ * build of it loaded with dlopen, so that two versions run side by side
+ * in one process and one load, interleaved.  Handles made by one library
+ * go back to that library only.
+ */
+#ifndef HM_BENCH_LIB_H
+#define HM_BENCH_LIB_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* RTLD_DEEPBIND */
+#endif
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "hallmark.h"
+
+typedef struct bench_lib {
+    const char *name;
+    int (*key_from_bytes)(hm_key **, const unsigned char *, size_t);
+    void (*key_free)(hm_key *);
+    int (*lp_new)(hm_logprobs **, const hm_key *, const char *,
+                  const char *, char *, size_t);
+    void (*lp_free)(hm_logprobs *);
+    int (*lp_harden)(const hm_logprobs *, const hm_row *, int32_t *,
+                     double *, size_t, unsigned);
+    int (*sp_new)(hm_spectral **, const hm_key *, const char *, const char *,
+                  char *, size_t);
+    void (*sp_free)(hm_spectral *);
+    int (*sp_apply)(const hm_spectral *, const hm_row *, const int32_t *,
+                    double *, size_t);
+} bench_lib;
+
+static inline void bench_lib_self(bench_lib *b)
+{
+    b->name = "this build";
+    b->key_from_bytes = hm_key_from_bytes;
+    b->key_free = hm_key_free;
+    b->lp_new = hm_logprobs_new;
+    b->lp_free = hm_logprobs_free;
+    b->lp_harden = hm_logprobs_harden;
+    b->sp_new = hm_spectral_new;
+    b->sp_free = hm_spectral_free;
+    b->sp_apply = hm_spectral_apply;
+}
+
+/* Another libhallmark.so; 0 on success, else -1 with a message in err.
+ * Its own calls must stay inside it (RTLD_DEEPBIND): its exported
+ * functions would otherwise bind to the linked library's. */
+static inline int bench_lib_open(bench_lib *b, const char *path, char *err,
+                                 size_t len)
+{
+#ifdef RTLD_DEEPBIND
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (h == NULL) {
+        snprintf(err, len, "%s", dlerror());
+        return -1;
+    }
+    struct {
+        const char *sym;
+        void **slot;
+    } t[] = {
+        {"hm_key_from_bytes", (void **)&b->key_from_bytes},
+        {"hm_key_free", (void **)&b->key_free},
+        {"hm_logprobs_new", (void **)&b->lp_new},
+        {"hm_logprobs_free", (void **)&b->lp_free},
+        {"hm_logprobs_harden", (void **)&b->lp_harden},
+        {"hm_spectral_new", (void **)&b->sp_new},
+        {"hm_spectral_free", (void **)&b->sp_free},
+        {"hm_spectral_apply", (void **)&b->sp_apply},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        void *p = dlsym(h, t[i].sym);
+        if (p == NULL) {
+            snprintf(err, len, "%s: no %s", path, t[i].sym);
+            return -1;
+        }
+        memcpy(t[i].slot, &p, sizeof p); /* (object to function pointer) */
+    }
+    b->name = path;
+    return 0;
+#else
+    (void)b;
+    snprintf(err, len, "%s: --compare needs dlopen with RTLD_DEEPBIND",
+             path);
+    return -1;
+#endif
+}
+
+#endif /* HM_BENCH_LIB_H */

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Compute test vectors of the spectral fingerprint channel independently
+of the C library, from hm_spectral_new(3).
+
+HKDF-SHA256, AES-CMAC and AES-128 come from the openssl command-line tool;
+the point g(w), the subset S, the frequency, the phase, the shift and the
+renormalization are written out here.  Served values (the channel, then
+hm_logprobs_harden(3) in input order) use the reference hardening of
+tools/gen-logprobs-vectors.py.  Python floats are IEEE binary64.
+
+What is exact and what is not.  g, f, phi and S are integer operations and
+single binary64 roundings, the same everywhere.  The shift d = amp sin(...)
+and the renormalization c = log1p(r expm1(d)) go through sin, expm1 and
+log1p, and r through e^x: no standard makes those correctly rounded, and
+the library sums e^x in its own order with its own exponential.  So 'point'
+and 'apply' records carry the reference's values to be matched within a
+stated tolerance (hm_spectral_new(3), and the test), while 'served' records
+are matched bit for bit: hardening rounds to the grid, and this script
+refuses an input whose value before rounding lies within 1e-6 grid steps
+of a rounding tie (or whose sum lies within 1e-9 of 1), so that errors of
+a few ulps cannot change the result.  Output: tests/vectors/spectral-v1.txt
+(run from the top, with the Debian python3):
+
+    python3 tools/gen-spectral-vectors.py > tests/vectors/spectral-v1.txt
+"""
+import importlib.util
+import math
+import os
+import subprocess
+
+_here = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location(
+    "genlp", os.path.join(_here, "gen-logprobs-vectors.py"))
+lp = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lp)
+
+TWO_PI = 6.283185307179586  # the binary64 number nearest 2 pi
+TIE_MARGIN = 1e-6           # grid steps
+SUM_MARGIN = 1e-9
+
+
+def aes_ecb(key, data):
+    out = subprocess.run(
+        ["openssl", "enc", "-aes-128-ecb", "-nopad", "-K", key.hex()],
+        input=data, check=True, capture_output=True).stdout
+    assert len(out) == len(data)
+    return out
+
+
+def le64(b):
+    return int.from_bytes(b[:8], "little")
+
+
+def unit53(x):
+    """((x >> 11) + 0.5) * 2^-53, in binary64 (the + 0.5 rounds)."""
+    return (float(x >> 11) + 0.5) * 2.0**-53
+
+
+class Spectral:
+    def __init__(self, master, cid, tenant, h, amp):
+        okm = lp.hkdf(master, f"hallmark/v1/spectral/{cid}/{tenant}", 48)
+        self.kw, self.ks = okm[:16], okm[16:32]
+        self.h, self.amp = h, amp
+        self.freq = 16.0 + 32.0 * unit53(le64(okm[32:40]))
+        self.phase = TWO_PI * unit53(le64(okm[40:48]))
+        self._members = {}
+
+    def point(self, context):
+        t = lp.cmac(self.kw, lp.enc(lp.window(context, self.h)))
+        return (le64(t) >> 11) * 2.0**-53
+
+    def shift(self, g):
+        return self.amp * math.sin(TWO_PI * self.freq * g + self.phase)
+
+    def members(self, ids):
+        todo = [v for v in ids if v not in self._members]
+        if todo:
+            blocks = b"".join(v.to_bytes(4, "little") + bytes(12)
+                              for v in todo)
+            out = aes_ecb(self.ks, blocks)
+            for i, v in enumerate(todo):
+                self._members[v] = le64(out[16 * i:16 * i + 8]) >> 63
+        return [self._members[v] for v in ids]
+
+    def apply(self, context, ids, vals):
+        if all(l == -math.inf for l in vals):
+            return list(vals)
+        ins = self.members(ids)
+        mx = max(vals)
+        e = [math.exp(l - mx) for l in vals]
+        r = (math.fsum(x for x, m in zip(e, ins) if m) / math.fsum(e))
+        d = self.shift(self.point(context))
+        c = math.log1p(r * math.expm1(d))
+        return [min(0.0, (l + (d if m else 0.0)) - c)
+                for l, m in zip(vals, ins)]
+
+
+def served(hd, context, ids, vals):
+    """hm_logprobs_harden in input order, refusing near-ties."""
+    ys = []
+    for v, l in zip(ids, vals):
+        if l == -math.inf:
+            continue
+        y = l + hd.eps * hd.unit(context, v)[1]
+        if hd.quantum > 0:
+            t = y * (1 / hd.quantum)
+            assert abs(t - math.floor(t) - 0.5) > TIE_MARGIN, (ids, v)
+            y = round(t) * hd.quantum
+        ys.append(min(y, 0.0))
+    s = math.fsum(math.exp(y) for y in ys)
+    # (a sum of e^0 is exactly 1 under any exponential)
+    assert abs(s - 1) > SUM_MARGIN or all(y == 0 for y in ys), (ids, s)
+    if s > 1 and hd.quantum > 0:
+        t = math.log(s) / hd.quantum
+        assert abs(t - round(t)) > TIE_MARGIN, (ids, s)
+    return hd.harden(context, ids, vals)
+
+
+def ctx_str(c):
+    return ",".join(map(str, c)) if c else "-"
+
+
+def num(x):
+    """A spec number as hm_spec_fmt_double writes it."""
+    return repr(x)[:-2] if repr(x).endswith(".0") else repr(x)
+
+
+def main():
+    masters = ["000102030405060708090a0b0c0d0e0f"
+               "101112131415161718191a1b1c1d1e1f",
+               "c0ffee00" * 8]
+    print("# spectral fingerprint channel, hm_spectral_new(3); generated by")
+    print("# tools/gen-spectral-vectors.py.  Records (SPEC and LPSPEC are")
+    print("# canonical parameter strings, TENANT '-' is empty, CONTEXT '-'")
+    print("# is empty, floats are written with repr):")
+    print("#   key    MASTER SPEC TENANT FREQ            exact")
+    print("#   member MASTER SPEC TENANT ID:BIT,...      exact (1: in S)")
+    print("#   point  MASTER SPEC TENANT CONTEXT G D     G exact, D within"
+          " 1e-15")
+    print("#   apply  MASTER SPEC TENANT CONTEXT ID:LOGPROB,... OUT,...")
+    print("#                                            OUT within 1e-12")
+    print("#   served MASTER SPEC TENANT LPSPEC CONTEXT ID:LOGPROB,..."
+          " OUT,...")
+    print("#          hm_spectral_apply then hm_logprobs_harden with")
+    print("#          HM_LOGPROBS_KEEP_ORDER; OUT exact")
+    specs = [("main", 1, 0.25), ("main", 3, 1.0), ("alt", 16, 0.5),
+             ("main", 1, 0.0)]
+    lpspecs = [("main", 4, 0.0625, 0.015625), ("alt", 2, 0.25, 0.01)]
+    contexts = [[], [7], [1, 2, 3, 4], [9, 1, 2, 3, 4],
+                [2**31 - 1, 0, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+                 17, 18, 19]]
+    member_ids = list(range(32)) + [50256, 128255, 262143, 262144, 262145,
+                                    1000003, 2**31 - 1]
+    big = 37
+    rows = [([5, 9, 200, 4000], [-0.1, -2.5, -9.75, -3.0]),
+            ([4, 8], [math.log(0.5), math.log(0.25)]),
+            ([1, 2, 3], [0.0, -3.0, -math.inf]),
+            ([17], [-1e-9]),
+            ([10, 11], [-math.inf, -math.inf]),
+            ([262144, 2**31 - 1, 50256, 7], [-0.7, -1.2, -2.0, -5.5]),
+            ([(1009 * i + 3) % 32000 for i in range(big)],
+             [-2.0 - 0.37 * i - 0.011 * i * i for i in range(big)])]
+    for m in masters:
+        for cid, h, amp in specs:
+            spec = f"amp={num(amp)},h={h},id={cid}"
+            for ti, tenant in enumerate(["", "acme-corp"]):
+                sp = Spectral(m, cid, tenant, h, amp)
+                ten = tenant or "-"
+                head = f"{m} {spec} {ten}"
+                print(f"key {head} {sp.freq!r}")
+                bits = sp.members(member_ids)
+                print(f"member {head} "
+                      + ",".join(f"{v}:{b}" for v, b in
+                                 zip(member_ids, bits)))
+                for c in contexts:
+                    g = sp.point(c)
+                    print(f"point {head} {ctx_str(c)} {g!r} "
+                          f"{sp.shift(g)!r}")
+                lcid, lh, eps, q = lpspecs[ti]
+                hd = lp.Handle(m, lcid, tenant, lh, eps, q)
+                lpspec = (f"topk=64,eps={num(eps)},quantum={num(q)},"
+                          f"h={lh},id={lcid}")
+                for ri, (ids, vals) in enumerate(rows):
+                    c = contexts[(ri + ti) % len(contexts)]
+                    out = sp.apply(c, ids, vals)
+                    pairs = ",".join(f"{i}:{l!r}" for i, l in zip(ids, vals))
+                    print(f"apply {head} {ctx_str(c)} {pairs} "
+                          + ",".join(repr(y) for y in out))
+                    hard = served(hd, c, ids, out)
+                    print(f"served {head} {lpspec} {ctx_str(c)} {pairs} "
+                          + ",".join(repr(y) for y in hard))
+
+
+if __name__ == "__main__":
+    main()
