@@ -323,7 +323,9 @@ HM_EXPORT HM_WUR int hm_token_score(const hm_ctx *ctx, unsigned channel,
  * reaching before the start of a document are padded as hallmark-prf(7)
  * says (or dropped with HM_TALLY_SKIP_PADDED).  Tallies merge exactly and
  * save to versioned files, so an audit can be split across processes.
- * Not thread-safe: one tally per thread, then merge. */
+ * Threads: the functions taking a const hm_tally may run at once on one
+ * tally that no thread changes; the others need the tally to themselves
+ * (one tally per thread, then merge). */
 typedef struct hm_tally hm_tally;
 
 #define HM_TALLY_SKIP_PADDED 0x1u /* drop tuples with a padded window */

@@ -26,27 +26,71 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#define XXH_INLINE_ALL /* short keys: no call, same hashes */
 #include <xxhash.h>
 
 #define TALLY_MAGIC "hallmark-tally 1\n"
 #define MAX_KEYS 100000
 
+/*
+ * A channel's tuples are kept in 2^bits partitions by the top bits of
+ * their hash, each sized to a few hundred KB.  A partition holds a run
+ * of records sorted by hash, all distinct, then records waiting to join
+ * it, in arrival order.  A record is the hash, then the PRF values.
+ *
+ * Adding a tuple appends its record to its partition: a sequential write
+ * to one of a few thousand places.  Deduplication waits until the
+ * partition settles: its waiting records are sorted (stably) and merged
+ * into the run, inside memory that fits the cache.  This replaces the
+ * random probe of a hash set of hundreds of MB that a tuple used to cost
+ * (a cache miss and a TLB miss each, which prefetching hid only in part),
+ * and a record takes 8(V+1) bytes, without empty slots.
+ *
+ * The set is the one that inserting tuples in arrival order into a hash
+ * set would give: of two records with one hash the earlier one stays, as
+ * a run holds records older than any waiting one, the sort is stable and
+ * a merge adds src's records after dst's.  The runs, in partition order,
+ * are sorted by hash, which is the order of the file.  Each channel keeps
+ * its statistic per key (integer sums, see sum_many) and adds a tuple's
+ * score when the tuple joins a run, so that a result costs nothing more
+ * once the partitions have settled.
+ *
+ * A partition settles when an add first reaches it with more records
+ * waiting than in its run (so that a record is moved a bounded number of
+ * times), and all settle before the set is read, grown or merged.  An
+ * add only appends and grows partitions: on failure it truncates them
+ * back (each partition remembers its length before the add), so that it
+ * is all or nothing.
+ */
+typedef struct tally_part {
+    size_t run;     /* records [0, run): distinct, sorted by hash */
+    size_t n;       /* records [run, n): waiting, in arrival order */
+    size_t cap;     /* records allocated */
+    size_t mark;    /* n before the add that last touched it */
+    uint64_t epoch; /* that add (0: none) */
+    uint64_t *rec;  /* records of w words */
+} tally_part;
+
 typedef struct tally_table {
-    size_t cap;     /* slots, a power of two (0: none yet) */
-    size_t n;       /* tuples held */
-    size_t w;       /* words per record: the hash, then the PRF values */
-    uint64_t *rec;  /* cap records; a hash of 0 marks an empty slot */
+    unsigned bits;     /* 2^bits partitions, once part is set */
+    size_t w;          /* words per record: the hash, then the values */
+    size_t n;          /* distinct tuples in the runs */
+    size_t waiting;    /* records waiting, over all partitions */
+    tally_part *part;  /* NULL before the first tuple or size hint */
 } tally_table;
 
-/* One record holds a tuple's hash and its values together, so a probe
- * costs one cache miss, not two. */
-#define HASH(tb, i) ((tb)->rec[(size_t)(i) * (tb)->w])
-#define VAL(tb, i, k) ((tb)->rec[(size_t)(i) * (tb)->w + 1 + (k)])
+/* Exact, order-independent sum of gumbel scores: each score is cut to a
+ * multiple of 2^-64 (never rounded up, so the test can only become more
+ * conservative, by at most n 2^-64) and added in 128-bit integers.  kgw
+ * and tournament counts use lo alone. */
+typedef struct sum128 {
+    uint64_t lo, hi;
+} sum128;
 
 /* A growable set of window hashes (the filter). */
 typedef struct wset {
@@ -61,6 +105,8 @@ typedef struct tally_channel {
     tally_table *tab;
     uint64_t tokens, padded, dropped_padded, dropped_prompt, dropped_filter;
     wset filter; /* windows of the provider's own outputs */
+    sum128 *sum;     /* per key: the statistic of its tuples */
+    int summed;      /* sum is kept up to date (not after a load) */
 } tally_channel;
 
 typedef struct tally_key {
@@ -80,6 +126,11 @@ struct hm_tally {
     size_t n_keys;
     tally_key *keys;
     uint64_t documents;
+    uint64_t epoch;          /* adds and merges so far */
+    int unsettled;           /* records may wait or sums be missing */
+    int settling;            /* a lock around settle */
+    uint64_t *scratch;       /* for settling */
+    size_t scratch_words;
     tally_channel ch[HM_MAX_CHANNELS];
 };
 
@@ -99,101 +150,454 @@ static uint64_t tuple_hash(const uint32_t *w, unsigned n, uint32_t token)
     return h ? h : 1u;
 }
 
-/* A tuple's first slot: the high half of (mixed hash) x cap, so that a
- * table of any size (not only a power of two) is filled evenly, even
- * when its hashes share their top bits (a partition of an audit). */
-static size_t home_of(const tally_table *tc, uint64_t h)
-{
-#ifdef __SIZEOF_INT128__
-    return (size_t)(((unsigned __int128)(h * UINT64_C(0x9E3779B97F4A7C15)) *
-                     tc->cap) >> 64);
-#else
-    return (size_t)((h * UINT64_C(0x9E3779B97F4A7C15)) >> 32) % tc->cap;
-#endif
-}
+/* ------------------------------------------------------- tuple sets */
 
-static size_t slot_of(const tally_table *tc, uint64_t h)
-{
-    size_t i = home_of(tc, h);
-    while (HASH(tc, i) != 0 && HASH(tc, i) != h)
-        if (++i == tc->cap)
-            i = 0;
-    return i;
-}
+enum {
+    PART_BYTES = 256 << 10, /* a partition's target size */
+    PART_BITS_MAX = 16,
+    SETTLE_MIN = 64,        /* waiting records worth settling early */
+    DIGIT_BITS_MAX = 16     /* counting sort of a partition's records */
+};
 
-/* Large tables are probed at random: ask for huge pages, so that each
- * probe costs a cache miss but rarely a TLB miss as well. */
-static void *table_alloc(size_t bytes, int zero)
+/* Add b <= 2^32 scores x >= 0 to s: each is its integer part and its
+ * fraction cut to 64 bits, through conversions below 2^32, which need no
+ * branch.  The integer parts and the two 32-bit halves of the fractions
+ * are summed apart (no carry from term to term, so the loop has no
+ * chain), then put together. */
+static void sum_many(sum128 *s, const double *x, size_t b)
 {
-    const size_t huge = (size_t)2 << 20;
-    if (bytes < 2 * huge)
-        return zero ? calloc(1, bytes) : malloc(bytes);
-    void *p = NULL;
-    if (posix_memalign(&p, huge, bytes) != 0)
-        return NULL;
-#ifdef MADV_HUGEPAGE
-    (void)madvise(p, bytes, MADV_HUGEPAGE); /* advice only */
-#endif
-    if (zero)
-        memset(p, 0, bytes);
-    return p;
-}
-
-/* Slots for need tuples at a load of at most 3/4; 0 on overflow. */
-static size_t cap_for(size_t need, size_t n_keys)
-{
-    size_t cap = need / 3 * 4 + (need % 3 ? 4 : 0);
-    cap = cap < 64 ? 64 : (cap + 63) / 64 * 64;
-    if (cap > SIZE_MAX / 4 / (n_keys + 1) / sizeof(uint64_t))
-        return 0;
-    return cap;
-}
-
-/* Make room for extra more tuples (load factor at most 3/4).  A table
- * that must grow at least doubles, unless exact says to size it for
- * exactly the tuples asked for (hm_tally_reserve). */
-static int reserve_table(tally_table *tc, size_t n_keys, size_t extra,
-                         int exact)
-{
-    if (extra > SIZE_MAX / 2 - tc->n)
-        return HM_ENOMEM;
-    size_t need = tc->n + extra;
-    if (tc->cap != 0 && need <= tc->cap / 4 * 3)
-        return HM_OK;
-    if (!exact && need < 2 * (tc->cap / 4 * 3))
-        need = 2 * (tc->cap / 4 * 3);
-    size_t cap = cap_for(need, n_keys);
-    if (cap == 0)
-        return HM_ENOMEM;
-    if (cap <= tc->cap)
-        return HM_OK;
-    tally_table nt = *tc;
-    nt.cap = cap;
-    nt.w = n_keys + 1;
-    nt.rec = table_alloc(cap * nt.w * sizeof *nt.rec, 1);
-    if (nt.rec == NULL) {
-        return HM_ENOMEM;
+    uint64_t ip = 0, fh = 0, fl = 0;
+    for (size_t i = 0; i < b; i++) {
+        double di = (double)(int64_t)x[i];
+        double y = (x[i] - di) * 0x1p32;
+        double yi = (double)(int64_t)y;
+        ip += (uint64_t)(int64_t)di;
+        fh += (uint64_t)(int64_t)yi;
+        fl += (uint64_t)(int64_t)((y - yi) * 0x1p32);
     }
-    for (size_t i = 0; i < tc->cap; i++) {
-        if (HASH(tc, i) == 0)
-            continue;
-        size_t j = slot_of(&nt, HASH(tc, i));
-        memcpy(&nt.rec[j * nt.w], &tc->rec[i * tc->w], nt.w * sizeof *nt.rec);
+    /* fh * 2^32 + fl as 128 bits, added to s */
+    uint64_t lo = fl, hi = 0, add = fh << 32;
+    lo += add;
+    hi += (fh >> 32) + (lo < add);
+    uint64_t sl = s->lo + lo;
+    s->hi += ip + hi + (sl < s->lo);
+    s->lo = sl;
+}
+
+static double sum_value(const sum128 *s)
+{
+    return (double)s->hi + (double)s->lo * 0x1p-64;
+}
+
+static double gumbel_score(uint64_t x)
+{
+    return -log(((double)(int64_t)(~x >> 12) + 0.5) * 0x1p-52);
+}
+
+/* How a table's values score, and where their sums go (sum NULL: the
+ * sums are not kept, see tally_channel.summed). */
+typedef struct scorer {
+    int scheme;
+    uint64_t below, mask;
+    sum128 *sum; /* one per value of a record */
+} scorer;
+
+static scorer scorer_of(const hm_tally *t, unsigned c, size_t table)
+{
+    const hm_channel *ch = &t->params.ch[c];
+    const tally_channel *tc = &t->ch[c];
+    scorer sc = {ch->scheme, ch->green_below,
+                 ch->layers >= 64 ? ~UINT64_C(0)
+                                  : (UINT64_C(1) << ch->layers) - 1,
+                 NULL};
+    if (tc->summed)
+        sc.sum = tc->sum + (tc->per_key ? table : 0);
+    return sc;
+}
+
+/* Add the scores of the values of m records of w words.  The gumbel
+ * logarithms are taken in batches, apart from the sums, so that several
+ * are under way at once. */
+static void score_records(const scorer *sc, const uint64_t *r, size_t m,
+                          size_t w)
+{
+    if (sc->sum == NULL)
+        return;
+    for (size_t k = 0; k + 1 < w; k++) {
+        sum128 *s = &sc->sum[k];
+        const uint64_t *x = r + 1 + k;
+        if (sc->scheme == HM_SCHEME_GUMBEL) {
+            enum { B = 64 };
+            double g[B];
+            for (size_t i0 = 0; i0 < m; i0 += B) {
+                size_t b = m - i0 < B ? m - i0 : B;
+                for (size_t i = 0; i < b; i++)
+                    g[i] = gumbel_score(x[(i0 + i) * w]);
+                sum_many(s, g, b);
+            }
+        } else if (sc->scheme == HM_SCHEME_KGW) {
+            for (size_t i = 0; i < m; i++)
+                s->lo += x[i * w] < sc->below;
+        } else {
+            for (size_t i = 0; i < m; i++)
+                s->lo += (uint64_t)__builtin_popcountll(x[i * w] & sc->mask);
+        }
     }
-    free(tc->rec);
-    *tc = nt;
+}
+
+static void copy_rec(uint64_t *dst, const uint64_t *src, size_t w)
+{
+    if (w == 2) {
+        dst[0] = src[0];
+        dst[1] = src[1];
+    } else {
+        memcpy(dst, src, w * sizeof *dst);
+    }
+}
+
+static size_t part_of(const tally_table *tb, uint64_t h)
+{
+    return tb->bits ? (size_t)(h >> (64 - tb->bits)) : 0;
+}
+
+/* Partition bits for count records: partitions near PART_BYTES. */
+static unsigned bits_for(size_t count, size_t w)
+{
+    size_t target = PART_BYTES / (w * sizeof(uint64_t));
+    unsigned b = 0;
+    if (target < 256)
+        target = 256;
+    while (b < PART_BITS_MAX && count / target >= ((size_t)1 << b))
+        b++;
+    return b;
+}
+
+/* Room for need records in p (at least half as many again when it
+ * grows by itself, exactly need when exact). */
+static int part_room(tally_part *p, size_t w, size_t need, int exact)
+{
+    if (need <= p->cap)
+        return HM_OK;
+    size_t cap = need;
+    if (!exact && cap - p->cap < p->cap / 2 + 16)
+        cap = p->cap + p->cap / 2 + 16;
+    if (cap > SIZE_MAX / sizeof(uint64_t) / w)
+        return HM_ENOMEM;
+    uint64_t *r = realloc(p->rec, cap * w * sizeof *r);
+    if (r == NULL)
+        return HM_ENOMEM;
+    p->rec = r;
+    p->cap = cap;
     return HM_OK;
-}
-
-static int reserve(tally_table *tc, size_t n_keys, size_t extra)
-{
-    return reserve_table(tc, n_keys, extra, 0);
 }
 
 static void table_free(tally_table *tb)
 {
-    free(tb->rec);
+    for (size_t i = 0; tb->part != NULL && i < (size_t)1 << tb->bits; i++)
+        free(tb->part[i].rec);
+    free(tb->part);
+    size_t w = tb->w;
     memset(tb, 0, sizeof *tb);
+    tb->w = w;
+}
+
+/* Scratch words for settling, kept by the tally between settles. */
+static uint64_t *scratch(hm_tally *t, size_t words)
+{
+    if (words > t->scratch_words) {
+        if (words > SIZE_MAX / sizeof(uint64_t))
+            return NULL;
+        uint64_t *s = realloc(t->scratch, words * sizeof *s);
+        if (s == NULL)
+            return NULL;
+        t->scratch = s;
+        t->scratch_words = words;
+    }
+    return t->scratch;
+}
+
+/* Merge p's waiting records into its run.  The waiting records are
+ * sorted as (hash, position) pairs, by a counting sort on the hash bits
+ * after the partition's and an insertion sort, both stable; the first of
+ * each hash is kept unless the run has it, gathered, scored, and merged
+ * with the run from the back, in place. */
+static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
+                       tally_part *p, size_t upto)
+{
+    const size_t w = tb->w, q = upto - p->run, run = p->run;
+    if (q == 0)
+        return HM_OK;
+    unsigned d = 1;
+    while (d < DIGIT_BITS_MAX && ((size_t)1 << d) < q)
+        d++;
+    if (q > (SIZE_MAX / sizeof(uint64_t) - ((size_t)1 << d)) / (w + 2))
+        return HM_ENOMEM;
+    uint64_t *pair = scratch(t, q * (w + 2) + ((size_t)1 << d));
+    if (pair == NULL)
+        return HM_ENOMEM;
+    uint64_t *gath = pair + 2 * q, *start = gath + q * w;
+    const uint64_t *wait = p->rec + run * w;
+    const unsigned bits = tb->bits, shift = 64 - d;
+    memset(start, 0, ((size_t)1 << d) * sizeof *start);
+#define DIGIT(h) ((size_t)(((h) << bits) >> shift))
+    for (size_t i = 0; i < q; i++)
+        start[DIGIT(wait[i * w])]++;
+    for (uint64_t g = 0, sum = 0; g < (uint64_t)1 << d; g++) {
+        uint64_t m = start[g];
+        start[g] = sum;
+        sum += m;
+    }
+    /* one value (w == 2): the pairs are the records themselves */
+    const int direct = w == 2;
+    for (size_t i = 0; i < q; i++) {
+        size_t j = start[DIGIT(wait[i * w])]++;
+        pair[2 * j] = wait[i * w];
+        pair[2 * j + 1] = direct ? wait[i * w + 1] : i;
+    }
+    if (direct)
+        gath = pair; /* compacted in place below */
+#undef DIGIT
+    for (size_t i = 1; i < q; i++) {
+        uint64_t h = pair[2 * i], at = pair[2 * i + 1];
+        size_t j = i;
+        for (; j > 0 && pair[2 * (j - 1)] > h; j--) {
+            pair[2 * j] = pair[2 * (j - 1)];
+            pair[2 * j + 1] = pair[2 * (j - 1) + 1];
+        }
+        pair[2 * j] = h;
+        pair[2 * j + 1] = at;
+    }
+    /* keep the first of each hash that the run lacks */
+    size_t fresh = 0, r = 0;
+    for (size_t i = 0; i < q; i++) {
+        uint64_t h = pair[2 * i];
+        if (i > 0 && h == pair[2 * (i - 1)])
+            continue;
+        while (r < run && p->rec[r * w] < h)
+            r++;
+        if (r < run && p->rec[r * w] == h)
+            continue;
+        if (direct)
+            copy_rec(gath + fresh * w, pair + 2 * i, w);
+        else
+            copy_rec(gath + fresh * w, wait + pair[2 * i + 1] * w, w);
+        fresh++;
+    }
+    score_records(sc, gath, fresh, w);
+    /* merge from the back: the output never overtakes the run */
+    size_t i = run, j = fresh, k = run + fresh;
+    while (j > 0) {
+        if (i > 0 && p->rec[(i - 1) * w] > gath[(j - 1) * w])
+            copy_rec(p->rec + --k * w, p->rec + --i * w, w);
+        else
+            copy_rec(p->rec + --k * w, gath + --j * w, w);
+    }
+    /* records after upto (the add under way) follow the new run */
+    const size_t tail = p->n - upto;
+    if (tail > 0)
+        memmove(p->rec + (run + fresh) * w, p->rec + upto * w,
+                tail * w * sizeof *p->rec);
+    if (p->mark >= upto)
+        p->mark -= upto - (run + fresh);
+    p->run = run + fresh;
+    p->n = p->run + tail;
+    tb->n += fresh;
+    tb->waiting -= q;
+    return HM_OK;
+}
+
+static int settle_table(hm_tally *t, unsigned c, size_t ti)
+{
+    tally_table *tb = &t->ch[c].tab[ti];
+    if (tb->waiting == 0)
+        return HM_OK;
+    scorer sc = scorer_of(t, c, ti);
+    for (size_t i = 0; i < (size_t)1 << tb->bits; i++) {
+        int rc = settle_part(t, &sc, tb, &tb->part[i], tb->part[i].n);
+        if (rc != HM_OK)
+            return rc;
+    }
+    return HM_OK;
+}
+
+static void sum_channel(hm_tally *t, unsigned c);
+
+/* Settle every partition and make every channel's sums: before the sets
+ * are read.  Only where the tuples sit changes, so the functions taking a
+ * const tally do it too, and as they may run at once on one tally
+ * (hm_tally_new(3), Threads), the first does it under a lock while the
+ * others wait. */
+static int settle(const hm_tally *ct)
+{
+    hm_tally *t = (hm_tally *)ct;
+    if (!__atomic_load_n(&t->unsettled, __ATOMIC_ACQUIRE))
+        return HM_OK;
+    while (__atomic_exchange_n(&t->settling, 1, __ATOMIC_ACQUIRE))
+        sched_yield();
+    int rc = HM_OK;
+    if (__atomic_load_n(&t->unsettled, __ATOMIC_RELAXED)) {
+        for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++)
+            for (size_t i = 0; rc == HM_OK && i < t->ch[c].n_tables; i++)
+                rc = settle_table(t, c, i);
+        for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++)
+            if (!t->ch[c].summed)
+                sum_channel(t, c);
+        if (rc == HM_OK)
+            __atomic_store_n(&t->unsettled, 0, __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&t->settling, 0, __ATOMIC_RELEASE);
+    return rc;
+}
+
+/* A change is coming: the next reader settles. */
+static void unsettle(hm_tally *t)
+{
+    __atomic_store_n(&t->unsettled, 1, __ATOMIC_RELAXED);
+}
+
+/* Give tb 2^bits partitions (more than it has), keeping its tuples: the
+ * runs split into contiguous pieces.  Everything is allocated before
+ * anything moves, so that on failure tb is as it was. */
+static int repartition(hm_tally *t, unsigned c, size_t ti, unsigned bits)
+{
+    tally_table *tb = &t->ch[c].tab[ti];
+    const size_t w = tb->w, np = (size_t)1 << bits;
+    if (tb->part != NULL && bits <= tb->bits)
+        return HM_OK;
+    tally_part *parts = calloc(np, sizeof *parts);
+    if (parts == NULL)
+        return HM_ENOMEM;
+    if (tb->part == NULL) {
+        tb->part = parts;
+        tb->bits = bits;
+        return HM_OK;
+    }
+    int rc = settle_table(t, c, ti);
+    if (rc != HM_OK) {
+        free(parts);
+        return rc;
+    }
+    const size_t op = (size_t)1 << tb->bits;
+    const unsigned shift = 64 - bits;
+    for (size_t o = 0; o < op; o++)
+        for (size_t i = 0; i < tb->part[o].run; i++)
+            parts[(size_t)(tb->part[o].rec[i * w] >> shift)].n++;
+    for (size_t i = 0; i < np && rc == HM_OK; i++) {
+        size_t need = parts[i].n + parts[i].n / 8 + 16;
+        parts[i].n = 0;
+        rc = part_room(&parts[i], w, need, 1);
+    }
+    if (rc != HM_OK) {
+        for (size_t i = 0; i < np; i++)
+            free(parts[i].rec);
+        free(parts);
+        return rc;
+    }
+    for (size_t o = 0; o < op; o++) {
+        tally_part *src = &tb->part[o];
+        for (size_t i = 0; i < src->run;) {
+            tally_part *dst = &parts[(size_t)(src->rec[i * w] >> shift)];
+            size_t e = i + 1;
+            while (e < src->run &&
+                   (size_t)(src->rec[e * w] >> shift) ==
+                       (size_t)(src->rec[i * w] >> shift))
+                e++;
+            memcpy(dst->rec + dst->n * w, src->rec + i * w,
+                   (e - i) * w * sizeof *dst->rec);
+            dst->n += e - i;
+            dst->run = dst->n;
+            i = e;
+        }
+        free(src->rec);
+    }
+    free(tb->part);
+    tb->part = parts;
+    tb->bits = bits;
+    return HM_OK;
+}
+
+/* Make tb ready for extra more records: partitions for the size it will
+ * reach, and with exact (a size hint), room in every partition for its
+ * share of them.  Growing the partitions is only worth it, so a failure
+ * without exact is no error. */
+static int table_prepare(hm_tally *t, unsigned c, size_t ti, size_t extra,
+                         int exact)
+{
+    tally_table *tb = &t->ch[c].tab[ti];
+    if (extra > SIZE_MAX / 2 - tb->n - tb->waiting)
+        return HM_ENOMEM;
+    size_t total = tb->n + tb->waiting + extra;
+    unsigned bits = bits_for(total, tb->w);
+    /* grow the partitions when they would be four times the target */
+    if (tb->part == NULL || bits >= tb->bits + 2 || (exact && bits > tb->bits)) {
+        int rc = repartition(t, c, ti, tb->part ? bits : bits_for(extra, tb->w));
+        if (rc != HM_OK && (exact || tb->part == NULL))
+            return rc;
+    }
+    if (!exact)
+        return HM_OK;
+    const size_t np = (size_t)1 << tb->bits, share = extra / np;
+    for (size_t i = 0; i < np; i++) {
+        tally_part *p = &tb->part[i];
+        int rc = part_room(p, tb->w, p->n + share + share / 8 + 16, 1);
+        if (rc != HM_OK)
+            return rc;
+    }
+    return HM_OK;
+}
+
+/* A full partition p: settle the records that waited before the add
+ * under way (when there are enough to be worth it), then grow it unless
+ * that left a quarter of it free.  Failing to settle is no error (the
+ * records keep waiting); failing to grow is. */
+static __attribute__((noinline)) int part_full(hm_tally *t, const scorer *sc,
+                                               tally_table *tb, tally_part *p)
+{
+    size_t older = p->mark - p->run;
+    if (older >= SETTLE_MIN && older >= p->cap / 8)
+        (void)settle_part(t, sc, tb, p, p->mark);
+    if (p->n < p->cap - p->cap / 4)
+        return HM_OK;
+    return part_room(p, tb->w, p->n + 1, 0);
+}
+
+/* Room for one more record of tb in the partition of hash h, on behalf
+ * of the add (or merge) epoch: the record to fill, or NULL without
+ * memory.  Each partition remembers its length when an epoch first
+ * reaches it, for undo.  Records pushed by the epoch stay waiting until
+ * it is over, so that undo can truncate them. */
+static inline uint64_t *table_push(hm_tally *t, const scorer *sc,
+                                   tally_table *tb, uint64_t h,
+                                   uint64_t epoch)
+{
+    tally_part *p = &tb->part[part_of(tb, h)];
+    if (p->epoch != epoch) {
+        p->epoch = epoch;
+        p->mark = p->n;
+    }
+    if (p->n == p->cap && part_full(t, sc, tb, p) != HM_OK)
+        return NULL;
+    tb->waiting++;
+    uint64_t *r = p->rec + p->n++ * tb->w;
+    r[0] = h;
+    return r;
+}
+
+/* Forget the records that epoch pushed. */
+static void tally_undo(hm_tally *t, uint64_t epoch)
+{
+    for (unsigned c = 0; c < t->params.n_channels; c++)
+        for (size_t ti = 0; ti < t->ch[c].n_tables; ti++) {
+            tally_table *tb = &t->ch[c].tab[ti];
+            for (size_t i = 0; tb->part && i < (size_t)1 << tb->bits; i++) {
+                tally_part *p = &tb->part[i];
+                if (p->epoch == epoch) {
+                    tb->waiting -= p->n - p->mark;
+                    p->n = p->mark;
+                    p->epoch = 0;
+                }
+            }
+        }
 }
 
 static int per_key(const hm_channel *ch)
@@ -211,8 +615,12 @@ static int channels_init(hm_tally *t)
         tc->n_tables = pk ? t->n_keys : 1;
         tc->vpr = pk ? 1 : t->n_keys;
         tc->tab = calloc(tc->n_tables, sizeof *tc->tab);
-        if (tc->tab == NULL)
+        tc->sum = calloc(t->n_keys, sizeof *tc->sum);
+        tc->summed = 1;
+        if (tc->tab == NULL || tc->sum == NULL)
             return HM_ENOMEM;
+        for (size_t i = 0; i < tc->n_tables; i++)
+            tc->tab[i].w = tc->vpr + 1;
     }
     return HM_OK;
 }
@@ -301,8 +709,14 @@ void hm_tally_clear(hm_tally *t)
             table_free(&tc->tab[i]);
         tc->tokens = tc->padded = tc->dropped_padded = tc->dropped_prompt = 0;
         tc->dropped_filter = 0;
+        if (tc->sum != NULL)
+            memset(tc->sum, 0, t->n_keys * sizeof *tc->sum);
+        tc->summed = 1;
     }
     t->documents = 0;
+    free(t->scratch);
+    t->scratch = NULL;
+    t->scratch_words = 0;
 }
 
 void hm_tally_free(hm_tally *t)
@@ -312,6 +726,7 @@ void hm_tally_free(hm_tally *t)
     hm_tally_clear(t);
     for (unsigned c = 0; c < HM_MAX_CHANNELS; c++) {
         free(t->ch[c].tab);
+        free(t->ch[c].sum);
         free(t->ch[c].filter.h);
     }
     free(t->keys);
@@ -544,23 +959,39 @@ int hm_tally_filter_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
     return HM_OK;
 }
 
-/* Channels with one table for all keys, in chunks: hash every tuple and
- * prefetch its slot, then insert in order, then compute the PRF values of
- * the new tuples with batched AES, key by key. */
-static void add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
-                       size_t np, const int32_t *tokens, size_t nt,
-                       const window_set *ps)
+/* Channels with one table for all keys, in chunks: apply the rules and
+ * hash the tuples, append a record for each tuple kept, then compute the
+ * PRF values key by key, the whole chunk at once (AES-NI/VAES kernel over
+ * the sliding windows when there is one, batched AES otherwise).  Values
+ * are computed for repeated tuples too: a few ns, less than finding out
+ * that they are repeats would cost here. */
+static int add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
+                      size_t np, const int32_t *tokens, size_t nt,
+                      const window_set *ps, uint64_t epoch)
 {
-    enum { CHUNK = 256 };
+    enum { CHUNK = 256, VALUES = 2048 };
     tally_channel *tc = &t->ch[c];
     tally_table *tb = &tc->tab[0];
     const unsigned n = t->params.ch[c].window;
-    uint32_t ids[HM_MAX_CONTEXT + CHUNK], wins[CHUNK * HM_MAX_CONTEXT];
-    uint64_t hs[CHUNK];
-    size_t slot[CHUNK], pend[CHUNK];
+    const size_t nk_keys = t->n_keys;
+    const scorer sc = scorer_of(t, c, 0);
+    uint32_t ids[HM_MAX_CONTEXT + CHUNK + 16], wins[CHUNK * HM_MAX_CONTEXT];
+    uint64_t hs[CHUNK], x[CHUNK], buf[VALUES];
+    size_t kept[CHUNK];
     hm_seed seeds[CHUNK];
-    for (size_t j0 = 0; j0 < nt; j0 += CHUNK) {
-        size_t m = nt - j0 < CHUNK ? nt - j0 : CHUNK, p0 = np + j0;
+    unsigned char pad[16];
+    const int wide = n <= 4 && hm_k_prf_windows_ok() &&
+                     t->keys[0].ctx->ch[c].cmac.aes.use_ni;
+    /* all the values of a chunk are computed before its records are
+     * pushed (a push may move the records pushed before it) */
+    size_t chunk = VALUES / nk_keys;
+    chunk = chunk < 1 ? 1 : chunk > CHUNK ? CHUNK : chunk;
+    uint64_t *vals = buf; /* chunk * nk_keys values */
+    if (nk_keys > VALUES && (vals = malloc(nk_keys * sizeof *vals)) == NULL)
+        return HM_ENOMEM;
+    int rc = HM_OK;
+    for (size_t j0 = 0; j0 < nt; j0 += chunk) {
+        size_t m = nt - j0 < chunk ? nt - j0 : chunk, p0 = np + j0;
         for (unsigned i = 0; i < n; i++) {
             size_t back = n - i;
             size_t q = p0 - back;
@@ -570,11 +1001,12 @@ static void add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
         }
         for (size_t i = 0; i < m; i++)
             ids[n + i] = (uint32_t)tokens[j0 + i];
+        memset(ids + n + m, 0, 16 * sizeof *ids); /* the kernel reads on */
+        size_t nk = 0;
         for (size_t i = 0; i < m; i++) {
             int padded = p0 + i < n;
             tc->tokens++;
             tc->padded += (uint64_t)padded;
-            hs[i] = 0;
             if (padded && (t->flags & HM_TALLY_SKIP_PADDED)) {
                 tc->dropped_padded++;
                 continue;
@@ -593,46 +1025,115 @@ static void add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
 #else
             hs[i] = tuple_hash(ids + i, n, ids[n + i]);
 #endif
-            __builtin_prefetch(&HASH(tb, home_of(tb, hs[i])), 1);
+            kept[nk++] = i;
         }
-        size_t np_new = 0;
-        for (size_t i = 0; i < m; i++) {
-            if (hs[i] == 0)
-                continue;
-            size_t sl = slot_of(tb, hs[i]);
-            if (HASH(tb, sl) != 0)
-                continue; /* scored before */
-            HASH(tb, sl) = hs[i];
-            tb->n++;
-            slot[np_new] = sl;
-            pend[np_new++] = i;
-        }
-        if (np_new == 0)
+        if (nk == 0)
             continue;
-        for (size_t q = 0; q < np_new; q++)
-            memcpy(wins + q * n, ids + pend[q], n * sizeof *wins);
-        for (size_t k = 0; k < t->n_keys; k++) {
-            hm_seed_windows(&t->keys[k].ctx->ch[c].cmac, wins, n, n, np_new,
-                            seeds);
-            for (size_t q = 0; q < np_new; q++)
-                VAL(tb, slot[q], k) =
-                    hm_mix(seeds[q].a, seeds[q].g, ids[n + pend[q]]);
+        if (!wide)
+            for (size_t q = 0; q < nk; q++)
+                memcpy(wins + q * n, ids + kept[q], n * sizeof *wins);
+        for (size_t k = 0; k < nk_keys; k++) {
+            const hm_cmac *cm = &t->keys[k].ctx->ch[c].cmac;
+            if (wide) {
+                hm_cmac_pad(cm, n, pad);
+                size_t done = hm_k_prf_windows(cm->aes.u.rk, pad, n, ids, m, x);
+                hm_seed_windows(cm, ids + done, n, 1, m - done, seeds);
+                for (size_t i = done; i < m; i++)
+                    x[i] = hm_mix(seeds[i - done].a, seeds[i - done].g,
+                                  ids[n + i]);
+                for (size_t q = 0; q < nk; q++)
+                    vals[q * nk_keys + k] = x[kept[q]];
+            } else {
+                hm_seed_windows(cm, wins, n, n, nk, seeds);
+                for (size_t q = 0; q < nk; q++)
+                    vals[q * nk_keys + k] =
+                        hm_mix(seeds[q].a, seeds[q].g, ids[n + kept[q]]);
+            }
+        }
+        enum { AHEAD = 8 }; /* the partition tails, to be written */
+        for (size_t q = 0; q < nk && q < AHEAD; q++) {
+            const tally_part *pp = &tb->part[part_of(tb, hs[kept[q]])];
+            __builtin_prefetch(pp->rec + pp->n * tb->w, 1);
+        }
+        for (size_t q = 0; q < nk; q++) {
+            if (q + AHEAD < nk) {
+                const tally_part *pp =
+                    &tb->part[part_of(tb, hs[kept[q + AHEAD]])];
+                __builtin_prefetch(pp->rec + pp->n * tb->w, 1);
+            }
+            uint64_t *r = table_push(t, &sc, tb, hs[kept[q]], epoch);
+            if (r == NULL) {
+                rc = HM_ENOMEM;
+                goto done;
+            }
+            if (nk_keys == 1)
+                r[1] = vals[q];
+            else
+                memcpy(r + 1, vals + q * nk_keys, nk_keys * sizeof *r);
         }
     }
+done:
+    if (wide)
+        OPENSSL_cleanse(pad, sizeof pad);
+    if (vals != buf)
+        free(vals);
+    return rc;
+}
+
+/* kgw selfhash: a table per key, the value a function of (anchor, token),
+ * or of the token alone when it is its own anchor. */
+static int add_per_key(hm_tally *t, unsigned c, const int32_t *prompt,
+                       size_t n_prompt, const int32_t *tokens,
+                       size_t n_tokens, const window_set *ps, uint64_t epoch)
+{
+    tally_channel *tc = &t->ch[c];
+    unsigned n = t->params.ch[c].window;
+    for (size_t j = 0; j < n_tokens; j++) {
+        size_t p = n_prompt + j;
+        uint32_t w[HM_MAX_CONTEXT], v = (uint32_t)tokens[j];
+        int padded = p < n;
+        tc->tokens++;
+        tc->padded += (uint64_t)padded;
+        if (padded && (t->flags & HM_TALLY_SKIP_PADDED)) {
+            tc->dropped_padded++;
+            continue;
+        }
+        doc_window(prompt, n_prompt, tokens, p, n, w);
+        if (window_in(ps, w, n)) {
+            tc->dropped_prompt++;
+            continue;
+        }
+        if (!filter_keeps(t, tc, w, n)) {
+            tc->dropped_filter++;
+            continue;
+        }
+        for (size_t k = 0; k < t->n_keys; k++) {
+            hm_kgw_step st;
+            hm_kgw_prepare(&t->keys[k].ctx->ch[c], w, &st);
+            uint64_t x = hm_kgw_value(&st, v);
+            int self = hm_mix(st.hash_seed.a, st.hash_seed.g, v) <
+                       st.min_hash;
+            uint64_t h = self ? tuple_hash(NULL, 0, v)
+                              : tuple_hash(&st.anchor, 1, v);
+            scorer sc = scorer_of(t, c, k);
+            uint64_t *r = table_push(t, &sc, &tc->tab[k], h, epoch);
+            if (r == NULL)
+                return HM_ENOMEM;
+            r[1] = x;
+        }
+    }
+    return HM_OK;
 }
 
 int hm_tally_reserve(hm_tally *t, size_t n_tokens)
 {
     if (t == NULL)
         return HM_EINVAL;
-    for (unsigned c = 0; c < t->params.n_channels; c++)
-        for (size_t i = 0; i < t->ch[c].n_tables; i++) {
-            int rc = reserve_table(&t->ch[c].tab[i], t->ch[c].vpr, n_tokens,
-                                   1);
-            if (rc != HM_OK)
-                return rc;
-        }
-    return HM_OK;
+    int rc = settle(t);
+    for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++)
+        for (size_t i = 0; rc == HM_OK && i < t->ch[c].n_tables; i++)
+            rc = table_prepare(t, c, i, n_tokens, 1);
+    return rc;
 }
 
 int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
@@ -645,69 +1146,43 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
         return HM_ENOTSUP; /* loaded from a file: no keys */
     if (negative_id(prompt, n_prompt) || negative_id(tokens, n_tokens))
         return HM_ERANGE;
-    /* Reserve first, so that nothing fails half-way through. */
-    for (unsigned c = 0; c < t->params.n_channels; c++)
-        for (size_t i = 0; i < t->ch[c].n_tables; i++) {
-            int rc = reserve(&t->ch[c].tab[i], t->ch[c].vpr, n_tokens);
-            if (rc != HM_OK)
-                return rc;
-        }
-    window_set ps[HM_MAX_CHANNELS];
     int rc = HM_OK;
+    unsettle(t);
+    for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++)
+        for (size_t i = 0; rc == HM_OK && i < t->ch[c].n_tables; i++)
+            rc = table_prepare(t, c, i, n_tokens, 0);
+    if (rc != HM_OK)
+        return rc;
+    window_set ps[HM_MAX_CHANNELS];
     unsigned made = 0;
     for (; made < t->params.n_channels && rc == HM_OK; made++)
         rc = prompt_windows(&ps[made], prompt, n_prompt,
                             t->params.ch[made].window);
-    for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++) {
-        tally_channel *tc = &t->ch[c];
-        unsigned n = t->params.ch[c].window;
-        if (!tc->per_key) {
-            add_shared(t, c, prompt, n_prompt, tokens, n_tokens, &ps[c]);
-            continue;
-        }
-        for (size_t j = 0; j < n_tokens; j++) {
-            size_t p = n_prompt + j;
-            uint32_t w[HM_MAX_CONTEXT], v = (uint32_t)tokens[j];
-            int padded = p < n;
-            tc->tokens++;
-            tc->padded += (uint64_t)padded;
-            if (padded && (t->flags & HM_TALLY_SKIP_PADDED)) {
-                tc->dropped_padded++;
-                continue;
-            }
-            doc_window(prompt, n_prompt, tokens, p, n, w);
-            if (window_in(&ps[c], w, n)) {
-                tc->dropped_prompt++;
-                continue;
-            }
-            if (!filter_keeps(t, tc, w, n)) {
-                tc->dropped_filter++;
-                continue;
-            }
-            /* selfhash: the value is a function of (anchor, token), or
-             * of the token alone when it is its own anchor */
-            for (size_t k = 0; k < t->n_keys; k++) {
-                tally_table *tb = &tc->tab[k];
-                hm_kgw_step st;
-                hm_kgw_prepare(&t->keys[k].ctx->ch[c], w, &st);
-                uint64_t x = hm_kgw_value(&st, v);
-                int self = hm_mix(st.hash_seed.a, st.hash_seed.g, v) <
-                           st.min_hash;
-                uint64_t h = self ? tuple_hash(NULL, 0, v)
-                                  : tuple_hash(&st.anchor, 1, v);
-                size_t s = slot_of(tb, h);
-                if (HASH(tb, s) != 0)
-                    continue;
-                HASH(tb, s) = h;
-                tb->n++;
-                VAL(tb, s, 0) = x;
-            }
-        }
-    }
+    /* all or nothing: counts saved, records pushed by this epoch undone */
+    tally_channel saved[HM_MAX_CHANNELS];
+    memcpy(saved, t->ch, sizeof saved);
+    const uint64_t epoch = ++t->epoch;
+    for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++)
+        rc = t->ch[c].per_key
+                 ? add_per_key(t, c, prompt, n_prompt, tokens, n_tokens,
+                               &ps[c], epoch)
+                 : add_shared(t, c, prompt, n_prompt, tokens, n_tokens,
+                              &ps[c], epoch);
     for (unsigned c = 0; c < made; c++)
         free(ps[c].h);
-    if (rc == HM_OK)
+    if (rc == HM_OK) {
         t->documents++;
+    } else {
+        tally_undo(t, epoch);
+        for (unsigned c = 0; c < t->params.n_channels; c++) {
+            tally_channel *tc = &t->ch[c];
+            tc->tokens = saved[c].tokens;
+            tc->padded = saved[c].padded;
+            tc->dropped_padded = saved[c].dropped_padded;
+            tc->dropped_prompt = saved[c].dropped_prompt;
+            tc->dropped_filter = saved[c].dropped_filter;
+        }
+    }
     return rc;
 }
 
@@ -758,30 +1233,39 @@ int hm_tally_merge(hm_tally *dst, const hm_tally *src, char *errmsg,
         return HM_EINVAL;
     if (!compatible(dst, src, errmsg, errlen))
         return HM_EINVAL;
-    for (unsigned c = 0; c < dst->params.n_channels; c++)
-        for (size_t t = 0; t < dst->ch[c].n_tables; t++) {
-            int rc = reserve(&dst->ch[c].tab[t], dst->ch[c].vpr,
-                             src->ch[c].tab[t].n);
-            if (rc != HM_OK)
-                return rc;
+    int rc = settle(dst);
+    if (rc == HM_OK)
+        rc = settle(src);
+    if (rc != HM_OK)
+        return rc;
+    const uint64_t epoch = ++dst->epoch;
+    unsettle(dst);
+    /* src's tuples wait in dst's partitions, after dst's own */
+    for (unsigned c = 0; c < dst->params.n_channels && dst != src; c++)
+        for (size_t ti = 0; ti < dst->ch[c].n_tables; ti++) {
+            tally_table *dt = &dst->ch[c].tab[ti];
+            const tally_table *st = &src->ch[c].tab[ti];
+            scorer sc = scorer_of(dst, c, ti);
+            if (st->n == 0)
+                continue;
+            if ((rc = table_prepare(dst, c, ti, st->n, 0)) != HM_OK)
+                goto fail;
+            for (size_t i = 0; i < (size_t)1 << st->bits; i++) {
+                const tally_part *sp = &st->part[i];
+                for (size_t j = 0; j < sp->run; j++) {
+                    const uint64_t *r = sp->rec + j * st->w;
+                    uint64_t *d = table_push(dst, &sc, dt, r[0], epoch);
+                    if (d == NULL) {
+                        rc = HM_ENOMEM;
+                        goto fail;
+                    }
+                    copy_rec(d, r, dt->w);
+                }
+            }
         }
     for (unsigned c = 0; c < dst->params.n_channels; c++) {
         tally_channel *d = &dst->ch[c];
         const tally_channel *s = &src->ch[c];
-        for (size_t t = 0; dst != src && t < d->n_tables; t++) {
-            tally_table *dt = &d->tab[t];
-            const tally_table *st = &s->tab[t];
-            for (size_t i = 0; i < st->cap; i++) {
-                if (HASH(st, i) == 0)
-                    continue;
-                size_t j = slot_of(dt, HASH(st, i));
-                if (HASH(dt, j) != 0)
-                    continue;
-                dt->n++;
-                memcpy(&dt->rec[j * dt->w], &st->rec[i * st->w],
-                       dt->w * sizeof *dt->rec);
-            }
-        }
         d->tokens += s->tokens;
         d->padded += s->padded;
         d->dropped_padded += s->dropped_padded;
@@ -790,55 +1274,25 @@ int hm_tally_merge(hm_tally *dst, const hm_tally *src, char *errmsg,
     }
     dst->documents += src->documents;
     return HM_OK;
+fail:
+    tally_undo(dst, epoch);
+    return rc;
 }
 
 /* ----------------------------------------------------------- testing */
 
-/* Exact, order-independent sum of gumbel scores: each score is cut to a
- * multiple of 2^-64 (never rounded up, so the test can only become more
- * conservative, by at most n 2^-64) and added in 128-bit integers. */
-typedef struct sum128 {
-    uint64_t lo, hi;
-} sum128;
-
-/* x >= 0 (a score): its integer part and its fraction cut to 64 bits,
- * through conversions below 2^32, which need no branch. */
-static void sum_add(sum128 *s, double x)
+/* The sums of channel c from its runs (a loaded tally keeps none). */
+static void sum_channel(hm_tally *t, unsigned c)
 {
-    double ip = (double)(int64_t)x; /* floor(x), as x >= 0 */
-    uint64_t i = (uint64_t)(int64_t)ip;
-    double y = (x - ip) * 0x1p32; /* exact: a power of 2 */
-    double yi = (double)(int64_t)y;
-    uint64_t f = (uint64_t)(int64_t)yi << 32 |
-                 (uint64_t)(int64_t)((y - yi) * 0x1p32);
-    uint64_t lo = s->lo + f;
-    s->hi += i + (lo < s->lo);
-    s->lo = lo;
-}
-
-static double sum_value(const sum128 *s)
-{
-    return (double)s->hi + (double)s->lo * 0x1p-64;
-}
-
-static double gumbel_score(uint64_t x)
-{
-    return -log(((double)(int64_t)(~x >> 12) + 0.5) * 0x1p-52);
-}
-
-/* The values at offset off of the occupied slots from slot *pos on, up
- * to 512 of them into buf: a scan without unpredictable branches. */
-enum { SCAN = 512 };
-static size_t scan_values(const tally_table *tc, size_t off, size_t *pos,
-                          uint64_t *buf)
-{
-    size_t m = 0, i = *pos;
-    for (; i < tc->cap && m < SCAN; i++) {
-        buf[m] = VAL(tc, i, off);
-        m += HASH(tc, i) != 0;
+    tally_channel *tc = &t->ch[c];
+    memset(tc->sum, 0, t->n_keys * sizeof *tc->sum);
+    tc->summed = 1;
+    for (size_t ti = 0; ti < tc->n_tables; ti++) {
+        const tally_table *tb = &tc->tab[ti];
+        scorer sc = scorer_of(t, c, ti);
+        for (size_t i = 0; tb->part && i < (size_t)1 << tb->bits; i++)
+            score_records(&sc, tb->part[i].rec, tb->part[i].run, tb->w);
     }
-    *pos = i;
-    return m;
 }
 
 int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
@@ -847,10 +1301,14 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
     if (t == NULL || r == NULL || key >= t->n_keys ||
         channel >= t->params.n_channels)
         return HM_EINVAL;
+    int rc = settle(t);
+    if (rc != HM_OK)
+        return rc;
     const hm_channel *ch = &t->params.ch[channel];
     const tally_channel *tch = &t->ch[channel];
     size_t off;
     const tally_table *tc = table_of(tch, key, &off);
+    const sum128 *s = &tch->sum[key];
     memset(r, 0, sizeof *r);
     r->documents = t->documents;
     r->tokens = tch->tokens;
@@ -863,35 +1321,21 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
                         tch->dropped_prompt - tch->dropped_filter - tc->n;
     uint64_t n = tc->n;
     switch (ch->scheme) {
-    case HM_SCHEME_GUMBEL: {
-        sum128 s = {0, 0};
-        uint64_t buf[SCAN];
-        for (size_t pos = 0, m; (m = scan_values(tc, off, &pos, buf)) > 0;)
-            for (size_t i = 0; i < m; i++)
-                sum_add(&s, gumbel_score(buf[i]));
-        r->score = sum_value(&s);
+    case HM_SCHEME_GUMBEL:
+        r->score = sum_value(s);
         r->expected = (double)n;
         r->log10_p = n ? hm_log10_sf_gamma((double)n, r->score) : 0;
         break;
-    }
     case HM_SCHEME_KGW: {
-        uint64_t green = 0;
+        uint64_t green = s->lo;
         double p = ldexp((double)ch->green_below, -64);
-        uint64_t buf[SCAN];
-        for (size_t pos = 0, m; (m = scan_values(tc, off, &pos, buf)) > 0;)
-            green += hm_k_count_below(buf, m, ch->green_below);
         r->score = (double)green;
         r->expected = (double)n * p;
         r->log10_p = hm_log10_sf_binom(green, n, p);
         break;
     }
     default: {
-        uint64_t mask = ch->layers >= 64 ? ~UINT64_C(0)
-                                         : (UINT64_C(1) << ch->layers) - 1;
-        uint64_t ones = 0;
-        uint64_t buf[SCAN];
-        for (size_t pos = 0, m; (m = scan_values(tc, off, &pos, buf)) > 0;)
-            ones += hm_k_popcount_sum(buf, m, mask);
+        uint64_t ones = s->lo;
         r->score = (double)ones;
         r->expected = (double)n * ch->layers / 2;
         r->log10_p = hm_log10_sf_binom(ones, n * ch->layers, 0.5);
@@ -945,12 +1389,6 @@ static void w_u64(writer *w, uint64_t v)
     w_bytes(w, b, 8);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
 static void hex_encode(const char *s, char *out)
 {
     static const char hex[] = "0123456789abcdef";
@@ -990,28 +1428,14 @@ static int write_tally(const hm_tally *t, writer *w)
             w_text(w, "table %zu %zu\n", k, tc->tab[k].n);
     }
     w_text(w, "data\n");
+    /* the runs, partition after partition, are sorted by hash */
     for (unsigned c = 0; c < t->params.n_channels && !w->err; c++)
         for (size_t tk = 0; tk < t->ch[c].n_tables && !w->err; tk++) {
-        const tally_table *tc = &t->ch[c].tab[tk];
-        size_t vpr = t->ch[c].vpr;
-        /* sorted (hash, slot) pairs give a canonical byte stream */
-        uint64_t *order = malloc((tc->n ? tc->n : 1) * 2 * sizeof *order);
-        if (order == NULL)
-            return HM_ENOMEM;
-        size_t k = 0;
-        for (size_t i = 0; i < tc->cap; i++)
-            if (HASH(tc, i) != 0) {
-                order[2 * k] = HASH(tc, i);
-                order[2 * k + 1] = i;
-                k++;
-            }
-        qsort(order, k, 2 * sizeof *order, cmp_u64);
-        for (size_t i = 0; i < k; i++) {
-            w_u64(w, order[2 * i]);
-            for (size_t j = 0; j < vpr; j++)
-                w_u64(w, VAL(tc, order[2 * i + 1], j));
-        }
-        free(order);
+            const tally_table *tb = &t->ch[c].tab[tk];
+            for (size_t i = 0; tb->part && i < (size_t)1 << tb->bits; i++)
+                for (size_t j = 0; j < tb->part[i].run; j++)
+                    for (size_t k = 0; k < tb->w; k++)
+                        w_u64(w, tb->part[i].rec[j * tb->w + k]);
         }
     return w->err ? HM_EIO : HM_OK;
 }
@@ -1026,6 +1450,9 @@ int hm_tally_save(const hm_tally *t, const char *path, char *errmsg,
 {
     if (t == NULL || path == NULL)
         return HM_EINVAL;
+    int rc = settle(t);
+    if (rc != HM_OK)
+        return rc;
     return hm_save_digested(path, write_tally_cb, t, errmsg, errlen);
 }
 
@@ -1241,18 +1668,20 @@ static int parse_tally(hm_tally **out, reader *r)
         rc = r_bad(r, "expected 'data'");
         goto fail;
     }
-    for (unsigned c = 0; c < t->params.n_channels; c++)
+    for (unsigned c = 0; c < t->params.n_channels; c++) {
+        t->ch[c].summed = 0; /* summed when a result asks */
+        unsettle(t);
         for (size_t k = 0; k < t->ch[c].n_tables; k++) {
             tally_table *tb = &t->ch[c].tab[k];
-            size_t vpr = t->ch[c].vpr, count = tb->n;
-            size_t rec = 8 * (vpr + 1);
+            size_t w = tb->w, count = tb->n;
             tb->n = 0;
-            if (count > (size_t)(r->end - r->p) / rec) {
+            if (count > (size_t)(r->end - r->p) / (8 * w)) {
                 rc = r_bad(r, "truncated data");
                 goto fail;
             }
-            if ((rc = reserve(tb, vpr, count)) != HM_OK)
+            if ((rc = table_prepare(t, c, k, count, 1)) != HM_OK)
                 goto fail;
+            scorer sc = scorer_of(t, c, k);
             uint64_t prev = 0;
             for (size_t i = 0; i < count; i++) {
                 uint64_t h = r_u64(r);
@@ -1261,13 +1690,21 @@ static int parse_tally(hm_tally **out, reader *r)
                     goto fail;
                 }
                 prev = h;
-                size_t sl = slot_of(tb, h);
-                HASH(tb, sl) = h;
-                tb->n++;
-                for (size_t j = 0; j < vpr; j++)
-                    VAL(tb, sl, j) = r_u64(r);
+                uint64_t *rec = table_push(t, &sc, tb, h, 0);
+                if (rec == NULL) {
+                    rc = HM_ENOMEM;
+                    goto fail;
+                }
+                for (size_t j = 1; j < w; j++)
+                    rec[j] = r_u64(r);
             }
+            /* records in hash order, distinct: runs already */
+            for (size_t i = 0; tb->part && i < (size_t)1 << tb->bits; i++)
+                tb->part[i].run = tb->part[i].n;
+            tb->n = count;
+            tb->waiting = 0;
         }
+    }
     if (r->p != r->end) {
         rc = r_bad(r, "trailing bytes after the data");
         goto fail;

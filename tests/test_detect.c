@@ -5,6 +5,7 @@
  * multiple-testing and self-check statistics.
  */
 #include <math.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -912,6 +913,314 @@ START_TEST(test_sequence_prf)
 }
 END_TEST
 
+/* ------------------------------------------------------ golden files */
+
+/* The bytes of every saved file and every result, over inputs large
+ * enough to fill big tables (repeats within and across documents, prompt
+ * windows, padding, filters, several keys and tenants, merges, loads),
+ * must stay what they were: these digests were made by the tally code
+ * of d8d5c72 (one open-addressing table per channel, tuples inserted in
+ * arrival order).  The gumbel scores go through libm's log, so a libm
+ * whose log rounds differently changes them. */
+static void digest_file(EVP_MD_CTX *md, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    unsigned char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        EVP_DigestUpdate(md, buf, n);
+    fclose(f);
+}
+
+static void digest_results(EVP_MD_CTX *md, const hm_tally *t)
+{
+    for (size_t k = 0; k < hm_tally_keys(t); k++)
+        for (unsigned c = 0; c < hm_tally_channels(t); c++) {
+            hm_result r;
+            ck_assert_int_eq(hm_tally_result(t, k, c, &r), HM_OK);
+            EVP_DigestUpdate(md, &r, sizeof r);
+        }
+}
+
+static const struct golden {
+    const char *spec;
+    unsigned flags;
+    int filter;
+    const char *sha256;
+} goldens[] = {
+    {"gumbel", 0, 0,
+     "7f7b5fb410af359321a8abc6dadd23c8db3f4d67d2894acdfcb8ce7196b3c743"},
+    {"kgw", 0, 0,
+     "fb742729633dc0d88467f8e921f602d9c430ef032028000389ad472ad008e984"},
+    {"kgw:h=3", HM_TALLY_SKIP_PADDED, 0,
+     "cba74152b8c1a2b39ca2195c31bd6d844229f5d2f40c595956d11e96eb89657d"},
+    {"kgw:seeding=selfhash", 0, 0,
+     "4f0e65d21d81249ee36595f421ec1abb61eca0795c85555e922324d3fd576747"},
+    {"tournament", 0, 1,
+     "04275ab138a2675bf93497a70eda80163c4dec887fd0d35f9572b12bc5913012"},
+    {"kgw:h=1+gumbel:h=4", HM_TALLY_SKIP_PADDED, 1,
+     "3636787f4c6426676394ab0991a1e7b234c1e69e7a941e0640cee35774674427"},
+};
+
+START_TEST(test_golden)
+{
+    const struct golden *g = &goldens[_i];
+    hm_key *k[3] = {test_key(61), test_key(62), test_key(63)};
+    static const char *const tenants[3] = {NULL, "acme", "bob"};
+    hm_ctx *ctxs[3];
+    char msg[HM_ERRMSG_SIZE] = "";
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(
+            hm_ctx_new(&ctxs[i], k[i], g->spec, tenants[i], msg, sizeof msg),
+            HM_OK);
+    const hm_ctx *const *cc = (const hm_ctx *const *)ctxs;
+    /* one tally with everything (in a hinted and an unhinted variant),
+     * and two halves merged */
+    hm_tally *all, *hinted, *half[2], *merged;
+    ck_assert_int_eq(hm_tally_new(&all, cc, 3, g->flags, msg, sizeof msg),
+                     HM_OK);
+    ck_assert_int_eq(hm_tally_new(&hinted, cc, 3, g->flags, msg, sizeof msg),
+                     HM_OK);
+    ck_assert_int_eq(hm_tally_reserve(hinted, 150000), HM_OK);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(
+            hm_tally_new(&half[i], cc, 3, g->flags, msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_new(&merged, cc, 3, g->flags, msg, sizeof msg),
+                     HM_OK);
+    uint64_t s = 900 + (uint64_t)_i;
+    static int32_t tok[4000], prompt[64];
+    if (g->filter) {
+        hm_tally *ts[5] = {all, hinted, half[0], half[1], merged};
+        for (int d = 0; d < 40; d++) {
+            random_tokens(tok, 1000, 300, &s);
+            for (int i = 0; i < 5; i++)
+                ck_assert_int_eq(hm_tally_filter_add(ts[i], NULL, 0, tok, 1000),
+                                 HM_OK);
+        }
+    }
+    for (int d = 0; d < 120; d++) {
+        size_t n = 1 + test_rand(&s) % 2000, np = test_rand(&s) % 64;
+        /* small vocabularies in some documents: many repeats */
+        int32_t vocab = d % 3 == 0 ? 300 : 200000;
+        random_tokens(prompt, np, vocab, &s);
+        random_tokens(tok, n, vocab, &s);
+        if (d % 10 == 9) /* a document seen before */
+            memcpy(tok + n / 2, tok, n / 2 * sizeof *tok);
+        ck_assert_int_eq(hm_tally_add(all, prompt, np, tok, n), HM_OK);
+        ck_assert_int_eq(hm_tally_add(hinted, prompt, np, tok, n), HM_OK);
+        ck_assert_int_eq(hm_tally_add(half[d % 2], prompt, np, tok, n), HM_OK);
+        if (d == 60) { /* results in the middle change nothing */
+            hm_result r;
+            ck_assert_int_eq(hm_tally_result(all, 1, 0, &r), HM_OK);
+        }
+    }
+    ck_assert_int_eq(hm_tally_merge(merged, half[1], msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_merge(merged, half[0], msg, sizeof msg), HM_OK);
+    char dir[] = "/tmp/hm-golden-XXXXXX", path[64];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/t", dir);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    ck_assert_ptr_nonnull(md);
+    ck_assert_int_eq(EVP_DigestInit_ex(md, EVP_sha256(), NULL), 1);
+    hm_tally *ts[4] = {all, hinted, half[0], merged};
+    for (int i = 0; i < 4; i++) {
+        digest_results(md, ts[i]);
+        save(ts[i], path);
+        digest_file(md, path);
+    }
+    /* a loaded tally merged into a live one */
+    hm_tally *l;
+    ck_assert_msg(hm_tally_load(&l, path, msg, sizeof msg) == HM_OK, "%s", msg);
+    digest_results(md, l);
+    ck_assert_int_eq(hm_tally_merge(half[1], l, msg, sizeof msg), HM_OK);
+    digest_results(md, half[1]);
+    save(half[1], path);
+    digest_file(md, path);
+    unsigned char d[32];
+    char hex[65];
+    ck_assert_int_eq(EVP_DigestFinal_ex(md, d, NULL), 1);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    ck_assert_msg(strcmp(hex, g->sha256) == 0, "%s: %s", g->spec, hex);
+    EVP_MD_CTX_free(md);
+    hm_tally_free(l);
+    unlink(path);
+    rmdir(dir);
+    for (int i = 0; i < 2; i++)
+        hm_tally_free(half[i]);
+    hm_tally_free(all);
+    hm_tally_free(hinted);
+    hm_tally_free(merged);
+    for (int i = 0; i < 3; i++) {
+        hm_ctx_free(ctxs[i]);
+        hm_key_free(k[i]);
+    }
+}
+END_TEST
+
+/* The functions taking a const tally may run at once on one tally that
+ * no thread changes (hm_tally_new(3), Threads), even while records wait
+ * to be sorted: the first settles them while the others wait.  Threads
+ * released together by a barrier ask one unsettled tally for results,
+ * save it and merge it into tallies of their own, and ask a loaded tally
+ * (whose sums are made by its first reader) for results; each must see
+ * what one thread alone sees.  Without the lock, threads sort the same
+ * partitions in the same scratch memory at once, and the results, files
+ * or merges come out wrong (or a sanitizer objects). */
+enum { READERS = 4, READ_KEYS = 3 };
+
+typedef struct reader_arg {
+    pthread_barrier_t *go;
+    const hm_tally *t;  /* unsettled, after adds */
+    const hm_tally *l;  /* loaded, sums not yet made */
+    hm_tally *dst;      /* empty: t is merged into it */
+    const char *path;   /* where to save t */
+    int order;          /* which call comes first */
+    hm_result r[READ_KEYS][HM_MAX_CHANNELS], lr[READ_KEYS][HM_MAX_CHANNELS];
+    int rc;
+} reader_arg;
+
+static int read_all(const hm_tally *t, hm_result r[][HM_MAX_CHANNELS])
+{
+    int rc = HM_OK;
+    for (size_t k = 0; k < hm_tally_keys(t) && rc == HM_OK; k++)
+        for (unsigned c = 0; c < hm_tally_channels(t) && rc == HM_OK; c++)
+            rc = hm_tally_result(t, k, c, &r[k][c]);
+    return rc;
+}
+
+static void *reader(void *p)
+{
+    reader_arg *a = p;
+    char msg[HM_ERRMSG_SIZE];
+    pthread_barrier_wait(a->go);
+    a->rc = HM_OK;
+    for (int step = 0; step < 4 && a->rc == HM_OK; step++)
+        switch ((a->order + step) % 4) {
+        case 0:
+            a->rc = read_all(a->t, a->r);
+            break;
+        case 1:
+            a->rc = hm_tally_save(a->t, a->path, msg, sizeof msg);
+            break;
+        case 2:
+            a->rc = hm_tally_merge(a->dst, a->t, msg, sizeof msg);
+            break;
+        default:
+            a->rc = read_all(a->l, a->lr);
+        }
+    return NULL;
+}
+
+static int same_file(const char *p, const char *q)
+{
+    FILE *f = fopen(p, "rb"), *g = fopen(q, "rb");
+    int same = f != NULL && g != NULL;
+    while (same) {
+        int a = getc(f), b = getc(g);
+        same = a == b;
+        if (a == EOF)
+            break;
+    }
+    if (f != NULL)
+        fclose(f);
+    if (g != NULL)
+        fclose(g);
+    return same;
+}
+
+START_TEST(test_concurrent_reads)
+{
+    static const char *const read_specs[] = {"kgw:h=1+gumbel:h=4",
+                                             "kgw:seeding=selfhash+gumbel"};
+    const char *spec = read_specs[_i];
+    hm_key *k[READ_KEYS];
+    hm_ctx *ctxs[READ_KEYS];
+    for (int i = 0; i < READ_KEYS; i++) {
+        k[i] = test_key((unsigned char)(71 + i));
+        ctxs[i] = test_ctx(k[i], spec);
+    }
+    const hm_ctx *const *cc = (const hm_ctx *const *)ctxs;
+    char msg[HM_ERRMSG_SIZE] = "";
+    /* t is read by the threads; u, fed the same, by this one alone */
+    hm_tally *t, *u;
+    ck_assert_int_eq(hm_tally_new(&t, cc, READ_KEYS, 0, msg, sizeof msg),
+                     HM_OK);
+    ck_assert_int_eq(hm_tally_new(&u, cc, READ_KEYS, 0, msg, sizeof msg),
+                     HM_OK);
+    char dir[] = "/tmp/hm-readers-XXXXXX", ref[64], path[READERS][64];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(ref, sizeof ref, "%s/ref", dir);
+    for (int i = 0; i < READERS; i++)
+        snprintf(path[i], sizeof path[i], "%s/t%d", dir, i);
+    pthread_barrier_t go;
+    ck_assert_int_eq(pthread_barrier_init(&go, NULL, READERS), 0);
+    uint64_t s = 77 + (uint64_t)_i;
+    static int32_t tok[8000];
+    /* rounds of adds, each leaving records to settle, many of them
+     * repeats (a small vocabulary) */
+    for (int round = 0; round < 6; round++) {
+        for (int d = 0; d < 3; d++) {
+            size_t n = 2000 + test_rand(&s) % 6000;
+            random_tokens(tok, n, round % 2 ? 1000 : 100000, &s);
+            ck_assert_int_eq(hm_tally_add(t, NULL, 0, tok, n), HM_OK);
+            ck_assert_int_eq(hm_tally_add(u, NULL, 0, tok, n), HM_OK);
+        }
+        hm_result want[READ_KEYS][HM_MAX_CHANNELS];
+        ck_assert_int_eq(read_all(u, want), HM_OK);
+        save(u, ref);
+        hm_tally *l;
+        ck_assert_msg(hm_tally_load(&l, ref, msg, sizeof msg) == HM_OK, "%s",
+                      msg);
+        pthread_t th[READERS];
+        reader_arg a[READERS];
+        for (int i = 0; i < READERS; i++) {
+            memset(&a[i], 0, sizeof a[i]);
+            a[i].go = &go;
+            a[i].t = t;
+            a[i].l = l;
+            a[i].path = path[i];
+            a[i].order = (i + round) % 4;
+            ck_assert_int_eq(
+                hm_tally_new(&a[i].dst, cc, READ_KEYS, 0, msg, sizeof msg),
+                HM_OK);
+            ck_assert_int_eq(pthread_create(&th[i], NULL, reader, &a[i]), 0);
+        }
+        for (int i = 0; i < READERS; i++)
+            ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+        for (int i = 0; i < READERS; i++) {
+            ck_assert_int_eq(a[i].rc, HM_OK);
+            hm_result got[READ_KEYS][HM_MAX_CHANNELS];
+            ck_assert_int_eq(read_all(a[i].dst, got), HM_OK);
+            for (size_t j = 0; j < READ_KEYS; j++)
+                for (unsigned c = 0; c < hm_tally_channels(t); c++) {
+                    ck_assert_mem_eq(&a[i].r[j][c], &want[j][c],
+                                     sizeof want[j][c]);
+                    ck_assert_mem_eq(&a[i].lr[j][c], &want[j][c],
+                                     sizeof want[j][c]);
+                    ck_assert_mem_eq(&got[j][c], &want[j][c],
+                                     sizeof want[j][c]);
+                }
+            ck_assert_msg(same_file(path[i], ref), "round %d: %s differs",
+                          round, path[i]);
+            hm_tally_free(a[i].dst);
+            unlink(path[i]);
+        }
+        hm_tally_free(l);
+    }
+    pthread_barrier_destroy(&go);
+    unlink(ref);
+    rmdir(dir);
+    hm_tally_free(t);
+    hm_tally_free(u);
+    for (int i = 0; i < READ_KEYS; i++) {
+        hm_ctx_free(ctxs[i]);
+        hm_key_free(k[i]);
+    }
+}
+END_TEST
+
 static Suite *detect_suite(void)
 {
     Suite *s = suite_create("detect");
@@ -932,7 +1241,14 @@ static Suite *detect_suite(void)
     tcase_add_test(tc, test_ks);
     tcase_add_test(tc, test_label_keys);
     tcase_add_test(tc, test_sequence_prf);
+    tcase_add_loop_test(tc, test_golden, 0,
+                        (int)(sizeof goldens / sizeof goldens[0]));
     suite_add_tcase(s, tc);
+    /* on its own, so that CK_RUN_CASE=threads runs it (under TSan) */
+    TCase *th = tcase_create("threads");
+    tcase_set_timeout(th, 120);
+    tcase_add_loop_test(th, test_concurrent_reads, 0, 2);
+    suite_add_tcase(s, th);
     return s;
 }
 

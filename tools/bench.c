@@ -6,6 +6,7 @@
  *   tools/bench --raw           machine-readable lines (for --compare)
  *   tools/bench --compare EXE   also run EXE --raw (the -march=native
  *                               build) and print default/native ratios
+ *   tools/bench --scoring       only the detection throughput table
  *
  * Timings are the median of several repetitions of many steps on one core.
  * The unwatermarked baseline is what llama.cpp's dist sampler does: a
@@ -332,11 +333,12 @@ static void bench_scoring(const hm_key *key)
         return;
     for (size_t i = 0; i < (size_t)DOCS * LEN; i++)
         tok[i] = (int32_t)(rnd() % 128256u);
-    printf("\ndetection throughput, %d M tokens, one core (targets: >= 400 M/s "
-           "without dedup,\n>= 35 M/s with global dedup)\n\n",
+    printf("\ndetection throughput, %d M tokens, one core\n\n",
            DOCS * LEN / 1000000);
     printf("%-12s %20s %24s %20s\n", "scheme", "no dedup (M tok/s)",
            "global dedup (M tok/s)", "dedup, warm memory");
+    printf("%-12s %20s %24s %20s\n", "target", ">= 400.0", ">= 35.0", "");
+    int missed = 0;
     /* no dedup: hm_sequence_score (PRF values and the statistic) per doc;
      * global dedup: hm_tally_add of every document into one tally */
     for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) {
@@ -359,12 +361,19 @@ static void bench_scoring(const hm_key *key)
         double warm = tally_run(ctx, tok, DOCS, LEN), w2;
         if ((w2 = tally_run(ctx, tok, DOCS, LEN)) < warm)
             warm = w2;
-        printf("%-12s %20.1f %24.1f %20.1f\n", specs[s],
-               DOCS * (double)LEN / (t1 - t0) / 1e6,
-               DOCS * (double)LEN / cold / 1e6,
+        double plain = DOCS * (double)LEN / (t1 - t0) / 1e6,
+               dedup = DOCS * (double)LEN / cold / 1e6;
+        /* '<' marks a figure below its target */
+        printf("%-12s %19.1f%c %23.1f%c %20.1f\n", specs[s], plain,
+               plain < 400 ? '<' : ' ', dedup, dedup < 35 ? '<' : ' ',
                DOCS * (double)LEN / warm / 1e6);
+        missed += (plain < 400) + (dedup < 35);
         hm_ctx_free(ctx);
     }
+    printf("\n%s (the targets apply to the first two columns; the warm "
+           "column\nis the best of two more tallies on memory already "
+           "touched)\n",
+           missed ? "'<': below the target" : "all figures meet the targets");
     free(tok);
 }
 
@@ -372,17 +381,24 @@ int main(int argc, char **argv)
 {
     static const unsigned vocabs[] = {32000, 128256, 200064};
     int raw = argc > 1 && strcmp(argv[1], "--raw") == 0;
+    int scoring = argc == 2 && strcmp(argv[1], "--scoring") == 0;
     const char *other = argc > 2 && strcmp(argv[1], "--compare") == 0
                             ? argv[2]
                             : NULL;
-    if (argc > 1 && !raw && other == NULL) {
-        fprintf(stderr, "usage: bench [--raw | --compare NATIVE-BENCH]\n");
+    if (argc > 1 && !raw && !scoring && other == NULL) {
+        fprintf(stderr,
+                "usage: bench [--raw | --compare NATIVE-BENCH | --scoring]\n");
         return 2;
     }
     unsigned char kb[HM_KEY_BYTES] = {1, 2, 3};
     hm_key *key = NULL;
     if (hm_key_from_bytes(&key, kb, sizeof kb) != HM_OK)
         return 2;
+    if (scoring) {
+        bench_scoring(key);
+        hm_key_free(key);
+        return 0;
+    }
     for (size_t i = 0; i < sizeof vocabs / sizeof vocabs[0]; i++)
         run_vocab(vocabs[i], key);
     if (raw) {

@@ -117,11 +117,16 @@ static int add_probe(probes *p, const cli_input *in, const cli_lp *r,
     }
     /* the last h context ids (or all, when fewer: the library pads) */
     size_t nc = r->n_context, take = nc < h ? nc : h;
-    memcpy(p->ctx + p->n * HM_MAX_CONTEXT, r->context + (nc - take),
-           take * sizeof *p->ctx);
+    /* a record without context or entries may hold NULL arrays, which
+     * memcpy must not be given even for no bytes */
+    if (take > 0)
+        memcpy(p->ctx + p->n * HM_MAX_CONTEXT, r->context + (nc - take),
+               take * sizeof *p->ctx);
     p->n_ctx[p->n] = (unsigned char)take;
-    memcpy(p->ids + p->n_rec, r->ids, k * sizeof *p->ids);
-    memcpy(p->lps + p->n_rec, r->logprobs, k * sizeof *p->lps);
+    if (k > 0) {
+        memcpy(p->ids + p->n_rec, r->ids, k * sizeof *p->ids);
+        memcpy(p->lps + p->n_rec, r->logprobs, k * sizeof *p->lps);
+    }
     p->off[p->n] = p->n_rec;
     p->n_rec += k;
     p->n++;
