@@ -170,5 +170,24 @@ else
     ok
 fi
 
+# What the shared library exports: declared names only (a build without
+# the shared library, or without nm, skips this).
+LIB=${HM_BUILDDIR:-.}/.libs/libhallmark.so
+if [ -f "$LIB" ] && command -v nm >/dev/null 2>&1; then
+    nm -D --defined-only "$LIB" | awk '$2 ~ /^[TWDBRV]$/ {print $3}' |
+        sed 's/@.*//' | sort -u >"$T/exported"
+    nexp=$(grep -c . "$T/exported")
+    extra=$(grep -vxF -f <(sort -u "$T/names") "$T/exported" | tr '\n' ' ')
+    if [ "$nexp" -lt 10 ]; then
+        bad "only $nexp symbols exported by $LIB; the check is broken"
+    elif [ -n "$extra" ]; then
+        bad "$LIB exports names hallmark.h does not declare: $extra"
+    else
+        ok
+    fi
+else
+    skipped="$skipped (exports not checked: no $LIB)"
+fi
+
 echo "header: $pass passed, $fail failed, $decls names checked$skipped"
 [ "$fail" -eq 0 ]
