@@ -240,7 +240,7 @@ static void score_records(const scorer *sc, const uint64_t *r, size_t m,
                 s->lo += x[i * w] < sc->below;
         } else {
             for (size_t i = 0; i < m; i++)
-                s->lo += (uint64_t)__builtin_popcountll(x[i * w] & sc->mask);
+                s->lo += hm_popcount64(x[i * w] & sc->mask);
         }
     }
 }

@@ -82,6 +82,18 @@ HM_HIDDEN void hm_seed_windows(const hm_cmac *c, const uint32_t *ids,
 /* Unkeyed seed from a caller's uniform, for unwatermarked sampling. */
 HM_HIDDEN hm_seed hm_seed_uniform(double u);
 
+/* Bits set in x, without the libgcc call that __builtin_popcountll is
+ * in a build without -mpopcnt. */
+static inline __attribute__((always_inline)) unsigned
+hm_popcount64(uint64_t x)
+{
+    x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
+    x = (x & UINT64_C(0x3333333333333333)) +
+        ((x >> 2) & UINT64_C(0x3333333333333333));
+    x = (x + (x >> 4)) & UINT64_C(0x0F0F0F0F0F0F0F0F);
+    return (unsigned)((x * UINT64_C(0x0101010101010101)) >> 56);
+}
+
 /* The PRF v1 candidate mixer: SplitMix64's finaliser over a keyed Weyl
  * sequence.  Inline so the kernels vectorise it. */
 static inline __attribute__((always_inline)) uint64_t

@@ -71,21 +71,11 @@ void hm_cmac_wipe(hm_cmac *c)
 
 /* SplitMix64's rule for increments: too few bit transitions make a weak
  * Weyl sequence, so flip alternate bits (keeps the increment odd). */
-static inline __attribute__((always_inline)) unsigned
-popcount64(uint64_t x) /* no libgcc call without -mpopcnt */
-{
-    x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
-    x = (x & UINT64_C(0x3333333333333333)) +
-        ((x >> 2) & UINT64_C(0x3333333333333333));
-    x = (x + (x >> 4)) & UINT64_C(0x0F0F0F0F0F0F0F0F);
-    return (unsigned)((x * UINT64_C(0x0101010101010101)) >> 56);
-}
-
 static inline __attribute__((always_inline)) uint64_t
 fix_gamma(uint64_t g)
 {
     g |= 1u;
-    if (popcount64(g ^ (g >> 1)) < 24)
+    if (hm_popcount64(g ^ (g >> 1)) < 24)
         g ^= UINT64_C(0xAAAAAAAAAAAAAAAA);
     return g;
 }

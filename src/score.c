@@ -46,7 +46,7 @@ int hm_token_score(const hm_ctx *ctx, unsigned channel, const int32_t *context,
     default: {
         uint64_t mask = ch->layers >= 64 ? ~UINT64_C(0)
                                          : (UINT64_C(1) << ch->layers) - 1;
-        *score = (double)__builtin_popcountll(x & mask);
+        *score = (double)hm_popcount64(x & mask);
         break;
     }
     }
