@@ -2,66 +2,28 @@
 """Compute test vectors of hardened log-probabilities independently of the
 C library, from hm_logprobs_new(3).
 
-HKDF-SHA256 and AES-CMAC come from the openssl command-line tool; PRF
-v1's seed() and mix() (hallmark-prf(7)), the unit offset, the grid and the
-common shift are written out here.
+HKDF-SHA256 and AES-CMAC come from the openssl command-line tool and PRF
+v1's seed() and mix() (hallmark-prf(7)) from gen-prf-vectors.py; the unit
+offset, the grid and the common shift are written out here.
 Python floats are IEEE binary64 and round() rounds half to even, as the
 page says.  Output: tests/vectors/logprobs-v1.txt (run from the top):
 
     python3 tools/gen-logprobs-vectors.py > tests/vectors/logprobs-v1.txt
 """
+import importlib.util
 import math
-import subprocess
+import os
 
-PAD = 0xFFFFFFFF
-SALT = "hallmark-prf-v1"
-
-
-def hkdf(master_hex, info, n):
-    out = subprocess.run(
-        ["openssl", "kdf", "-keylen", str(n), "-kdfopt", "digest:SHA256",
-         "-kdfopt", "hexkey:" + master_hex, "-kdfopt", "salt:" + SALT,
-         "-kdfopt", "info:" + info, "HKDF"],
-        check=True, capture_output=True, text=True).stdout
-    return bytes.fromhex(out.strip().replace(":", ""))
-
-
-def cmac(key, msg):
-    out = subprocess.run(
-        ["openssl", "mac", "-cipher", "AES-128-CBC", "-macopt",
-         "hexkey:" + key.hex(), "CMAC"],
-        input=msg, check=True, capture_output=True).stdout
-    return bytes.fromhex(out.decode().strip())
-
-
-M64 = (1 << 64) - 1
-
-
-def seed(b16):
-    """PRF v1's step seed (a, g) of a 16-byte CMAC tag."""
-    a = int.from_bytes(b16[:8], "little")
-    g = int.from_bytes(b16[8:], "little") | 1
-    if bin(g ^ (g >> 1)).count("1") < 24:
-        g ^= 0xAAAAAAAAAAAAAAAA
-    return a, g
-
-
-def mix(s, c):
-    """PRF v1's candidate mixer: SplitMix64's (c+1)th output."""
-    a, g = s
-    z = (a + (c + 1) * g) & M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-    return z ^ (z >> 31)
-
-
-def window(context, n):
-    w = list(context[-n:])
-    return [PAD] * (n - len(w)) + w
-
-
-def enc(ids):
-    return b"".join(i.to_bytes(4, "little") for i in ids)
+# PRF v1's pieces (HKDF and CMAC through openssl, seed, mix, window, enc)
+# as gen-prf-vectors.py writes them out from hallmark-prf(7).
+_spec = importlib.util.spec_from_file_location(
+    "gen_prf_vectors",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                 "gen-prf-vectors.py"))
+prf = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(prf)
+hkdf, cmac, seed, mix, window, enc = (prf.hkdf, prf.cmac, prf.seed, prf.mix,
+                                      prf.window, prf.enc)
 
 
 class Handle:
