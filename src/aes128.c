@@ -67,23 +67,29 @@ encrypt_ni(const hm_aes *aes, const unsigned char in[16],
     _mm_storeu_si128((__m128i *)out, x);
 }
 
-/* Many independent blocks: eight in flight hide the aesenc latency. */
+/* Many independent blocks: eight in flight hide the aesenc latency.  The
+ * loops are unrolled whole so that x[] and rk[] stay in registers. */
 __attribute__((target("aes,sse2"))) static void
 encrypt_ni_blocks(const hm_aes *aes, const unsigned char *in,
                   unsigned char *out, size_t n)
 {
     __m128i rk[11];
+#pragma GCC unroll 11
     for (int i = 0; i < 11; i++)
         rk[i] = _mm_loadu_si128((const __m128i *)aes->u.rk[i]);
     size_t b = 0;
     for (; b + 8 <= n; b += 8) {
         __m128i x[8];
+#pragma GCC unroll 8
         for (int j = 0; j < 8; j++)
             x[j] = _mm_xor_si128(
                 _mm_loadu_si128((const __m128i *)(in + 16 * (b + j))), rk[0]);
+#pragma GCC unroll 9
         for (int r = 1; r < 10; r++)
+#pragma GCC unroll 8
             for (int j = 0; j < 8; j++)
                 x[j] = _mm_aesenc_si128(x[j], rk[r]);
+#pragma GCC unroll 8
         for (int j = 0; j < 8; j++)
             _mm_storeu_si128((__m128i *)(out + 16 * (b + j)),
                              _mm_aesenclast_si128(x[j], rk[10]));
@@ -102,19 +108,24 @@ encrypt_vaes_blocks(const hm_aes *aes, const unsigned char *in,
                     unsigned char *out, size_t n)
 {
     __m512i rk[11];
+#pragma GCC unroll 11
     for (int i = 0; i < 11; i++)
         rk[i] = _mm512_broadcast_i32x4(
             _mm_loadu_si128((const __m128i *)aes->u.rk[i]));
     size_t b = 0;
     for (; b + 16 <= n; b += 16) {
         __m512i x[4];
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++)
             x[j] = _mm512_xor_si512(
                 _mm512_loadu_si512((const void *)(in + 16 * (b + 4 * j))),
                 rk[0]);
+#pragma GCC unroll 9
         for (int r = 1; r < 10; r++)
+#pragma GCC unroll 4
             for (int j = 0; j < 4; j++)
                 x[j] = _mm512_aesenc_epi128(x[j], rk[r]);
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++)
             _mm512_storeu_si512((void *)(out + 16 * (b + 4 * j)),
                                 _mm512_aesenclast_epi128(x[j], rk[10]));

@@ -230,6 +230,7 @@ hm_k_prf_windows(const unsigned char rk[11][16], const unsigned char pad[16],
     if (w < 1 || w > 4)
         return 0;
     __m512i k[11];
+#pragma GCC unroll 11
     for (int r = 0; r < 11; r++)
         k[r] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)rk[r]));
     const __m512i padv =
@@ -243,18 +244,26 @@ hm_k_prf_windows(const unsigned char rk[11][16], const unsigned char pad[16],
     const __m512i alt = _mm512_set1_epi64((long long)0xAAAAAAAAAAAAAAAAULL);
     const __m512i one = _mm512_set1_epi64(1);
     size_t i = 0;
+    /* The loops over the eight registers and the rounds are unrolled
+     * whole, so that x[] and k[] live in registers: left as loops, every
+     * round is a load, an aesenc and a store on the stack. */
     for (; i + 32 <= n; i += 32) { /* eight registers in flight */
         __m512i x[8];
+#pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
             __m512i src = _mm512_loadu_si512((const void *)(ids + i + 4 * j));
             __m512i blk = _mm512_maskz_permutexvar_epi32(keep, perm, src);
             x[j] = _mm512_xor_si512(_mm512_xor_si512(blk, padv), k[0]);
         }
+#pragma GCC unroll 9
         for (int r = 1; r < 10; r++)
+#pragma GCC unroll 8
             for (int j = 0; j < 8; j++)
                 x[j] = _mm512_aesenc_epi128(x[j], k[r]);
+#pragma GCC unroll 8
         for (int j = 0; j < 8; j++)
             x[j] = _mm512_aesenclast_epi128(x[j], k[10]);
+#pragma GCC unroll 4
         for (int h = 0; h < 4; h++) {
             __m512i a = _mm512_permutex2var_epi64(x[2 * h], idx_a,
                                                   x[2 * h + 1]);
