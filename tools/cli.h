@@ -151,7 +151,7 @@ int cli_audit_option(int c, const char *arg, cli_audit_opts *o);
     {"help", no_argument, NULL, 'h'}
 /* After the options: -1 (message printed; the caller prints its usage)
  * when --key, -o or the inputs are missing; the default spec is set. */
-int cli_audit_opts_done(cli_audit_opts *o, int argc, int optind,
+int cli_audit_opts_done(cli_audit_opts *o, int argc, int first_input,
                         const char *default_spec);
 
 /* The keys an audit tests: ctxs[0..n_tenants) the master key's context

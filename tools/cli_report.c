@@ -59,10 +59,10 @@ int cli_audit_option(int c, const char *arg, cli_audit_opts *o)
     }
 }
 
-int cli_audit_opts_done(cli_audit_opts *o, int argc, int optind,
+int cli_audit_opts_done(cli_audit_opts *o, int argc, int first_input,
                         const char *default_spec)
 {
-    if (o->keyfile == NULL || o->output == NULL || optind >= argc) {
+    if (o->keyfile == NULL || o->output == NULL || first_input >= argc) {
         cli_error(o->keyfile == NULL  ? "audit: --key KEYFILE is required"
                   : o->output == NULL ? "audit: -o REPORT is required"
                                       : "audit: no input files");
