@@ -394,6 +394,61 @@ START_TEST(test_merge_algebra)
 }
 END_TEST
 
+/* A size hint large enough that the partitions share one arena: the same
+ * results and bytes as without, also when partitions outgrow it, when a
+ * later hint repartitions the table into a new arena, through a merge,
+ * and after a clear. */
+START_TEST(test_reserve_arena)
+{
+    hm_key *k = test_key(32);
+    hm_ctx *ctx = test_ctx(k, specs[_i]);
+    hm_tally *t[3] = {tally1(ctx, 0), tally1(ctx, 0), tally1(ctx, 0)};
+    char dir[] = "/tmp/hm-arena-XXXXXX", path[2][64];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_int_eq(hm_tally_reserve(t[1], 300000), HM_OK);
+    uint64_t s = 700 + (uint64_t)_i;
+    static int32_t tok[20000];
+    for (int d = 0; d < 30; d++) {
+        int32_t prompt[20];
+        random_tokens(prompt, 20, 50, &s);
+        random_tokens(tok, 20000, d % 2 ? 5000 : 200000, &s);
+        for (int i = 0; i < 2; i++)
+            ck_assert_int_eq(hm_tally_add(t[i], prompt, 20, tok, 20000),
+                             HM_OK);
+        if (d == 20) /* past the hint: a larger one */
+            ck_assert_int_eq(hm_tally_reserve(t[1], 2000000), HM_OK);
+    }
+    ck_assert_int_eq(hm_tally_merge(t[2], t[1], NULL, 0), HM_OK);
+    for (int i = 0; i < 2; i++)
+        snprintf(path[i], sizeof path[i], "%s/%d", dir, i);
+    size_t l0, l1;
+    for (int i = 1; i < 3; i++) {
+        same_results(t[0], t[i]);
+        save(t[0], path[0]);
+        save(t[i], path[1]);
+        unsigned char *b0 = slurp(path[0], &l0), *b1 = slurp(path[1], &l1);
+        ck_assert_uint_eq(l0, l1);
+        ck_assert_mem_eq(b0, b1, l0);
+        free(b0);
+        free(b1);
+    }
+    /* cleared, hinted and filled again: as new */
+    hm_tally_clear(t[1]);
+    hm_tally_clear(t[2]);
+    ck_assert_int_eq(hm_tally_reserve(t[1], 400000), HM_OK);
+    for (int i = 1; i < 3; i++)
+        ck_assert_int_eq(hm_tally_add(t[i], NULL, 0, tok, 20000), HM_OK);
+    same_results(t[1], t[2]);
+    for (int i = 0; i < 2; i++)
+        unlink(path[i]);
+    rmdir(dir);
+    for (int i = 0; i < 3; i++)
+        hm_tally_free(t[i]);
+    hm_ctx_free(ctx);
+    hm_key_free(k);
+}
+END_TEST
+
 /* Damaged files are refused with the file name and the problem. */
 /* A size hint changes nothing but the memory: the same results and the
  * same bytes saved, with the hint too small, exact or generous; and a
@@ -1231,6 +1286,8 @@ static Suite *detect_suite(void)
     tcase_add_test(tc, test_rules);
     tcase_add_test(tc, test_merge_algebra);
     tcase_add_loop_test(tc, test_reserve, 0,
+                        (int)(sizeof specs / sizeof specs[0]));
+    tcase_add_loop_test(tc, test_reserve_arena, 0,
                         (int)(sizeof specs / sizeof specs[0]));
     tcase_add_test(tc, test_bad_files);
     tcase_add_test(tc, test_filter);
