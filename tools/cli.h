@@ -224,6 +224,11 @@ void cli_html_finish(cli_buf *b, const cli_tests *t, const char *expect);
 /* Q-Q plot of n sorted p-values against uniform, as SVG. */
 void cli_svg_qq(cli_buf *b, const double *sorted_p, size_t n);
 const char *cli_correction_name(int method);
+/* "gumbel", "kgw" or "tournament" for an HM_SCHEME_* value. */
+const char *cli_scheme_name(int scheme);
+/* A key's log10 p over its n channels' log10 p: the smallest, Bonferroni-
+ * corrected over the channels (at most 0). */
+double cli_channels_log10p(const double *lp, unsigned n);
 /* Writes REPORT.html and REPORT.json atomically (REPORT: output without
  * a final .json) and prints the verdict line; returns the exit status. */
 int cli_report_write(const char *output, const json_t *report,

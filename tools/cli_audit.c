@@ -155,24 +155,16 @@ int cli_read_tenants(const char *path, int with_default, char ***out,
 
 /* ------------------------------------------------------------ helpers */
 
-static const char *scheme_name(int s)
-{
-    return s == HM_SCHEME_GUMBEL ? "gumbel"
-           : s == HM_SCHEME_KGW  ? "kgw"
-                                 : "tournament";
-}
-
-/* A key's p-value over its channels (Bonferroni across channels). */
+/* A key's p-value over its channels (cli_channels_log10p). */
 static double key_log10p(const hm_tally *t, size_t k, unsigned nch)
 {
-    double best = 0;
+    double lp[HM_MAX_CHANNELS] = {0};
     for (unsigned c = 0; c < nch; c++) {
         hm_result r;
-        if (hm_tally_result(t, k, c, &r) == HM_OK && r.log10_p < best)
-            best = r.log10_p;
+        if (hm_tally_result(t, k, c, &r) == HM_OK)
+            lp[c] = r.log10_p;
     }
-    best += log10((double)nch);
-    return best < 0 ? best : 0;
+    return cli_channels_log10p(lp, nch);
 }
 
 typedef struct point {
@@ -490,7 +482,7 @@ int cmd_audit(int argc, char **argv)
             json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
                       "channel",
                       (json_int_t)ch, "scheme",
-                      scheme_name(hm_ctx_channel_scheme(ks.ctxs[0], ch)),
+                      cli_scheme_name(hm_ctx_channel_scheme(ks.ctxs[0], ch)),
                       "documents", (json_int_t)r.documents, "tokens",
                       (json_int_t)r.tokens, "padded", (json_int_t)r.padded,
                       "dropped_padded", (json_int_t)r.dropped_padded,

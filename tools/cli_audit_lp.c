@@ -67,14 +67,13 @@ static void usage(FILE *out)
             DEFAULT_SPEC, DEFAULT_SELF_CHECK, DEFAULT_LABEL);
 }
 
-/* A key's log10 p over its channels (Bonferroni across channels). */
+/* A key's log10 p over its channels (cli_channels_log10p). */
 static double key_log10p(const hm_greenmass_stats *st, unsigned nch)
 {
-    double best = 0;
+    double lp[HM_MAX_CHANNELS];
     for (unsigned c = 0; c < nch; c++)
-        best = fmin(best, st[c].log10_p);
-    best += log10((double)nch);
-    return best < 0 ? best : 0;
+        lp[c] = st[c].log10_p;
+    return cli_channels_log10p(lp, nch);
 }
 
 int cmd_audit_logprobs(int argc, char **argv)

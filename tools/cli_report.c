@@ -426,3 +426,20 @@ const char *cli_correction_name(int m)
            : m == HM_ADJUST_BONFERRONI ? "bonferroni"
                                        : "sidak";
 }
+
+const char *cli_scheme_name(int s)
+{
+    return s == HM_SCHEME_GUMBEL ? "gumbel"
+           : s == HM_SCHEME_KGW  ? "kgw"
+                                 : "tournament";
+}
+
+double cli_channels_log10p(const double *lp, unsigned n)
+{
+    double best = 0;
+    for (unsigned c = 0; c < n; c++)
+        if (lp[c] < best)
+            best = lp[c];
+    best += log10((double)n);
+    return best < 0 ? best : 0;
+}

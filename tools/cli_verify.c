@@ -52,28 +52,11 @@ static void verify_usage(FILE *out)
             DEFAULT_SPEC);
 }
 
-static const char *scheme_name(int s)
-{
-    return s == HM_SCHEME_GUMBEL ? "gumbel"
-           : s == HM_SCHEME_KGW  ? "kgw"
-                                 : "tournament";
-}
-
-/* Smallest channel p-value, Bonferroni-corrected over the channels. */
-static double combined(const hm_result *r, unsigned n)
-{
-    double best = 0;
-    for (unsigned c = 0; c < n; c++)
-        if (r[c].log10_p < best)
-            best = r[c].log10_p;
-    best += log10((double)n);
-    return best < 0 ? best : 0;
-}
-
 static json_t *result_json(const hm_result *r, unsigned c, int scheme)
 {
     return json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f}",
-                     "channel", (json_int_t)c, "scheme", scheme_name(scheme),
+                     "channel", (json_int_t)c, "scheme",
+                     cli_scheme_name(scheme),
                      "tokens", (json_int_t)r->tokens, "padded",
                      (json_int_t)r->padded, "dropped_padded",
                      (json_int_t)r->dropped_padded, "dropped_prompt",
@@ -173,7 +156,7 @@ int cmd_verify(int argc, char **argv)
         for (unsigned ch = 0; ch < nch; ch++) {
             char head[48];
             snprintf(head, sizeof head, "log10 p (%s)",
-                     scheme_name(hm_ctx_channel_scheme(ctx, ch)));
+                     cli_scheme_name(hm_ctx_channel_scheme(ctx, ch)));
             cli_buf_printf(&out, " %8s %18s", "scored", head);
         }
         cli_buf_printf(&out, "  %s\n", "verdict");
@@ -185,6 +168,7 @@ int cmd_verify(int argc, char **argv)
             goto done;
         while ((rc = cli_input_next(&in, &doc)) == 1) {
             hm_result r[HM_MAX_CHANNELS];
+            double chlp[HM_MAX_CHANNELS] = {0};
             hm_tally_clear(t);
             if (hm_tally_add(t, doc.prompt, doc.n_prompt, doc.tokens,
                              doc.n_tokens) != HM_OK) {
@@ -193,10 +177,13 @@ int cmd_verify(int argc, char **argv)
                 rc = -1;
                 break;
             }
-            for (unsigned ch = 0; ch < nch; ch++)
+            for (unsigned ch = 0; ch < nch; ch++) {
                 if (hm_tally_result(t, 0, ch, &r[ch]) != HM_OK)
                     rc = -1;
-            double lp = combined(r, nch);
+                else
+                    chlp[ch] = r[ch].log10_p;
+            }
+            double lp = cli_channels_log10p(chlp, nch);
             int hit = lp <= log10(alpha);
             detected |= hit;
             if (json) {
