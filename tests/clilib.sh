@@ -25,3 +25,13 @@ contains() { # FILE PATTERN DESCRIPTION
         bad "$3: no '$2' in $(basename "$1")"; sed 's/^/  | /' "$1" | head -20; fi
 }
 absent() { [ ! -e "$1" ] && ok || bad "$2: $1 exists"; } # FILE DESCRIPTION
+
+# Key files for the tests, mode 0600.  fixed_keys: $T/k and $T/other,
+# fixed so that every outcome of the scripts is deterministic.
+mkkey() { # FILE HEX
+    (umask 077; printf '# test key\nhallmark-key v1\n%s\n' "$2" >"$1")
+}
+fixed_keys() {
+    mkkey "$T/k" 6b1f0c3a9e4d27588102fa3bc6d9e0f11a2b3c4d5e6f708192a3b4c5d6e7f809
+    mkkey "$T/other" 0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0
+}

@@ -9,11 +9,7 @@ set -u
 . "$(dirname "$0")/clilib.sh"
 GEN="$HM_BUILDDIR/tests/greenmass_gen"
 
-mkkey() { # FILE HEX
-    (umask 077; printf '# test key\nhallmark-key v1\n%s\n' "$2" >"$1")
-}
-mkkey "$T/k" 6b1f0c3a9e4d27588102fa3bc6d9e0f11a2b3c4d5e6f708192a3b4c5d6e7f809
-mkkey "$T/other" 0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0
+fixed_keys
 SPEC=kgw:gamma=0.25,delta=2,h=1
 "$GEN" "$T/k" "$SPEC" acme marked 300 1 >"$T/marked.jsonl" || bad "greenmass_gen marked"
 "$GEN" "$T/k" "$SPEC" acme clean 300 1 >"$T/clean.jsonl" || bad "greenmass_gen clean"

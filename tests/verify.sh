@@ -8,11 +8,7 @@ set -u
 SPEC=kgw:h=1+gumbel:h=4
 # Fixed keys and seeds: every outcome below is deterministic, so no
 # statistical check can fail by chance on one run and pass on the next.
-mkkey() { # FILE HEX
-    (umask 077; printf '# test key\nhallmark-key v1\n%s\n' "$2" >"$1")
-}
-mkkey "$T/k" 6b1f0c3a9e4d27588102fa3bc6d9e0f11a2b3c4d5e6f708192a3b4c5d6e7f809
-mkkey "$T/other" 0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0
+fixed_keys
 expect 0 "serve ours" -- "$HM" demo --key "$T/k" --scheme $SPEC --documents 6 --tokens 80 -o "$T/ours.jsonl"
 expect 0 "serve theirs" -- "$HM" demo --key "$T/other" --scheme $SPEC --documents 6 --tokens 80 -o "$T/theirs.jsonl"
 expect 0 "serve tenant" -- "$HM" demo --key "$T/k" --scheme $SPEC --tenant acme --documents 4 --tokens 80 --seed 9 -o "$T/acme.jsonl"
