@@ -8,6 +8,7 @@
  *   tools/bench-logprobs --cost     cost only
  *   tools/bench-logprobs --attack   attack only
  *   tools/bench-logprobs --audit    open-model audit cost only
+ *                                   (the three combine; none: all)
  *   tools/bench-logprobs --cost --compare OLD/libhallmark.so.0
  *                                   cost of this build and another one,
  *                                   interleaved, with the ratios
@@ -657,16 +658,17 @@ static void run_attack(const hm_key *key)
 
 int main(int argc, char **argv)
 {
-    int cost = 1, att = 1, audit = 1, n_libs = 1;
+    /* each of --cost, --attack and --audit adds its part; none: all */
+    int cost = 0, att = 0, audit = 0, n_libs = 1;
     bench_lib libs[2];
     bench_lib_self(&libs[0]);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--cost") == 0)
-            att = 0;
+            cost = 1;
         else if (strcmp(argv[i], "--attack") == 0)
-            cost = audit = 0;
+            att = 1;
         else if (strcmp(argv[i], "--audit") == 0)
-            cost = att = 0;
+            audit = 1;
         else if (strcmp(argv[i], "--compare") == 0 && i + 1 < argc) {
             char err[512];
             if (bench_lib_open(&libs[1], argv[++i], err, sizeof err) != 0) {
@@ -680,6 +682,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (!cost && !att && !audit)
+        cost = att = audit = 1;
     /* A fixed key, so that runs are comparable. */
     unsigned char kb[HM_KEY_BYTES];
     for (int i = 0; i < HM_KEY_BYTES; i++)
