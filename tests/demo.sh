@@ -98,6 +98,10 @@ expect 2 "foreign directory" -- env HALLMARK_CACHE="$T/cache" \
     "$HM" demo --quick --dir "$T/foreign"
 contains "$T/err" "not made by 'hallmark demo'" "foreign directory message"
 [ "$(cat "$T/foreign/notes.txt")" = keep ] && ok || bad "foreign file touched"
+mkdir -p "$T/repo/.git"
+expect 2 "directory with only a hidden subdirectory" -- \
+    env HALLMARK_CACHE="$T/cache" "$HM" demo --quick --dir "$T/repo"
+absent "$T/repo/.hallmark-demo" "refused directory"
 echo x >"$T/afile"
 expect 2 "file in the way" -- env HALLMARK_CACHE="$T/cache" \
     "$HM" demo --quick --dir "$T/afile"

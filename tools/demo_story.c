@@ -10,6 +10,7 @@
  * The experiment at full size is 'make eval' (eval/README.md); this reuses
  * its model (eval/ngram.h) and serving loop (eval/evallib.h).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -56,6 +57,21 @@ static void group(char *out, size_t cap, unsigned long long v)
     out[o] = 0;
 }
 
+/* Whether dir has no entry at all (hidden files and subdirectories
+ * count); an unreadable one counts as not empty. */
+static int dir_empty(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    const struct dirent *e;
+    int empty = 1;
+    while (empty && (e = readdir(d)) != NULL)
+        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    closedir(d);
+    return empty;
+}
+
 /* The work directory: created, or one a previous demo made (its marker
  * file), or empty; never someone else's files. */
 static int prepare_dir(const char *dir)
@@ -74,23 +90,15 @@ static int prepare_dir(const char *dir)
                                       : strerror(errno));
             return -1;
         }
-        if (stat(mark, &st) != 0) {
-            /* only an empty directory may be taken over */
-            ev_docs probe;
-            char err[64];
-            if (ev_docs_read_dir(&probe, dir, "", NULL, err, sizeof err) !=
-                    0 ||
-                probe.n != 0) {
-                ev_docs_free(&probe);
-                cli_error("demo: %s exists and was not made by 'hallmark "
-                          "demo'; give another --dir",
-                          dir);
-                return -1;
-            }
-            ev_docs_free(&probe);
+        if (stat(mark, &st) != 0 && !dir_empty(dir)) {
+            cli_error("demo: %s exists and was not made by 'hallmark "
+                      "demo'; give another --dir",
+                      dir);
+            return -1;
         }
     }
-    return cli_write_atomic(mark, "hallmark demo work directory\n", 29);
+    static const char text[] = "hallmark demo work directory\n";
+    return cli_write_atomic(mark, text, sizeof text - 1);
 }
 
 typedef struct story {
