@@ -195,13 +195,21 @@ int cmd_audit_logprobs(int argc, char **argv)
 
     /* ---------------------------------------------------------- tests */
     st = calloc(n_keys * nch, sizeof *st);
-    if (st == NULL ||
-        cli_tests_init(&t, n_tenants, n_self, alpha, o.corr, o.label) != 0)
+    if (st == NULL) {
+        cli_error("out of memory for %zu keys' results", n_keys);
+        goto done;
+    }
+    if (cli_tests_init(&t, n_tenants, n_self, alpha, o.corr, o.label) != 0)
         goto done;
     for (size_t k = 0; k < n_keys; k++)
         for (unsigned ch = 0; ch < nch; ch++)
-            if (hm_greenmass_result(gm, k, ch, &st[k * nch + ch]) != HM_OK)
+            if ((rc = hm_greenmass_result(gm, k, ch, &st[k * nch + ch])) !=
+                HM_OK) {
+                cli_error("cannot compute the result of key %zu, channel "
+                          "%u: %s",
+                          k, ch, hm_strerror(rc));
                 goto done;
+            }
     for (size_t k = 0; k < n_tenants; k++)
         t.lp[k] = key_log10p(st + k * nch, nch);
     for (size_t j = 0; j < n_self; j++)

@@ -136,19 +136,29 @@ int cli_tests_init(cli_tests *t, size_t n_tenants, size_t n_self,
     t->lp = calloc(n_tenants, sizeof *t->lp);
     t->adj = calloc(n_tenants, sizeof *t->adj);
     t->selfp = calloc(n_self + 1, sizeof *t->selfp);
-    return t->lp && t->adj && t->selfp ? 0 : -1;
+    if (t->lp && t->adj && t->selfp)
+        return 0;
+    cli_error("out of memory for %zu tenants' tests", n_tenants);
+    return -1;
 }
 
 int cli_tests_run(cli_tests *t)
 {
-    if (hm_log10_adjust(t->lp, t->adj, t->n_tenants, t->corr) != HM_OK)
+    int rc = hm_log10_adjust(t->lp, t->adj, t->n_tenants, t->corr);
+    if (rc != HM_OK) {
+        cli_error("cannot adjust the tenants' p-values: %s", hm_strerror(rc));
         return -1;
+    }
     t->ks_d = 0;
     t->ks_lp = 0;
     t->calibrated = 1;
     if (t->n_self > 0) {
-        if (hm_ks_uniform(t->selfp, t->n_self, &t->ks_d, &t->ks_lp) != HM_OK)
+        rc = hm_ks_uniform(t->selfp, t->n_self, &t->ks_d, &t->ks_lp);
+        if (rc != HM_OK) {
+            cli_error("cannot run the self-check's KS test: %s",
+                      hm_strerror(rc));
             return -1;
+        }
         t->calibrated = t->ks_lp > -2; /* KS p-value above 0.01 */
     }
     t->n_detected = 0;
@@ -396,8 +406,10 @@ int cli_report_write(const char *output, const json_t *report,
         ol -= 5;
     char *jpath = malloc(ol + 8), *hpath = malloc(ol + 8);
     int status = EXIT_TROUBLE;
-    if (json_text == NULL || jpath == NULL || hpath == NULL)
+    if (json_text == NULL || jpath == NULL || hpath == NULL) {
+        cli_error("out of memory writing the report %s", output);
         goto done;
+    }
     snprintf(jpath, ol + 8, "%.*s.json", (int)ol, output);
     snprintf(hpath, ol + 8, "%.*s.html", (int)ol, output);
     if (cli_write_atomic(hpath, html->data, html->len) != 0)
