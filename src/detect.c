@@ -61,9 +61,9 @@
  * score when the tuple joins a run, so that a result costs nothing more
  * once the partitions have settled.
  *
- * A partition settles when an add first reaches it with more records
- * waiting than in its run (so that a record is moved a bounded number of
- * times), and all settle before the set is read, grown or merged.  An
+ * A partition settles when an add finds it full and at least
+ * max(SETTLE_MIN, an eighth of it) records waited from before that add
+ * (part_full), and all settle before the set is read, grown or merged.  An
  * add only appends and grows partitions: on failure it truncates them
  * back (each partition remembers its length before the add), so that it
  * is all or nothing.
@@ -704,10 +704,9 @@ static int channels_init(hm_tally *t)
     return HM_OK;
 }
 
-/* The table holding key k's tuples, and where its value sits in a record. */
-static tally_table *table_of(const tally_channel *tc, size_t k, size_t *off)
+/* The table holding key k's tuples. */
+static const tally_table *table_of(const tally_channel *tc, size_t k)
 {
-    *off = tc->per_key ? 0 : k;
     return &tc->tab[tc->per_key ? k : 0];
 }
 
@@ -1389,8 +1388,7 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
         return rc;
     const hm_channel *ch = &t->params.ch[channel];
     const tally_channel *tch = &t->ch[channel];
-    size_t off;
-    const tally_table *tc = table_of(tch, key, &off);
+    const tally_table *tc = table_of(tch, key);
     const sum128 *s = &tch->sum[key];
     memset(r, 0, sizeof *r);
     r->documents = t->documents;
@@ -1751,9 +1749,9 @@ static int parse_tally(hm_tally **out, reader *r)
         rc = r_bad(r, "expected 'data'");
         goto fail;
     }
+    unsettle(t);
     for (unsigned c = 0; c < t->params.n_channels; c++) {
         t->ch[c].summed = 0; /* summed when a result asks */
-        unsettle(t);
         for (size_t k = 0; k < t->ch[c].n_tables; k++) {
             tally_table *tb = &t->ch[c].tab[k];
             size_t w = tb->w, count = tb->n;

@@ -438,8 +438,7 @@ static unsigned block_pop(const uint64_t *blk)
 {
     unsigned n = 0;
     for (unsigned j = 0; j < BLOCK_WORDS; j++)
-        n += (unsigned)__builtin_popcountll(
-            __atomic_load_n(&blk[j], __ATOMIC_RELAXED));
+        n += hm_popcount64(__atomic_load_n(&blk[j], __ATOMIC_RELAXED));
     return n;
 }
 
