@@ -408,7 +408,8 @@ HM_EXPORT size_t hm_tally_spec(const hm_tally *tally, char *buf, size_t len);
 HM_EXPORT const char *hm_tally_fingerprint(const hm_tally *tally, size_t i);
 HM_EXPORT const char *hm_tally_tenant(const hm_tally *tally, size_t i);
 
-/* The counts and the exact test of key i on channel c. */
+/* The counts and the exact test of key i on channel c (sorting any
+ * records that wait first, so HM_ENOMEM is possible). */
 HM_EXPORT HM_WUR int hm_tally_result(const hm_tally *tally, size_t key,
                                      unsigned channel, hm_result *result);
 
