@@ -41,8 +41,8 @@
 #define ROUND_MAGIC 0x1.8p52
 
 /* e^x for x <= 0 in binary32, relative error below 3e-7 (x < -87 gives
- * 0): the log-sum-exp of a row and the sum check of harden need no more,
- * and unlike expf this vectorizes. */
+ * 0): the log-sum-exp of a dense row needs no more, and unlike expf this
+ * vectorizes. */
 static inline float exp_neg(float x)
 {
     x = x > -87.0f ? x : -87.0f;
@@ -215,10 +215,16 @@ int hm_logprobs_param(const hm_logprobs *lp, const char *name, double *value)
 
 /* --------------------------------------------------------- offsets */
 
-/* The step seed of a window: PRF v1's, under the logprobs subkey. */
-static hm_seed window_seed(const hm_logprobs *lp, const uint32_t *w)
+/* The step seed of row's window: PRF v1's, under the logprobs subkey. */
+static int window_of(const hm_logprobs *lp, const hm_row *row, hm_seed *s)
 {
-    return hm_seed_window(&lp->cmac, w, lp->h);
+    uint32_t w[HM_MAX_CONTEXT];
+    if (row->context == NULL && row->n_context > 0)
+        return HM_EINVAL;
+    int rc = hm_row_window(row, lp->h, w);
+    if (rc == HM_OK)
+        *s = hm_seed_window(&lp->cmac, w, lp->h);
+    return rc;
 }
 
 /* s = 2u - 1 for u = ((x >> 12) + 0.5) 2^-52 (PRF v1's uniform map) is
@@ -250,11 +256,10 @@ int hm_logprobs_offset(const hm_logprobs *lp, const int32_t *context,
     if (token < 0)
         return HM_ERANGE;
     hm_row row = {context, n_context, NULL, 0.0f, 0.0};
-    uint32_t w[HM_MAX_CONTEXT];
-    int rc = hm_row_window(&row, lp->h, w);
+    hm_seed s;
+    int rc = window_of(lp, &row, &s);
     if (rc != HM_OK)
         return rc;
-    hm_seed s = window_seed(lp, w);
     *offset = offset_of(s, token, lp->eps);
     OPENSSL_cleanse(&s, sizeof s);
     return HM_OK;
@@ -322,17 +327,6 @@ static void sort_recs(rec *a, size_t n)
 }
 
 /* ------------------------------------------------------------ hardening */
-
-static int window_of(const hm_logprobs *lp, const hm_row *row, hm_seed *s)
-{
-    uint32_t w[HM_MAX_CONTEXT];
-    if (row->context == NULL && row->n_context > 0)
-        return HM_EINVAL;
-    int rc = hm_row_window(row, lp->h, w);
-    if (rc == HM_OK)
-        *s = window_seed(lp, w);
-    return rc;
-}
 
 /* About e^y from above, at most 1.0071 times it: e^y = 2^t, t = y log2(e),
  * and 2^t = 2^m 2^f <= 2^m (1 + f (a + (1 - a) f)) for m = floor(t),
