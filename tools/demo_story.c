@@ -173,6 +173,22 @@ static int make_prompts(story *s)
     return 0;
 }
 
+#define SERVE_TAG "demo serve" /* the served requests' stream */
+
+/* The stream of response lengths for tag: requests() and responses_for()
+ * must draw the same ones, or rho comes out wrong. */
+static ev_rng lengths(const story *s, const char *tag)
+{
+    ev_rng r = {ev_seed(s->o->seed, tag, UINT64_MAX)};
+    return r;
+}
+
+static size_t next_length(const story *s, ev_rng *r)
+{
+    return s->sz->resp_min +
+           (size_t)ev_below(r, s->sz->resp_max - s->sz->resp_min + 1);
+}
+
 /* n requests on the next unused prompts, lengths and seeds from tag. */
 static int requests(story *s, ev_requests *r, size_t n, size_t first,
                     const char *tag, const hm_ctx *ctx)
@@ -186,14 +202,12 @@ static int requests(story *s, ev_requests *r, size_t n, size_t first,
         cli_error("demo: out of memory");
         return -1;
     }
-    ev_rng lr = {ev_seed(s->o->seed, tag, UINT64_MAX)};
+    ev_rng lr = lengths(s, tag);
     for (size_t i = 0; i < n; i++) {
         r->prompt[i] = s->pids[first + i];
         r->n_prompt[i] = s->n_pids[first + i];
         r->prompt_text[i] = s->ptext[first + i];
-        r->n_resp[i] = s->sz->resp_min +
-                       (size_t)ev_below(&lr, s->sz->resp_max -
-                                                 s->sz->resp_min + 1);
+        r->n_resp[i] = next_length(s, &lr);
         r->seed[i] = ev_seed(s->o->seed, tag, i);
         r->ctx[i] = ctx;
     }
@@ -206,11 +220,10 @@ static int requests(story *s, ev_requests *r, size_t n, size_t first,
 static size_t responses_for(story *s, double rho, uint64_t clean)
 {
     double want = rho / (1 - rho) * (double)clean, got = 0;
-    ev_rng lr = {ev_seed(s->o->seed, "demo serve", UINT64_MAX)};
+    ev_rng lr = lengths(s, SERVE_TAG);
     size_t n = 0;
     while (got < want) {
-        got += (double)(s->sz->resp_min +
-                        ev_below(&lr, s->sz->resp_max - s->sz->resp_min + 1));
+        got += (double)next_length(s, &lr);
         n++;
     }
     return n;
@@ -425,8 +438,8 @@ int demo_story(const demo_opts *o)
     }
     size_t n_serve = responses_for(&s, rho, s.part_tokens[1]);
     t = now();
-    if (requests(&s, &wm, n_serve, 0, "demo serve", ctx) != 0 ||
-        requests(&s, &plain, n_serve, 0, "demo serve", NULL) != 0)
+    if (requests(&s, &wm, n_serve, 0, SERVE_TAG, ctx) != 0 ||
+        requests(&s, &plain, n_serve, 0, SERVE_TAG, NULL) != 0)
         goto done;
     int hr = ev_serve(teacher, &s.samp, &wm, o->threads);
     if (hr == HM_OK)
