@@ -13,7 +13,9 @@
 #endif
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "hallmark.h"
 
@@ -87,6 +89,27 @@ static inline int bench_lib_open(bench_lib *b, const char *path, char *err,
              path);
     return -1;
 #endif
+}
+
+/* Timing helpers both benchmarks use: seconds on the monotonic clock,
+ * and the median of n timings (sorted in place). */
+static inline double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static inline int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static inline double bench_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
+    return v[n / 2];
 }
 
 #endif /* HM_BENCH_LIB_H */

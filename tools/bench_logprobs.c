@@ -52,13 +52,6 @@
 
 #define REPS 7
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static uint64_t rng_state = 0x10b5;
 static uint64_t rnd(void)
 {
@@ -94,18 +87,6 @@ static void check(int rc, const char *what)
     }
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
-}
-
 /* ----------------------------------------------------------------- cost */
 
 /* Log-softmax of a row of Gaussian logits (sd 2), top k, sorted: what a
@@ -121,7 +102,7 @@ static void true_topk(size_t V, size_t k, int32_t *ids, double *l)
 
 static int cmp_desc(const void *a, const void *b)
 {
-    return -cmp_double(a, b);
+    return -bench_cmp_double(a, b);
 }
 
 /* The top k of a softmax over V Gaussian logits (sd 3, one logit 5 above
@@ -156,7 +137,7 @@ static double time_rows(const bench_lib *lib, const hm_logprobs *lp,
                         int32_t (*ctx)[4], size_t k, int mode, int32_t *w,
                         double *x)
 {
-    double t0 = now();
+    double t0 = bench_now();
     for (size_t m = 0; m < M_ROWS; m++) {
         hm_row row = {ctx[m], 4, NULL, 0, 0};
         memcpy(w, ids + m % D_ROWS * k, k * sizeof *w);
@@ -166,7 +147,7 @@ static double time_rows(const bench_lib *lib, const hm_logprobs *lp,
                                  mode == 0 ? HM_LOGPROBS_KEEP_ORDER : 0),
                   "harden");
     }
-    return (now() - t0) / M_ROWS * 1e6;
+    return (bench_now() - t0) / M_ROWS * 1e6;
 }
 
 /* Per served token (one generation step hardens one row of k values),
@@ -223,7 +204,7 @@ static void cost_harden(const unsigned char *kb, const bench_lib *libs,
             double med[2][3];
             for (int b = 0; b < n_libs; b++)
                 for (int mode = 0; mode < 3; mode++)
-                    med[b][mode] = median(t[b][mode], COST_REPS);
+                    med[b][mode] = bench_median(t[b][mode], COST_REPS);
             printf("  %-8s %5zu %8.3f %8.3f %6.3f %8s",
                    kind == 0 ? "tail" : "softmax", k, med[0][0], med[0][1],
                    med[0][2],
@@ -275,22 +256,22 @@ static void cost_audit(const hm_key *key)
             check(hm_greenmass_new(&g, (const hm_ctx *const *)&ctx, 1, 0,
                                    NULL, 0),
                   "greenmass");
-            double t0 = now();
+            double t0 = bench_now();
             for (size_t m = 0; m < M; m++)
                 check(hm_greenmass_add(g, ctxs[m], 4, ids + m * k, l + m * k,
                                        k),
                       "add");
-            double t1 = now();
+            double t1 = bench_now();
             check(hm_greenmass_result(g, 0, 0, &st), "result");
-            double t2 = now();
+            double t2 = bench_now();
             ta[r] = (t1 - t0) / (double)M * 1e9;
             tr[r] = (t2 - t1) / (double)st.pairs * 1e9;
             hm_greenmass_free(g);
         }
-        double add = median(ta, REPS);
+        double add = bench_median(ta, REPS);
         printf("  %6zu %8zu %8llu %14.0f %12.1f %12.1f\n", k, M,
                (unsigned long long)st.windows, add, add / (double)k,
-               median(tr, REPS));
+               bench_median(tr, REPS));
         free(ids);
         free(ctxs);
         free(l);
@@ -318,7 +299,7 @@ static void cost_dense(const hm_key *key)
             size_t k = ks[ki], n;
             double t[REPS];
             for (int r = 0; r < REPS; r++) {
-                double t0 = now();
+                double t0 = bench_now();
                 for (size_t m = 0; m < M; m++) {
                     int32_t ctx[4] = {(int32_t)m, 1, 2, 3};
                     hm_row row = {ctx, 4, NULL, 0, 0};
@@ -326,9 +307,9 @@ static void cost_dense(const hm_key *key)
                                             ids, x, &n),
                           "dense");
                 }
-                t[r] = (now() - t0) / M * 1e6;
+                t[r] = (bench_now() - t0) / M * 1e6;
             }
-            printf("  %7zu %6zu %12.1f\n", V, k, median(t, REPS));
+            printf("  %7zu %6zu %12.1f\n", V, k, bench_median(t, REPS));
         }
         free(l);
         free(ids);
@@ -378,7 +359,7 @@ static void jacobi_eigenvalues(double *a, size_t n, double *ev)
     }
     for (size_t i = 0; i < n; i++)
         ev[i] = a[i * n + i];
-    qsort(ev, n, sizeof *ev, cmp_double);
+    qsort(ev, n, sizeof *ev, bench_cmp_double);
     for (size_t i = 0; i < n / 2; i++) {
         double t = ev[i];
         ev[i] = ev[n - 1 - i];

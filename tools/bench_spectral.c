@@ -23,13 +23,6 @@
 #define R_NULL 999
 #define LABEL "hallmark probe null"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void die(const char *what, int rc)
 {
     fprintf(stderr, "bench-spectral: %s: %s\n", what, hm_strerror(rc));
@@ -48,12 +41,6 @@ static hm_spectral *spectral(const hm_key *k, const char *spec)
 
 /* ---------------------------------------------------------- the cost */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 enum { REPS = 21 }; /* short runs, many: a busy machine moves the median less */
 
 /* Microseconds per row through lib: mode 0 apply, 1 harden (kept order),
@@ -65,7 +52,7 @@ static double time_mode(const bench_lib *lib, const hm_spectral *sp,
     int32_t ctx[8] = {11, 22, 33, 44, 55, 66, 77, 88};
     int32_t ids2[1024];
     double l[1024];
-    double t0 = now();
+    double t0 = bench_now();
     for (size_t r = 0; r < reps; r++) {
         hm_row row = {ctx, 8, NULL, 0.0f, 0.0};
         ctx[7] = (int32_t)r; /* a fresh window each time */
@@ -79,7 +66,7 @@ static double time_mode(const bench_lib *lib, const hm_spectral *sp,
         if (rc != HM_OK)
             die("apply", rc);
     }
-    return (now() - t0) / (double)reps * 1e6;
+    return (bench_now() - t0) / (double)reps * 1e6;
 }
 
 static void cost(const bench_lib *libs, int n_libs)
@@ -128,10 +115,8 @@ static void cost(const bench_lib *libs, int n_libs)
                     tm[b][mode][r] = time_mode(&libs[b], sp[b], lp[b], ids,
                                                base, k, mode, reps);
         for (int b = 0; b < n_libs; b++)
-            for (int mode = 0; mode < 4; mode++) {
-                qsort(tm[b][mode], REPS, sizeof(double), cmp_double);
-                med[b][mode] = tm[b][mode][REPS / 2];
-            }
+            for (int mode = 0; mode < 4; mode++)
+                med[b][mode] = bench_median(tm[b][mode], REPS);
         printf("  %6zu %9.3f %9.3f %13.3f %6.3f %8s", k, med[0][0],
                med[0][1], med[0][2], med[0][3],
                med[0][2] <= 1 ? "yes" : "no");
@@ -140,20 +125,16 @@ static void cost(const bench_lib *libs, int n_libs)
                    med[0][0] / med[1][0], med[0][2] / med[1][2]);
         printf("\n");
     }
+    double t0 = bench_now(); /* key[0] is this build's */
+    hm_spectral *tmp = spectral(key[0], "id=timing");
+    printf("  hm_spectral_new (HKDF + 2^18 membership bits): %.2f ms\n",
+           (bench_now() - t0) * 1e3);
+    hm_spectral_free(tmp);
     for (int b = 0; b < n_libs; b++) {
         libs[b].sp_free(sp[b]);
         libs[b].lp_free(lp[b]);
         libs[b].key_free(key[b]);
     }
-    hm_key *tk = NULL;
-    if (hm_key_from_bytes(&tk, kb, sizeof kb) != HM_OK)
-        die("key", HM_EINVAL);
-    double t0 = now();
-    hm_spectral *tmp = spectral(tk, "id=timing");
-    printf("  hm_spectral_new (HKDF + 2^18 membership bits): %.2f ms\n",
-           (now() - t0) * 1e3);
-    hm_spectral_free(tmp);
-    hm_key_free(tk);
 }
 
 /* ---------------------------------------------------- the amplitude */
