@@ -114,6 +114,9 @@ typedef struct cli_lp {
 /* 1: a record, 0: end of input, -1: error ("FILE:LINE: problem" printed).
  * Ids must be below in->vocab when it is > 0. */
 int cli_input_next_lp(cli_input *in, cli_lp *rec);
+/* *p to room for need elements of elt bytes (capacity *cap, doubled as
+ * needed); -1 without memory, *p unchanged. */
+int cli_grow(void **p, size_t *cap, size_t need, size_t elt);
 void cli_lp_free(cli_lp *rec);
 
 /* hallmark audit and audit --logprobs: the tenants to test (cli_audit.c)

@@ -308,7 +308,7 @@ void cli_doc_free(cli_doc *doc)
 
 /* --------------------------------------------- log-probability records */
 
-static int grow_array(void **p, size_t *cap, size_t need, size_t elt)
+int cli_grow(void **p, size_t *cap, size_t need, size_t elt)
 {
     if (need <= *cap)
         return 0;
@@ -402,11 +402,11 @@ static int lp_record(cli_input *in, json_t *o, cli_lp *rec)
         cli_error("%s:%lu: no top-k entries", in->name, in->line);
         return -1;
     }
-    if (grow_array((void **)&rec->context, &rec->cap_context, nc,
+    if (cli_grow((void **)&rec->context, &rec->cap_context, nc,
                    sizeof *rec->context) != 0 ||
-        grow_array((void **)&rec->ids, &rec->cap_ids, k, sizeof *rec->ids) !=
+        cli_grow((void **)&rec->ids, &rec->cap_ids, k, sizeof *rec->ids) !=
             0 ||
-        grow_array((void **)&rec->logprobs, &rec->cap_lps, k,
+        cli_grow((void **)&rec->logprobs, &rec->cap_lps, k,
                    sizeof *rec->logprobs) != 0) {
         cli_error("%s:%lu: out of memory", in->name, in->line);
         return -1;

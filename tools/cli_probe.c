@@ -72,21 +72,6 @@ static void probes_free(probes *p)
     free(p->lps);
 }
 
-static int grow(void **ptr, size_t *cap, size_t need, size_t elt)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 256;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*ptr, c * elt);
-    if (q == NULL)
-        return -1;
-    *ptr = q;
-    *cap = c;
-    return 0;
-}
-
 /* One record into p (its format checked by cli_input_next_lp); returns
  * 0, or -1 with a message printed. */
 static int add_probe(probes *p, const cli_input *in, const cli_lp *r,
@@ -98,7 +83,7 @@ static int add_probe(probes *p, const cli_input *in, const cli_lp *r,
                   k, HM_SPECTRAL_MAX);
         return -1;
     }
-    int oom = grow((void **)&p->ctx, &p->cap, p->n + 1,
+    int oom = cli_grow((void **)&p->ctx, &p->cap, p->n + 1,
                    HM_MAX_CONTEXT * sizeof *p->ctx) != 0;
     /* the three per-probe arrays share cap: grow the others to match */
     void *a = oom ? NULL : realloc(p->n_ctx, p->cap * sizeof *p->n_ctx);
@@ -110,8 +95,10 @@ static int add_probe(probes *p, const cli_input *in, const cli_lp *r,
     }
     size_t cap_ids = p->cap_rec;
     if (a == NULL ||
-        grow((void **)&p->ids, &cap_ids, p->n_rec + k, sizeof *p->ids) != 0 ||
-        grow((void **)&p->lps, &p->cap_rec, p->n_rec + k, sizeof *p->lps) != 0) {
+        cli_grow((void **)&p->ids, &cap_ids, p->n_rec + k,
+                 sizeof *p->ids) != 0 ||
+        cli_grow((void **)&p->lps, &p->cap_rec, p->n_rec + k,
+                 sizeof *p->lps) != 0) {
         cli_error("%s:%lu: out of memory", in->name, r->line);
         return -1;
     }
