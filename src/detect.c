@@ -159,7 +159,8 @@ enum {
     PART_BYTES = 256 << 10, /* a partition's target size */
     PART_BITS_MAX = 16,
     SETTLE_MIN = 64,        /* waiting records worth settling early */
-    DIGIT_BITS_MAX = 16     /* counting sort of a partition's records */
+    DIGIT_BITS_MAX = 16,    /* counting sort of a partition's records */
+    INSERT_MOVES = 8        /* insertion sort moves a record, at most */
 };
 
 /* Add b <= 2^32 scores x >= 0 to s: each is its integer part and its
@@ -382,11 +383,82 @@ static uint64_t *scratch(hm_tally *t, size_t words)
     return t->scratch;
 }
 
+/* Sort n (hash, x) pairs by hash, stably, through tmp of 2n words:
+ * runs of eight by insertion, then merges. */
+static void merge_sort_pairs(uint64_t *a, uint64_t *tmp, size_t n)
+{
+    enum { RUN = 8 };
+    for (size_t lo = 0; lo < n; lo += RUN) {
+        size_t hi = n - lo < RUN ? n : lo + RUN;
+        for (size_t i = lo + 1; i < hi; i++) {
+            uint64_t h = a[2 * i], x = a[2 * i + 1];
+            size_t j = i;
+            for (; j > lo && a[2 * (j - 1)] > h; j--) {
+                a[2 * j] = a[2 * (j - 1)];
+                a[2 * j + 1] = a[2 * (j - 1) + 1];
+            }
+            a[2 * j] = h;
+            a[2 * j + 1] = x;
+        }
+    }
+    uint64_t *src = a, *dst = tmp;
+    for (size_t width = RUN; width < n; width *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * width) {
+            size_t mid = n - lo < width ? n : lo + width;
+            size_t hi = n - lo < 2 * width ? n : lo + 2 * width;
+            size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) { /* ties from the left: stable */
+                size_t from = src[2 * j] < src[2 * i] ? j++ : i++;
+                dst[2 * k] = src[2 * from];
+                dst[2 * k++ + 1] = src[2 * from + 1];
+            }
+            memcpy(dst + 2 * k, src + 2 * i, (mid - i) * 2 * sizeof *dst);
+            k += mid - i;
+            memcpy(dst + 2 * k, src + 2 * j, (hi - j) * 2 * sizeof *dst);
+        }
+        uint64_t *swap = src;
+        src = dst;
+        dst = swap;
+    }
+    if (src != a)
+        memcpy(a, src, 2 * n * sizeof *a);
+}
+
+/* Sort n (hash, x) pairs, which a counting sort on the top bits of the
+ * hash has left in runs of a few, by hash, stably, through tmp of 2n
+ * words if need be.  The insertion sort stops when it has moved more than
+ * INSERT_MOVES pairs a record, many times what random hashes need: its
+ * prefix is sorted and the rest is still in counting-sort order, so that
+ * equal hashes are in arrival order, and the merge sort finishes. */
+static void sort_pairs(uint64_t *pair, uint64_t *tmp, size_t n)
+{
+    size_t budget = INSERT_MOVES * n;
+    for (size_t i = 1; i < n; i++) {
+        uint64_t h = pair[2 * i], at = pair[2 * i + 1];
+        size_t j = i;
+        for (; j > 0 && pair[2 * (j - 1)] > h; j--) {
+            pair[2 * j] = pair[2 * (j - 1)];
+            pair[2 * j + 1] = pair[2 * (j - 1) + 1];
+        }
+        pair[2 * j] = h;
+        pair[2 * j + 1] = at;
+        if (i - j > budget) {
+            merge_sort_pairs(pair, tmp, n);
+            return;
+        }
+        budget -= i - j;
+    }
+}
+
 /* Merge p's waiting records into its run.  The waiting records are
  * sorted as (hash, position) pairs, by a counting sort on the hash bits
  * after the partition's and an insertion sort, both stable; the first of
  * each hash is kept unless the run has it, gathered, scored, and merged
- * with the run from the back, in place. */
+ * with the run from the back, in place.
+ *
+ * The hash has no key, so text can be made whose hashes share their top
+ * bits, on which the insertion sort alone would take quadratic time:
+ * sort_pairs then turns to a merge sort, n log n whatever the hashes. */
 static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
                        tally_part *p, size_t upto)
 {
@@ -425,16 +497,7 @@ static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
     if (direct)
         gath = pair; /* compacted in place below */
 #undef DIGIT
-    for (size_t i = 1; i < q; i++) {
-        uint64_t h = pair[2 * i], at = pair[2 * i + 1];
-        size_t j = i;
-        for (; j > 0 && pair[2 * (j - 1)] > h; j--) {
-            pair[2 * j] = pair[2 * (j - 1)];
-            pair[2 * j + 1] = pair[2 * (j - 1) + 1];
-        }
-        pair[2 * j] = h;
-        pair[2 * j + 1] = at;
-    }
+    sort_pairs(pair, pair + 2 * q, q); /* gath is free until gathered */
     /* keep the first of each hash that the run lacks */
     size_t fresh = 0, r = 0;
     for (size_t i = 0; i < q; i++) {
