@@ -26,7 +26,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sched.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -130,8 +130,9 @@ struct hm_tally {
     tally_key *keys;
     uint64_t documents;
     uint64_t epoch;          /* adds and merges so far */
-    int unsettled;           /* records may wait or sums be missing */
-    int settling;            /* a lock around settle */
+    int unsettled;           /* records may wait */
+    int unsummed;            /* a channel's sums are missing (a load) */
+    pthread_mutex_t settling; /* held by the one settling */
     uint64_t *scratch;       /* for settling */
     size_t scratch_words;
     tally_channel ch[HM_MAX_CHANNELS];
@@ -553,30 +554,34 @@ static int settle_table(hm_tally *t, unsigned c, size_t ti)
 
 static void sum_channel(hm_tally *t, unsigned c);
 
-/* Settle every partition and make every channel's sums: before the sets
- * are read.  Only where the tuples sit changes, so the functions taking a
- * const tally do it too, and as they may run at once on one tally
- * (hm_tally_new(3), Threads), the first does it under a lock while the
- * others wait. */
-static int settle(const hm_tally *ct)
+/* Settle every partition, and when sums is set make every channel's
+ * sums (a loaded tally has none until a result asks): before the sets or
+ * the sums are read.  Only where the tuples sit changes, so the functions
+ * taking a const tally do it too, and as they may run at once on one
+ * tally (hm_tally_new(3), Threads), the first does it under a lock while
+ * the others wait. */
+static int settle(const hm_tally *ct, int sums)
 {
     hm_tally *t = (hm_tally *)ct;
-    if (!__atomic_load_n(&t->unsettled, __ATOMIC_ACQUIRE))
+    if (!__atomic_load_n(&t->unsettled, __ATOMIC_ACQUIRE) &&
+        (!sums || !__atomic_load_n(&t->unsummed, __ATOMIC_ACQUIRE)))
         return HM_OK;
-    while (__atomic_exchange_n(&t->settling, 1, __ATOMIC_ACQUIRE))
-        sched_yield();
+    (void)pthread_mutex_lock(&t->settling); /* a default mutex: no error */
     int rc = HM_OK;
     if (__atomic_load_n(&t->unsettled, __ATOMIC_RELAXED)) {
         for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++)
             for (size_t i = 0; rc == HM_OK && i < t->ch[c].n_tables; i++)
                 rc = settle_table(t, c, i);
-        for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++)
-            if (!t->ch[c].summed)
-                sum_channel(t, c);
         if (rc == HM_OK)
             __atomic_store_n(&t->unsettled, 0, __ATOMIC_RELEASE);
     }
-    __atomic_store_n(&t->settling, 0, __ATOMIC_RELEASE);
+    if (rc == HM_OK && sums && __atomic_load_n(&t->unsummed, __ATOMIC_RELAXED)) {
+        for (unsigned c = 0; c < t->params.n_channels; c++)
+            if (!t->ch[c].summed)
+                sum_channel(t, c);
+        __atomic_store_n(&t->unsummed, 0, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&t->settling);
     return rc;
 }
 
@@ -779,7 +784,8 @@ static hm_tally *tally_alloc(size_t n_keys)
     if (t == NULL)
         return NULL;
     t->keys = calloc(n_keys ? n_keys : 1, sizeof *t->keys);
-    if (t->keys == NULL) {
+    if (t->keys == NULL || pthread_mutex_init(&t->settling, NULL) != 0) {
+        free(t->keys);
         free(t);
         return NULL;
     }
@@ -855,6 +861,7 @@ void hm_tally_clear(hm_tally *t)
         tc->summed = 1;
     }
     t->documents = 0;
+    t->unsummed = 0;
     free(t->scratch);
     t->scratch = NULL;
     t->scratch_words = 0;
@@ -871,6 +878,7 @@ void hm_tally_free(hm_tally *t)
         free(t->ch[c].filter.h);
     }
     free(t->keys);
+    pthread_mutex_destroy(&t->settling);
     free(t);
 }
 
@@ -1274,7 +1282,7 @@ int hm_tally_reserve(hm_tally *t, size_t n_tokens)
 {
     if (t == NULL)
         return HM_EINVAL;
-    int rc = settle(t);
+    int rc = settle(t, 0);
     for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++)
         for (size_t i = 0; rc == HM_OK && i < t->ch[c].n_tables; i++)
             rc = table_prepare(t, c, i, n_tokens, 1);
@@ -1378,9 +1386,9 @@ int hm_tally_merge(hm_tally *dst, const hm_tally *src, char *errmsg,
         return HM_EINVAL;
     if (!compatible(dst, src, errmsg, errlen))
         return HM_EINVAL;
-    int rc = settle(dst);
+    int rc = settle(dst, 0);
     if (rc == HM_OK)
-        rc = settle(src);
+        rc = settle(src, 0);
     if (rc != HM_OK)
         return rc;
     const uint64_t epoch = ++dst->epoch;
@@ -1446,7 +1454,7 @@ int hm_tally_result(const hm_tally *t, size_t key, unsigned channel,
     if (t == NULL || r == NULL || key >= t->n_keys ||
         channel >= t->params.n_channels)
         return HM_EINVAL;
-    int rc = settle(t);
+    int rc = settle(t, 1);
     if (rc != HM_OK)
         return rc;
     const hm_channel *ch = &t->params.ch[channel];
@@ -1594,7 +1602,7 @@ int hm_tally_save(const hm_tally *t, const char *path, char *errmsg,
 {
     if (t == NULL || path == NULL)
         return HM_EINVAL;
-    int rc = settle(t);
+    int rc = settle(t, 0);
     if (rc != HM_OK)
         return rc;
     return hm_save_digested(path, write_tally_cb, t, errmsg, errlen);
@@ -1815,6 +1823,7 @@ static int parse_tally(hm_tally **out, reader *r)
     unsettle(t);
     for (unsigned c = 0; c < t->params.n_channels; c++) {
         t->ch[c].summed = 0; /* summed when a result asks */
+        t->unsummed = 1;
         for (size_t k = 0; k < t->ch[c].n_tables; k++) {
             tally_table *tb = &t->ch[c].tab[k];
             size_t w = tb->w, count = tb->n;
