@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <pthread.h>
@@ -1386,6 +1387,14 @@ int hm_tally_merge(hm_tally *dst, const hm_tally *src, char *errmsg,
         return HM_EINVAL;
     if (!compatible(dst, src, errmsg, errlen))
         return HM_EINVAL;
+    /* counts from files can be anything: their sums must not wrap */
+    int wraps = dst->documents + src->documents < dst->documents;
+    for (unsigned c = 0; c < dst->params.n_channels; c++)
+        wraps |= dst->ch[c].tokens + src->ch[c].tokens < dst->ch[c].tokens;
+    if (wraps) {
+        hm_errf(errmsg, errlen, "the merged counts would pass 2^64 - 1");
+        return HM_ERANGE;
+    }
     int rc = settle(dst, 0);
     if (rc == HM_OK)
         rc = settle(src, 0);
@@ -1669,10 +1678,31 @@ static int r_line(reader *r, char *buf, size_t cap)
                 r->path, r->line);
         return HM_EFORMAT;
     }
+    if (memchr(r->p, '\0', (size_t)(nl - r->p)) != NULL) {
+        hm_errf(r->errmsg, r->errlen, "%s:%u: NUL byte in a header line",
+                r->path, r->line);
+        return HM_EFORMAT;
+    }
     memcpy(buf, r->p, (size_t)(nl - r->p));
     buf[nl - r->p] = '\0';
     r->p = nl + 1;
     return HM_OK;
+}
+
+/* Whether line is exactly what fmt makes of the values read from it:
+ * header lines are canonical (no sign, leading zero, upper-case hex,
+ * extra space or trailing text), so that a file loads only as the bytes
+ * hm_tally_save would write for it. */
+static int canonical(const char *line, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int canonical(const char *line, const char *fmt, ...)
+{
+    char buf[2 * HM_TENANT_MAX + 1200];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return n >= 0 && (size_t)n < sizeof buf && strcmp(buf, line) == 0;
 }
 
 static int r_bad(reader *r, const char *what)
@@ -1732,17 +1762,19 @@ static int parse_tally(hm_tally **out, reader *r)
     if ((rc = r_line(r, line, sizeof line)) != HM_OK)
         return rc;
     if (sscanf(line, "flags %u", &flags) != 1 ||
-        (flags & ~HM_TALLY_SKIP_PADDED))
+        (flags & ~HM_TALLY_SKIP_PADDED) ||
+        !canonical(line, "flags %u", flags))
         return r_bad(r, "bad 'flags'");
     unsigned long long fcount, fdigest;
     if ((rc = r_line(r, line, sizeof line)) != HM_OK)
         return rc;
-    if (sscanf(line, "filter %llu %llu", &fcount, &fdigest) != 2)
+    if (sscanf(line, "filter %llu %llu", &fcount, &fdigest) != 2 ||
+        !canonical(line, "filter %llu %llu", fcount, fdigest))
         return r_bad(r, "bad 'filter'");
     if ((rc = r_line(r, line, sizeof line)) != HM_OK)
         return rc;
     if (sscanf(line, "keys %zu", &n_keys) != 1 || n_keys == 0 ||
-        n_keys > MAX_KEYS)
+        n_keys > MAX_KEYS || !canonical(line, "keys %zu", n_keys))
         return r_bad(r, "bad 'keys'");
     hm_tally *t = tally_alloc(n_keys);
     if (t == NULL)
@@ -1754,6 +1786,15 @@ static int parse_tally(hm_tally **out, reader *r)
     t->filter_digest = fdigest;
     char msg[HM_ERRMSG_SIZE];
     rc = hm_spec_parse(&t->params, spec, msg, sizeof msg);
+    if (rc == HM_OK) {
+        char canon[1024];
+        hm_ctx_spec(&t->params, canon, sizeof canon);
+        if (strcmp(canon, spec) != 0) {
+            snprintf(msg, sizeof msg, "not canonical (it would be '%.160s')",
+                     canon);
+            rc = HM_EFORMAT;
+        }
+    }
     if (rc == HM_OK && (rc = channels_init(t)) != HM_OK)
         goto fail;
     if (rc != HM_OK) {
@@ -1769,7 +1810,13 @@ static int parse_tally(hm_tally **out, reader *r)
         if (sscanf(line, "key %zu %63s %519s", &idx, fp, hex) != 3 ||
             idx != i || strlen(fp) != HM_FINGERPRINT_SIZE - 1 ||
             strncmp(fp, "hmk1-", 5) != 0 ||
+            strspn(fp + 5, "0123456789abcdef") != strlen(fp + 5) ||
             hex_decode(hex, t->keys[i].tenant, HM_TENANT_MAX) != 0) {
+            rc = r_bad(r, "bad 'key' line");
+            goto fail;
+        }
+        hex_encode(t->keys[i].tenant, hex);
+        if (!canonical(line, "key %zu %s %s", idx, fp, hex)) {
             rc = r_bad(r, "bad 'key' line");
             goto fail;
         }
@@ -1778,7 +1825,8 @@ static int parse_tally(hm_tally **out, reader *r)
     unsigned long long docs;
     if ((rc = r_line(r, line, sizeof line)) != HM_OK)
         goto fail;
-    if (sscanf(line, "documents %llu", &docs) != 1) {
+    if (sscanf(line, "documents %llu", &docs) != 1 ||
+        !canonical(line, "documents %llu", docs)) {
         rc = r_bad(r, "bad 'documents'");
         goto fail;
     }
@@ -1793,7 +1841,9 @@ static int parse_tally(hm_tally **out, reader *r)
         if (sscanf(line, "channel %u %llu %llu %llu %llu %llu %zu", &idx,
                    &v[0], &v[1], &v[2], &v[3], &v[4], &nt) != 7 ||
             idx != c || v[1] > v[0] || v[2] > v[1] || v[3] > v[0] - v[2] ||
-            v[4] > v[0] - v[2] - v[3] || nt != tc->n_tables) {
+            v[4] > v[0] - v[2] - v[3] || nt != tc->n_tables ||
+            !canonical(line, "channel %u %llu %llu %llu %llu %llu %zu", idx,
+                       v[0], v[1], v[2], v[3], v[4], nt)) {
             rc = r_bad(r, "bad 'channel' line");
             goto fail;
         }
@@ -1807,7 +1857,8 @@ static int parse_tally(hm_tally **out, reader *r)
             if ((rc = r_line(r, line, sizeof line)) != HM_OK)
                 goto fail;
             if (sscanf(line, "table %zu %zu", &ik, &n) != 2 || ik != k ||
-                n > v[0] - v[2] - v[3] - v[4]) {
+                n > v[0] - v[2] - v[3] - v[4] ||
+                !canonical(line, "table %zu %zu", ik, n)) {
                 rc = r_bad(r, "bad 'table' line");
                 goto fail;
             }

@@ -4,6 +4,7 @@
  * files, calibration under the null, power, tenant attribution, and the
  * multiple-testing and self-check statistics.
  */
+#define _GNU_SOURCE 1 /* memmem */
 #include <math.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -510,6 +511,31 @@ START_TEST(test_reserve)
 }
 END_TEST
 
+/* Write to path the tally file data (len bytes with its checksum) with
+ * the first from replaced by tolen bytes of to, under a new checksum;
+ * -1 when from is not there. */
+static int rewrite(const unsigned char *data, size_t len, const char *from,
+                   const char *to, size_t tolen, const char *path)
+{
+    const unsigned char *at = memmem(data, len - 32, from, strlen(from));
+    if (at == NULL)
+        return -1;
+    size_t head = (size_t)(at - data), tail = len - 32 - head - strlen(from);
+    unsigned char *out = malloc(len + tolen);
+    ck_assert_ptr_nonnull(out);
+    memcpy(out, data, head);
+    memcpy(out + head, to, tolen);
+    memcpy(out + head + tolen, at + strlen(from), tail);
+    size_t n = head + tolen + tail;
+    ck_assert_int_eq(EVP_Digest(out, n, out + n, NULL, EVP_sha256(), NULL), 1);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(out, 1, n + 32, f), n + 32);
+    ck_assert_int_eq(fclose(f), 0);
+    free(out);
+    return 0;
+}
+
 START_TEST(test_bad_files)
 {
     hm_key *k = test_key(31);
@@ -545,6 +571,59 @@ START_TEST(test_bad_files)
     fclose(f);
     ck_assert_int_eq(hm_tally_load(&l, q, msg, sizeof msg), HM_EFORMAT);
     ck_assert_msg(strstr(msg, "not a hallmark tally") != NULL, "%s", msg);
+    /* header lines must be canonical and free of NUL bytes, even under
+     * a right checksum */
+    free(data);
+    data = slurp(p, &len);
+    static const struct {
+        const char *from, *to;
+        size_t tolen; /* 0: strlen(to) */
+    } bad_heads[] = {
+        {"flags 0\n", "flags 00\n", 0},
+        {"flags 0\n", "flags +0\n", 0},
+        {"documents 1\n", "documents 1 \n", 0},
+        {"documents 1\n", "documents 1x\n", 0},
+        {"keys 1\n", "keys  1\n", 0},
+        {"documents 1\n", "documents 1\0x\n", 14},
+        {"spec tournament:id=main,h=4", "spec tournament:h=4,id=main", 0},
+        {"key 0 hmk1-", "key 0 HMK1-", 0},
+    };
+    for (size_t i = 0; i < sizeof bad_heads / sizeof bad_heads[0]; i++) {
+        const char *from = bad_heads[i].from, *to = bad_heads[i].to;
+        size_t tolen = bad_heads[i].tolen ? bad_heads[i].tolen : strlen(to);
+        ck_assert_int_eq(rewrite(data, len, from, to, tolen, q), 0);
+        ck_assert_msg(hm_tally_load(&l, q, msg, sizeof msg) == HM_EFORMAT,
+                      "%s loads", to);
+        ck_assert_msg(strstr(msg, q) != NULL, "%s", msg);
+        ck_assert_ptr_null(l);
+    }
+    /* a fingerprint in upper-case hex */
+    const unsigned char *fp = memmem(data, len, "key 0 hmk1-", 11);
+    ck_assert_ptr_nonnull(fp);
+    char from[13], to[13];
+    memcpy(from, fp, 12);
+    from[12] = '\0';
+    memcpy(to, from, sizeof to);
+    to[11] = 'F';
+    ck_assert_int_eq(rewrite(data, len, from, to, 12, q), 0);
+    ck_assert_int_eq(hm_tally_load(&l, q, msg, sizeof msg), HM_EFORMAT);
+    ck_assert_msg(strstr(msg, "bad 'key' line") != NULL, "%s", msg);
+    /* counts near 2^64 load (a file may say anything), but a merge that
+     * would wrap them fails and changes nothing */
+    ck_assert_int_eq(rewrite(data, len, "documents 1\n",
+                             "documents 18446744073709551000\n", 31, q),
+                     0);
+    ck_assert_msg(hm_tally_load(&l, q, msg, sizeof msg) == HM_OK, "%s", msg);
+    hm_result before, after;
+    ck_assert_int_eq(hm_tally_result(l, 0, 0, &before), HM_OK);
+    ck_assert_int_eq(hm_tally_merge(t, l, msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_merge(l, l, msg, sizeof msg), HM_ERANGE);
+    ck_assert_msg(strstr(msg, "2^64") != NULL, "%s", msg);
+    ck_assert_int_eq(hm_tally_merge(l, t, msg, sizeof msg), HM_ERANGE);
+    ck_assert_int_eq(hm_tally_result(l, 0, 0, &after), HM_OK);
+    ck_assert_mem_eq(&before, &after, sizeof before);
+    hm_tally_free(l);
+    l = NULL;
     /* missing */
     ck_assert_int_eq(hm_tally_load(&l, "/nonexistent/t", msg, sizeof msg),
                      HM_EIO);
