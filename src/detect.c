@@ -29,10 +29,12 @@
 #include <stdlib.h>
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #define XXH_INLINE_ALL /* short keys: no call, same hashes */
 #include <xxhash.h>
 
@@ -42,25 +44,29 @@
 /*
  * A channel's tuples are kept in 2^bits partitions by the top bits of
  * their hash, each sized to a few hundred KB.  A partition holds a run
- * of records sorted by hash, all distinct, then records waiting to join
- * it, in arrival order.  A record is the hash, then the PRF values.
+ * of distinct records, then records waiting to join it, both in arrival
+ * order.  A record is the hash, then the PRF values.
  *
  * Adding a tuple appends its record to its partition: a sequential write
  * to one of a few thousand places.  Deduplication waits until the
- * partition settles: its waiting records are sorted (stably) and merged
- * into the run, inside memory that fits the cache.  This replaces the
- * random probe of a hash set of hundreds of MB that a tuple used to cost
- * (a cache miss and a TLB miss each, which prefetching hid only in part),
- * and a record takes 8(V+1) bytes, without empty slots.
+ * partition settles: the run's hashes and then the waiting ones go into
+ * a hash set in scratch memory sized to the partition, which fits the
+ * cache, and a waiting record whose hash is new joins the run, moved
+ * down in place.  This replaces the random probe of a hash set of
+ * hundreds of MB that a tuple used to cost (a cache miss and a TLB miss
+ * each, which prefetching hid only in part), and a record takes 8(V+1)
+ * bytes, without empty slots.  The set places hashes by a mix with a
+ * random seed, so that text made to give hashes that share bits, which
+ * anyone can make (the hash has no key), cannot crowd its slots.
  *
  * The set is the one that inserting tuples in arrival order into a hash
  * set would give: of two records with one hash the earlier one stays, as
- * a run holds records older than any waiting one, the sort is stable and
- * a merge adds src's records after dst's.  The runs, in partition order,
- * are sorted by hash, which is the order of the file.  Each channel keeps
- * its statistic per key (integer sums, see sum_many) and adds a tuple's
- * score when the tuple joins a run, so that a result costs nothing more
- * once the partitions have settled.
+ * a run holds records older than any waiting one and a merge adds src's
+ * records after dst's.  Only a file needs order: it lists each run sorted
+ * by hash (write_tally), partition after partition, so by hash.  Each
+ * channel keeps its statistic per key (integer sums, see sum_many) and
+ * adds a tuple's score when the tuple joins a run, so that a result
+ * costs nothing more once the partitions have settled.
  *
  * A partition settles when an add finds it full and at least
  * max(SETTLE_MIN, an eighth of it) records waited from before that add
@@ -70,7 +76,7 @@
  * is all or nothing.
  */
 typedef struct tally_part {
-    size_t run;     /* records [0, run): distinct, sorted by hash */
+    size_t run;     /* records [0, run): distinct, in arrival order */
     size_t n;       /* records [run, n): waiting, in arrival order */
     size_t cap;     /* records allocated */
     size_t mark;    /* n before the add that last touched it */
@@ -134,6 +140,7 @@ struct hm_tally {
     int unsettled;           /* records may wait */
     int unsummed;            /* a channel's sums are missing (a load) */
     pthread_mutex_t settling; /* held by the one settling */
+    uint64_t probe_seed;     /* settle's hash-set slots (random) */
     uint64_t *scratch;       /* for settling */
     size_t scratch_words;
     tally_channel ch[HM_MAX_CHANNELS];
@@ -452,88 +459,103 @@ static void sort_pairs(uint64_t *pair, uint64_t *tmp, size_t n)
     }
 }
 
-/* Merge p's waiting records into its run.  The waiting records are
- * sorted as (hash, position) pairs, by a counting sort on the hash bits
- * after the partition's and an insertion sort, both stable; the first of
- * each hash is kept unless the run has it, gathered, scored, and merged
- * with the run from the back, in place.
- *
- * The hash has no key, so text can be made whose hashes share their top
- * bits, on which the insertion sort alone would take quadratic time:
- * sort_pairs then turns to a merge sort, n log n whatever the hashes. */
-static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
-                       tally_part *p, size_t upto)
+/* The n distinct records rec (w words, in one partition of 2^bits) in
+ * order of hash: *order gets n (hash, index) pairs, in *work (of
+ * *words words, grown as needed).  A counting sort on the hash bits after
+ * the partition's, about two records a digit, then sort_pairs. */
+static int run_order(const uint64_t *rec, size_t n, size_t w, unsigned bits,
+                     uint64_t **work, size_t *words, const uint64_t **order)
 {
-    const size_t w = tb->w, q = upto - p->run, run = p->run;
-    if (q == 0)
-        return HM_OK;
-    /* about two records a digit: half the counts of one a digit (less
-     * to clear and sum, nearer the cache), for a little more insertion */
     unsigned d = 1;
-    while (d < DIGIT_BITS_MAX && ((size_t)2 << d) < q)
+    while (d < DIGIT_BITS_MAX && ((size_t)2 << d) < n)
         d++;
-    if (q > (SIZE_MAX / sizeof(uint64_t) - ((size_t)1 << d)) / (w + 2))
+    const size_t digits = (size_t)1 << d;
+    if (n > (SIZE_MAX / sizeof(uint64_t) - digits) / 4)
         return HM_ENOMEM;
-    uint64_t *pair = scratch(t, q * (w + 2) + ((size_t)1 << d));
-    if (pair == NULL)
-        return HM_ENOMEM;
-    uint64_t *gath = pair + 2 * q, *start = gath + q * w;
-    const uint64_t *wait = p->rec + run * w;
-    const unsigned bits = tb->bits, shift = 64 - d;
-    memset(start, 0, ((size_t)1 << d) * sizeof *start);
+    const size_t need = 4 * n + digits;
+    if (need > *words) {
+        uint64_t *m = realloc(*work, need * sizeof *m);
+        if (m == NULL)
+            return HM_ENOMEM;
+        *work = m;
+        *words = need;
+    }
+    uint64_t *pair = *work, *tmp = pair + 2 * n, *start = tmp + 2 * n;
+    const unsigned shift = 64 - d;
+    memset(start, 0, digits * sizeof *start);
 #define DIGIT(h) ((size_t)(((h) << bits) >> shift))
-    for (size_t i = 0; i < q; i++)
-        start[DIGIT(wait[i * w])]++;
-    for (uint64_t g = 0, sum = 0; g < (uint64_t)1 << d; g++) {
-        uint64_t m = start[g];
+    for (size_t i = 0; i < n; i++)
+        start[DIGIT(rec[i * w])]++;
+    for (size_t g = 0, sum = 0; g < digits; g++) {
+        size_t m = start[g];
         start[g] = sum;
         sum += m;
     }
-    /* one value (w == 2): the pairs are the records themselves */
-    const int direct = w == 2;
-    for (size_t i = 0; i < q; i++) {
-        size_t j = start[DIGIT(wait[i * w])]++;
-        pair[2 * j] = wait[i * w];
-        pair[2 * j + 1] = direct ? wait[i * w + 1] : i;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = start[DIGIT(rec[i * w])]++;
+        pair[2 * j] = rec[i * w];
+        pair[2 * j + 1] = i;
     }
-    if (direct)
-        gath = pair; /* compacted in place below */
 #undef DIGIT
-    sort_pairs(pair, pair + 2 * q, q); /* gath is free until gathered */
-    /* keep the first of each hash that the run lacks */
-    size_t fresh = 0, r = 0;
-    for (size_t i = 0; i < q; i++) {
-        uint64_t h = pair[2 * i];
-        if (i > 0 && h == pair[2 * (i - 1)])
-            continue;
-        while (r < run && p->rec[r * w] < h)
-            r++;
-        if (r < run && p->rec[r * w] == h)
-            continue;
-        if (direct)
-            copy_rec(gath + fresh * w, pair + 2 * i, w);
-        else
-            copy_rec(gath + fresh * w, wait + pair[2 * i + 1] * w, w);
-        fresh++;
+    sort_pairs(pair, tmp, n);
+    *order = pair;
+    return HM_OK;
+}
+
+/* Settle the records of p that wait before upto: each whose hash is in
+ * neither the run nor among the waiting ones before it joins the run, in
+ * arrival order, and is scored.  The hash set takes twice as many slots
+ * as records, in scratch memory, and open addressing from the slot that
+ * the hash mixed with the tally's random seed picks; the hashes are never
+ * 0. */
+static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
+                       tally_part *p, size_t upto)
+{
+    const size_t w = tb->w, run = p->run;
+    if (upto == run)
+        return HM_OK;
+    unsigned lg = 6;
+    while (((size_t)1 << lg) < 2 * upto)
+        lg++;
+    const size_t slots = (size_t)1 << lg, mask = slots - 1;
+    uint64_t *set = scratch(t, slots);
+    if (set == NULL)
+        return HM_ENOMEM;
+    memset(set, 0, slots * sizeof *set);
+    const unsigned sh = 64 - lg;
+    const uint64_t seed = t->probe_seed;
+    uint64_t *rec = p->rec;
+#define SLOT(h) ((size_t)(hm_mix(seed, UINT64_C(0x9E3779B97F4A7C15), (h)) >> sh))
+    for (size_t i = 0; i < run; i++) {
+        uint64_t h = rec[i * w];
+        size_t s = SLOT(h);
+        while (set[s] != 0)
+            s = (s + 1) & mask;
+        set[s] = h;
     }
-    score_records(sc, gath, fresh, w);
-    /* merge from the back: the output never overtakes the run */
-    size_t i = run, j = fresh, k = run + fresh;
-    while (j > 0) {
-        if (i > 0 && p->rec[(i - 1) * w] > gath[(j - 1) * w])
-            copy_rec(p->rec + --k * w, p->rec + --i * w, w);
-        else
-            copy_rec(p->rec + --k * w, gath + --j * w, w);
+    size_t out = run;
+    for (size_t i = run; i < upto; i++) {
+        uint64_t h = rec[i * w];
+        size_t s = SLOT(h);
+        while (set[s] != 0 && set[s] != h)
+            s = (s + 1) & mask;
+        if (set[s] == h)
+            continue;
+        set[s] = h;
+        if (out != i)
+            copy_rec(rec + out * w, rec + i * w, w);
+        out++;
     }
-    /* records after upto (the add under way) follow the new run */
+#undef SLOT
+    const size_t fresh = out - run, q = upto - run;
+    score_records(sc, rec + run * w, fresh, w);
     const size_t tail = p->n - upto;
     if (tail > 0)
-        memmove(p->rec + (run + fresh) * w, p->rec + upto * w,
-                tail * w * sizeof *p->rec);
+        memmove(rec + out * w, rec + upto * w, tail * w * sizeof *rec);
     if (p->mark >= upto)
-        p->mark -= upto - (run + fresh);
-    p->run = run + fresh;
-    p->n = p->run + tail;
+        p->mark -= upto - out;
+    p->run = out;
+    p->n = out + tail;
     tb->n += fresh;
     tb->waiting -= q;
     return HM_OK;
@@ -592,8 +614,8 @@ static void unsettle(hm_tally *t)
     __atomic_store_n(&t->unsettled, 1, __ATOMIC_RELAXED);
 }
 
-/* Give tb 2^bits partitions (more than it has), keeping its tuples: the
- * runs split into contiguous pieces.  Everything is allocated before
+/* Give tb 2^bits partitions (more than it has), keeping its tuples: each
+ * run splits by the next bits of the hash.  Everything is allocated before
  * anything moves, so that on failure tb is as it was. */
 static int repartition(hm_tally *t, unsigned c, size_t ti, unsigned bits)
 {
@@ -633,18 +655,12 @@ static int repartition(hm_tally *t, unsigned c, size_t ti, unsigned bits)
     }
     for (size_t o = 0; o < op; o++) {
         tally_part *src = &tb->part[o];
-        for (size_t i = 0; i < src->run;) {
+        /* a new partition's records all come from one old one, so
+         * they keep their order */
+        for (size_t i = 0; i < src->run; i++) {
             tally_part *dst = &parts[(size_t)(src->rec[i * w] >> shift)];
-            size_t e = i + 1;
-            while (e < src->run &&
-                   (size_t)(src->rec[e * w] >> shift) ==
-                       (size_t)(src->rec[i * w] >> shift))
-                e++;
-            memcpy(dst->rec + dst->n * w, src->rec + i * w,
-                   (e - i) * w * sizeof *dst->rec);
-            dst->n += e - i;
+            copy_rec(dst->rec + dst->n++ * w, src->rec + i * w, w);
             dst->run = dst->n;
-            i = e;
         }
         if (!in_arena(tb, src->rec))
             free(src->rec);
@@ -790,6 +806,12 @@ static hm_tally *tally_alloc(size_t n_keys)
         free(t);
         return NULL;
     }
+    /* the seed only places hashes in settle's sets: without one from the
+     * system, an address and the clock still vary it from run to run */
+    if (RAND_bytes((unsigned char *)&t->probe_seed, sizeof t->probe_seed) != 1)
+        t->probe_seed = hm_mix((uint64_t)(uintptr_t)t,
+                               UINT64_C(0x9E3779B97F4A7C15),
+                               (uint64_t)time(NULL));
     t->n_keys = n_keys;
     return t;
 }
@@ -1589,15 +1611,31 @@ static int write_tally(const hm_tally *t, writer *w)
             w_text(w, "table %zu %zu\n", k, tc->tab[k].n);
     }
     w_text(w, "data\n");
-    /* the runs, partition after partition, are sorted by hash */
-    for (unsigned c = 0; c < t->params.n_channels && !w->err; c++)
-        for (size_t tk = 0; tk < t->ch[c].n_tables && !w->err; tk++) {
+    /* each run sorted by hash, partition after partition: by hash */
+    uint64_t *work = NULL;
+    size_t work_words = 0;
+    int rc = HM_OK;
+    for (unsigned c = 0; c < t->params.n_channels && rc == HM_OK; c++)
+        for (size_t tk = 0; tk < t->ch[c].n_tables && rc == HM_OK; tk++) {
             const tally_table *tb = &t->ch[c].tab[tk];
-            for (size_t i = 0; tb->part && i < (size_t)1 << tb->bits; i++)
-                for (size_t j = 0; j < tb->part[i].run; j++)
+            for (size_t i = 0; tb->part && i < (size_t)1 << tb->bits; i++) {
+                const tally_part *p = &tb->part[i];
+                const uint64_t *order;
+                if (p->run == 0)
+                    continue;
+                if ((rc = run_order(p->rec, p->run, tb->w, tb->bits, &work,
+                                    &work_words, &order)) != HM_OK)
+                    break;
+                for (size_t j = 0; j < p->run && !w->err; j++) {
+                    const uint64_t *r = p->rec + order[2 * j + 1] * tb->w;
                     for (size_t k = 0; k < tb->w; k++)
-                        w_u64(w, tb->part[i].rec[j * tb->w + k]);
+                        w_u64(w, r[k]);
+                }
+            }
         }
+    free(work);
+    if (rc != HM_OK)
+        return rc;
     return w->err ? HM_EIO : HM_OK;
 }
 

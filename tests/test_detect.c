@@ -1358,11 +1358,12 @@ START_TEST(test_concurrent_reads)
 END_TEST
 
 /* Text whose tuple hashes share their top 16 bits, which anyone can make
- * since the hash has no key, all lands in one digit of a partition's
- * counting sort.  The insertion sort gives up on it and the merge sort
- * finishes: the results are still the naive ones, with one and with two
- * keys (records settled directly and through positions), and the same
- * text again adds only repeats. */
+ * since the hash has no key, lands in one partition, and in one digit of
+ * the counting sort that orders a run for its file.  The results are
+ * still the naive ones, with one and with two keys, the same text again
+ * adds only repeats, and the file (whose insertion sort gives up on such
+ * hashes, so that the merge sort orders it) loads with the same results
+ * and saves back to the same bytes. */
 START_TEST(test_crafted_hashes)
 {
     enum { N = 1500 };
@@ -1402,6 +1403,25 @@ START_TEST(test_crafted_hashes)
         ck_assert_uint_eq(r.dropped_repeat, 2 * N - nv[j].n);
         ck_assert_double_eq_tol(r.score, nv[j].score, 1e-9);
     }
+    char dir[] = "/tmp/hm-crafted-XXXXXX", path[64], again[64];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/t", dir);
+    snprintf(again, sizeof again, "%s/u", dir);
+    save(t, path);
+    hm_tally *l;
+    ck_assert_msg(hm_tally_load(&l, path, msg, sizeof msg) == HM_OK, "%s", msg);
+    for (size_t j = 0; j < nk; j++) {
+        hm_result r, rl;
+        ck_assert_int_eq(hm_tally_result(t, j, 0, &r), HM_OK);
+        ck_assert_int_eq(hm_tally_result(l, j, 0, &rl), HM_OK);
+        ck_assert_mem_eq(&r, &rl, sizeof r);
+    }
+    save(l, again);
+    ck_assert(same_file(path, again));
+    hm_tally_free(l);
+    unlink(path);
+    unlink(again);
+    rmdir(dir);
     hm_tally_free(t);
     for (int i = 0; i < 2; i++) {
         hm_ctx_free(ctxs[i]);
