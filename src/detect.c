@@ -169,7 +169,8 @@ enum {
     PART_BITS_MAX = 16,
     SETTLE_MIN = 64,        /* waiting records worth settling early */
     DIGIT_BITS_MAX = 16,    /* counting sort of a partition's records */
-    INSERT_MOVES = 8        /* insertion sort moves a record, at most */
+    INSERT_MOVES = 8,       /* insertion sort moves a record, at most */
+    SET_BYTES = 512 << 10   /* settle's hash set, when not larger */
 };
 
 /* Add b <= 2^32 scores x >= 0 to s: each is its integer part and its
@@ -504,18 +505,22 @@ static int run_order(const uint64_t *rec, size_t n, size_t w, unsigned bits,
 
 /* Settle the records of p that wait before upto: each whose hash is in
  * neither the run nor among the waiting ones before it joins the run, in
- * arrival order, and is scored.  The hash set takes twice as many slots
- * as records, in scratch memory, and open addressing from the slot that
- * the hash mixed with the tally's random seed picks; the hashes are never
- * 0. */
+ * arrival order, and is scored.  The hash set is in scratch memory, with
+ * open addressing from the slot that the hash mixed with the tally's
+ * random seed picks (the hashes are never 0), and its slots are fetched a
+ * few records ahead. */
 static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
                        tally_part *p, size_t upto)
 {
     const size_t w = tb->w, run = p->run;
     if (upto == run)
         return HM_OK;
+    /* a load of at most a half, and of at most a quarter while the set
+     * stays within SET_BYTES: fewer and shorter probe runs */
     unsigned lg = 6;
     while (((size_t)1 << lg) < 2 * upto)
+        lg++;
+    if (((size_t)8 << lg) < SET_BYTES)
         lg++;
     const size_t slots = (size_t)1 << lg, mask = slots - 1;
     uint64_t *set = scratch(t, slots);
@@ -526,20 +531,25 @@ static int settle_part(hm_tally *t, const scorer *sc, tally_table *tb,
     const uint64_t seed = t->probe_seed;
     uint64_t *rec = p->rec;
 #define SLOT(h) ((size_t)(hm_mix(seed, UINT64_C(0x9E3779B97F4A7C15), (h)) >> sh))
-    for (size_t i = 0; i < run; i++) {
-        uint64_t h = rec[i * w];
-        size_t s = SLOT(h);
-        while (set[s] != 0)
-            s = (s + 1) & mask;
-        set[s] = h;
+    /* the slots of the next AHEAD records are found and fetched ahead */
+    enum { AHEAD = 8 };
+    size_t ring[AHEAD];
+    for (size_t i = 0; i < AHEAD && i < upto; i++) {
+        ring[i] = SLOT(rec[i * w]);
+        __builtin_prefetch(set + ring[i], 1);
     }
-    size_t out = run;
-    for (size_t i = run; i < upto; i++) {
+    size_t out = 0;
+    for (size_t i = 0; i < upto; i++) {
         uint64_t h = rec[i * w];
-        size_t s = SLOT(h);
+        size_t s = ring[i % AHEAD];
+        if (i + AHEAD < upto) {
+            size_t a = SLOT(rec[(i + AHEAD) * w]);
+            ring[i % AHEAD] = a;
+            __builtin_prefetch(set + a, 1);
+        }
         while (set[s] != 0 && set[s] != h)
             s = (s + 1) & mask;
-        if (set[s] == h)
+        if (set[s] == h) /* a run's hashes are distinct: never there */
             continue;
         set[s] = h;
         if (out != i)
