@@ -162,6 +162,40 @@ static uint64_t tuple_hash(const uint32_t *w, unsigned n, uint32_t token)
     return h ? h : 1u;
 }
 
+/* hs[kept[q]] = tuple_hash of the tuple at ids + kept[q] (n ids, then
+ * the token), for q < nk.  The ids are the little-endian bytes that
+ * tuple_hash builds on such machines, so XXH3 reads them in place, and a
+ * constant length for the usual windows lets its code for that length
+ * alone be inlined into the loop. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define HASH_LOOP(len)                                                      \
+    for (size_t q = 0; q < nk; q++)                                         \
+        hs[kept[q]] = XXH3_64bits(ids + kept[q], (len))
+__attribute__((flatten)) static void hash_tuples(const uint32_t *ids,
+                                                 unsigned n,
+                                                 const size_t *kept,
+                                                 size_t nk, uint64_t *hs)
+{
+    switch (n) {
+    case 1: HASH_LOOP(8); break;
+    case 2: HASH_LOOP(12); break;
+    case 3: HASH_LOOP(16); break;
+    case 4: HASH_LOOP(20); break;
+    default: HASH_LOOP(4 * (size_t)(n + 1)); break;
+    }
+    for (size_t q = 0; q < nk; q++) /* as tuple_hash */
+        hs[kept[q]] += hs[kept[q]] == 0;
+}
+#undef HASH_LOOP
+#else
+static void hash_tuples(const uint32_t *ids, unsigned n, const size_t *kept,
+                        size_t nk, uint64_t *hs)
+{
+    for (size_t q = 0; q < nk; q++)
+        hs[kept[q]] = tuple_hash(ids + kept[q], n, ids[n + kept[q]]);
+}
+#endif
+
 /* ------------------------------------------------------- tuple sets */
 
 enum {
@@ -1201,16 +1235,11 @@ static int add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
                 tc->dropped_filter++;
                 continue;
             }
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-            uint64_t h = XXH3_64bits(ids + i, 4 * (size_t)(n + 1));
-            hs[i] = h ? h : 1u; /* as tuple_hash */
-#else
-            hs[i] = tuple_hash(ids + i, n, ids[n + i]);
-#endif
             kept[nk++] = i;
         }
         if (nk == 0)
             continue;
+        hash_tuples(ids, n, kept, nk, hs);
         if (!wide)
             for (size_t q = 0; q < nk; q++)
                 memcpy(wins + q * n, ids + kept[q], n * sizeof *wins);
