@@ -67,6 +67,8 @@ struct hm_greenmass {
     uint64_t records, dropped_repeat;
     uint64_t *seen; /* 128-bit context hashes, 2 words per slot */
     size_t seen_mask, n_seen;
+    double *prob; /* scratch: the probabilities of the record being added */
+    size_t cap_prob;
     gm_chan ch[HM_MAX_CHANNELS];
 };
 
@@ -263,20 +265,10 @@ int hm_greenmass_new(hm_greenmass **out, const hm_ctx *const *ctxs,
                 MAX_KEYS);
         return HM_ERANGE;
     }
-    char spec[1024], s[sizeof spec];
-    for (size_t i = 0; i < n_keys; i++) {
-        if (ctxs[i] == NULL)
-            return HM_EINVAL;
-        if (hm_ctx_spec(ctxs[i], i ? s : spec, sizeof spec) >= sizeof spec)
-            return HM_ERANGE;
-        if (i > 0 && strcmp(s, spec) != 0) {
-            hm_errf(errmsg, errlen,
-                    "key %zu has spec '%s', key 0 has '%s': an audit needs "
-                    "one spec",
-                    i, s, spec);
-            return HM_EINVAL;
-        }
-    }
+    char spec[HM_SPEC_SIZE];
+    int rc = hm_ctx_one_spec(ctxs, n_keys, "an audit", spec, errmsg, errlen);
+    if (rc != HM_OK)
+        return rc;
     const hm_ctx *c0 = ctxs[0];
     for (unsigned c = 0; c < c0->n_channels; c++) {
         const hm_channel *ch = &c0->ch[c];
@@ -344,6 +336,7 @@ void hm_greenmass_free(hm_greenmass *g)
     if (g == NULL)
         return;
     hm_greenmass_clear(g);
+    free(g->prob);
     free(g->ctxs);
     free(g);
 }
@@ -414,17 +407,21 @@ int hm_greenmass_add(hm_greenmass *g, const int32_t *context, size_t n_context,
     for (size_t i = 0; i < n_context; i++)
         if (context[i] < 0)
             return HM_ERANGE;
+    int rc = grow((void **)&g->prob, &g->cap_prob, n, sizeof *g->prob);
+    if (rc != HM_OK)
+        return rc;
     double mass = 0;
     for (size_t i = 0; i < n; i++) {
         if (isnan(logprobs[i]))
             return HM_EINVAL;
         if (ids[i] < 0 || logprobs[i] > 0)
             return HM_ERANGE;
-        mass += exp(logprobs[i]);
+        g->prob[i] = exp(logprobs[i]);
+        mass += g->prob[i];
     }
     if (mass > 1 + HM_GREENMASS_MASS_TOLERANCE)
         return HM_ERANGE;
-    int rc = distinct_ids(ids, n);
+    rc = distinct_ids(ids, n);
     if (rc != HM_OK)
         return rc;
 
@@ -469,18 +466,12 @@ int hm_greenmass_add(hm_greenmass *g, const int32_t *context, size_t n_context,
         ch->contexts++;
         ch->listed += n;
         for (size_t i = 0; i < n; i++)
-            chan_pair_add(ch, wi, (uint32_t)ids[i], exp(logprobs[i]));
+            chan_pair_add(ch, wi, (uint32_t)ids[i], g->prob[i]);
     }
     return HM_OK;
 }
 
 /* ------------------------------------------------------------- results */
-
-/* log(1 - gamma + gamma e^x) for x >= 0, without overflow. */
-static double log_mgf1(double x, double gamma)
-{
-    return x + log(gamma + (1 - gamma) * exp(-x));
-}
 
 /* f(l) = log E[exp(l (S - s))] over the stored weights; f'(l) and f''(l)
  * (may be NULL). */
@@ -490,9 +481,10 @@ static double chernoff_f(const gm_chan *c, double gamma, double s, double l,
     double f = -l * s, g1 = -s, g2 = 0, odds = (1 - gamma) / gamma;
     for (size_t i = 0; i < c->n_pair; i++) {
         double q = c->pair[i].sum / (double)c->win[c->pair[i].win].n_ctx;
-        double x = l * q;
-        double pi = 1 / (1 + odds * exp(-x)); /* tilted green probability */
-        f += log_mgf1(x, gamma);
+        double x = l * q, e = exp(-x);
+        double pi = 1 / (1 + odds * e); /* tilted green probability */
+        /* log(1 - gamma + gamma e^x), x >= 0, without overflow */
+        f += x + log(gamma + (1 - gamma) * e);
         g1 += q * pi;
         g2 += q * q * pi * (1 - pi);
     }

@@ -173,6 +173,14 @@ struct hm_ctx {
 HM_HIDDEN int hm_spec_parse(hm_ctx *ctx, const char *spec, char *errmsg,
                             size_t errlen);
 HM_HIDDEN const char *hm_scheme_name(int scheme);
+/* Room for a canonical spec (hm_ctx_spec) and its NUL. */
+#define HM_SPEC_SIZE 1024
+/* The spec shared by the n contexts of a multi-key detector, into spec:
+ * HM_EINVAL for a NULL context, and with a message for two specs (what
+ * names the detector: "a tally"); HM_ERANGE for one that does not fit. */
+HM_HIDDEN int hm_ctx_one_spec(const hm_ctx *const *ctxs, size_t n,
+                              const char *what, char spec[HM_SPEC_SIZE],
+                              char *errmsg, size_t errlen);
 
 /* Derive a channel's secrets from the master key (HKDF-SHA256). */
 HM_HIDDEN int hm_key_derive(const hm_key *key, const char *info,

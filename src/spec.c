@@ -336,7 +336,7 @@ void hm_spec_fmt_double(char *out, size_t n, double x)
 
 size_t hm_ctx_spec(const hm_ctx *ctx, char *buf, size_t len)
 {
-    char out[1024], g[32], d[32];
+    char out[HM_SPEC_SIZE], g[32], d[32];
     size_t n = 0;
     if (ctx == NULL)
         return 0;
@@ -370,4 +370,24 @@ size_t hm_ctx_spec(const hm_ctx *ctx, char *buf, size_t len)
     if (buf != NULL && len > 0)
         snprintf(buf, len, "%s", out);
     return n;
+}
+
+int hm_ctx_one_spec(const hm_ctx *const *ctxs, size_t n, const char *what,
+                    char spec[HM_SPEC_SIZE], char *errmsg, size_t errlen)
+{
+    char s[HM_SPEC_SIZE];
+    for (size_t i = 0; i < n; i++) {
+        if (ctxs[i] == NULL)
+            return HM_EINVAL;
+        if (hm_ctx_spec(ctxs[i], i ? s : spec, sizeof s) >= sizeof s)
+            return HM_ERANGE;
+        if (i > 0 && strcmp(s, spec) != 0) {
+            hm_errf(errmsg, errlen,
+                    "key %zu has spec '%s', key 0 has '%s': %s needs one "
+                    "spec",
+                    i, s, spec, what);
+            return HM_EINVAL;
+        }
+    }
+    return HM_OK;
 }
