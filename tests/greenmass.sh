@@ -87,17 +87,17 @@ badcase() { # DESCRIPTION LINE2 EXPECTED-MESSAGE [OPTIONS]
 }
 badcase "invalid json" '{"context": [1' "invalid JSON"
 badcase "not an object" '[1, 2]' "not a JSON object"
-badcase "no context" '{"ids": [1], "logprobs": [-1]}' '"context" must be'
-badcase "no logprobs" '{"context": [1], "ids": [1]}' '"ids" and "logprobs"'
-badcase "length mismatch" '{"context": [1], "ids": [1, 2], "logprobs": [-1]}' '"ids" has 2 entries'
+badcase "no context" '{"ids": [1], "logprobs": [-1]}' "'context' must be"
+badcase "no logprobs" '{"context": [1], "ids": [1]}' "'ids' and 'logprobs'"
+badcase "length mismatch" '{"context": [1], "ids": [1, 2], "logprobs": [-1]}' "'ids' has 2 entries"
 badcase "empty top-k" '{"context": [1], "ids": [], "logprobs": []}' "no top-k entries"
-badcase "negative id" '{"context": [1], "ids": [-3], "logprobs": [-1]}' '"ids"\[0\] is not a token id'
-badcase "bad context id" '{"context": [1, 2.5], "ids": [3], "logprobs": [-1]}' '"context"\[1\] is not a token id'
+badcase "negative id" '{"context": [1], "ids": [-3], "logprobs": [-1]}' "'ids'\\[0\\] is not a token id"
+badcase "bad context id" '{"context": [1, 2.5], "ids": [3], "logprobs": [-1]}' "'context'\\[1\\] is not a token id"
 badcase "positive logprob" '{"context": [1], "ids": [3], "logprobs": [0.5]}' "log-probabilities are <= 0"
 badcase "string logprob" '{"context": [1], "ids": [3], "logprobs": ["a"]}' "is not a number"
 badcase "NaN logprob" '{"context": [1], "ids": [3], "logprobs": [NaN]}' "invalid JSON"
 badcase "huge logprob" '{"context": [1], "ids": [3], "logprobs": [-1e999]}' "invalid JSON"
-badcase "duplicate id" '{"context": [1], "ids": [3, 3], "logprobs": [-1, -2]}' "appears twice"
+badcase "duplicate id" '{"context": [1], "ids": [3, 3], "logprobs": [-1, -2]}' "appears twice in 'ids'"
 badcase "duplicate key" '{"context": [1], "ids": [3], "ids": [4], "logprobs": [-1]}' "invalid JSON"
 badcase "mass above 1" '{"context": [1], "ids": [3, 4], "logprobs": [-0.1, -1]}' "sum to 1.2"
 badcase "id beyond vocabulary" '{"context": [1], "ids": [3000], "logprobs": [-1]}' "unknown token id 3000" "--vocab-size 1000"

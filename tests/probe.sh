@@ -42,15 +42,15 @@ badcase() { # DESCRIPTION LINE2 EXPECTED-MESSAGE
 }
 badcase "invalid json" '{"context": [1' "invalid JSON"
 badcase "not an object" '[1, 2]' "not a JSON object"
-badcase "no context" '{"ids": [1], "logprobs": [-1]}' '"context" must be'
-badcase "no ids" '{"context": [1], "logprobs": [-1]}' '"ids" and "logprobs"'
-badcase "length mismatch" '{"context": [1], "ids": [1, 2], "logprobs": [-1]}' '"ids" has 2 entries'
+badcase "no context" '{"ids": [1], "logprobs": [-1]}' "'context' must be"
+badcase "no ids" '{"context": [1], "logprobs": [-1]}' "'ids' and 'logprobs'"
+badcase "length mismatch" '{"context": [1], "ids": [1, 2], "logprobs": [-1]}' "'ids' has 2 entries"
 badcase "empty top-k" '{"context": [1], "ids": [], "logprobs": []}' "no top-k entries"
-badcase "negative id" '{"context": [1], "ids": [-3], "logprobs": [-1]}' '"ids"\[0\] is not a token id'
-badcase "bad context id" '{"context": [1, "x"], "ids": [3], "logprobs": [-1]}' '"context"\[1\] is not a token id'
+badcase "negative id" '{"context": [1], "ids": [-3], "logprobs": [-1]}' "'ids'\\[0\\] is not a token id"
+badcase "bad context id" '{"context": [1, "x"], "ids": [3], "logprobs": [-1]}' "'context'\\[1\\] is not a token id"
 badcase "positive logprob" '{"context": [1], "ids": [3], "logprobs": [0.5]}' "log-probabilities are <= 0"
 badcase "string logprob" '{"context": [1], "ids": [3], "logprobs": ["a"]}' "is not a number"
-badcase "duplicate id" '{"context": [1], "ids": [3, 3], "logprobs": [-1, -2]}' "appears twice"
+badcase "duplicate id" '{"context": [1], "ids": [3, 3], "logprobs": [-1, -2]}' "appears twice in 'ids'"
 printf '\n{"context": [], "ids": [5], "logprobs": [-0.1]}\n' >"$T/one.jsonl"
 expect 2 "one probe" -- "$HM" probe --key "$T/k" -R 9 "$T/one.jsonl"
 contains "$T/err" "at least 2" "one probe message"

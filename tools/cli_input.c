@@ -78,17 +78,24 @@ int cli_is_tally(const char *path)
     return n == sizeof head && memcmp(head, "hallmark-tally 1", 16) == 0;
 }
 
-static int push(int32_t **a, size_t *n, size_t *cap, int32_t v)
+/* field[i], a token id (0 to 2^31-1, below the vocabulary size when one
+ * is given), into *out; -1 after a message. */
+static int token_id(const cli_input *in, json_t *v, const char *field,
+                    size_t i, int32_t *out)
 {
-    if (*n == *cap) {
-        size_t nc = *cap ? 2 * *cap : 256;
-        int32_t *na = realloc(*a, nc * sizeof *na);
-        if (na == NULL)
-            return -1;
-        *a = na;
-        *cap = nc;
+    json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
+    if (x < 0 || x > INT32_MAX) {
+        cli_error("%s:%lu: '%s'[%zu] is not a token id (0 to 2^31-1)",
+                  in->name, in->line, field, i);
+        return -1;
     }
-    (*a)[(*n)++] = v;
+    if (in->vocab > 0 && x >= in->vocab) {
+        cli_error("%s:%lu: '%s'[%zu]: unknown token id %lld (vocabulary "
+                  "size %lld)",
+                  in->name, in->line, field, i, (long long)x, in->vocab);
+        return -1;
+    }
+    *out = (int32_t)x;
     return 0;
 }
 
@@ -96,38 +103,21 @@ static int push(int32_t **a, size_t *n, size_t *cap, int32_t v)
 static int read_ids(cli_input *in, json_t *arr, const char *field,
                     int32_t **out, size_t *n, size_t *cap)
 {
-    size_t i;
-    json_t *v;
     *n = 0;
     if (!json_is_array(arr)) {
         cli_error("%s:%lu: '%s' must be an array of token ids", in->name,
                   in->line, field);
         return -1;
     }
-    json_array_foreach(arr, i, v)
-    {
-        if (!json_is_integer(v)) {
-            cli_error("%s:%lu: '%s'[%zu] is not an integer token id",
-                      in->name, in->line, field, i);
-            return -1;
-        }
-        json_int_t id = json_integer_value(v);
-        if (id < 0 || id > INT32_MAX || (in->vocab > 0 && id >= in->vocab)) {
-            if (in->vocab > 0)
-                cli_error("%s:%lu: '%s'[%zu]: unknown token id %lld "
-                          "(vocabulary size %lld)",
-                          in->name, in->line, field, i, (long long)id,
-                          in->vocab);
-            else
-                cli_error("%s:%lu: '%s'[%zu]: token id %lld out of range",
-                          in->name, in->line, field, i, (long long)id);
-            return -1;
-        }
-        if (push(out, n, cap, (int32_t)id) != 0) {
-            cli_error("%s:%lu: out of memory", in->name, in->line);
-            return -1;
-        }
+    size_t k = json_array_size(arr);
+    if (cli_grow((void **)out, cap, k, sizeof **out) != 0) {
+        cli_error("%s:%lu: out of memory", in->name, in->line);
+        return -1;
     }
+    for (size_t i = 0; i < k; i++)
+        if (token_id(in, json_array_get(arr, i), field, i, &(*out)[i]) != 0)
+            return -1;
+    *n = k;
     return 0;
 }
 
@@ -329,7 +319,9 @@ static int cmp_id(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* A token id listed twice, or -1 (-2: out of memory). */
+/* A token id listed twice, or -1 (-2: out of memory).  Not left to the
+ * library: hm_greenmass_add refuses a repeat without saying which id or
+ * where, and hm_spectral_share (hallmark probe) does not look. */
 static long long repeated_id(const int32_t *ids, size_t n)
 {
     if (n <= 64) {
@@ -352,49 +344,25 @@ static long long repeated_id(const int32_t *ids, size_t n)
     return r;
 }
 
-/* A token id of field[i], checked against the vocabulary; -1 after a
- * message. */
-static int lp_id(cli_input *in, json_t *v, const char *field, size_t i,
-                 int32_t *out)
-{
-    json_int_t x = json_is_integer(v) ? json_integer_value(v) : -1;
-    if (x < 0 || x > INT32_MAX) {
-        cli_error("%s:%lu: \"%s\"[%zu] is not a token id (0 to 2^31-1)",
-                  in->name, in->line, field, i);
-        return -1;
-    }
-    if (in->vocab > 0 && x >= in->vocab) {
-        cli_error("%s:%lu: \"%s\"[%zu]: unknown token id %lld (vocabulary "
-                  "size %lld)",
-                  in->name, in->line, field, i, (long long)x, in->vocab);
-        return -1;
-    }
-    *out = (int32_t)x;
-    return 0;
-}
-
 static int lp_record(cli_input *in, json_t *o, cli_lp *rec)
 {
     if (!json_is_object(o)) {
         cli_error("%s:%lu: not a JSON object", in->name, in->line);
         return -1;
     }
-    json_t *ctx = json_object_get(o, "context");
     json_t *ids = json_object_get(o, "ids");
     json_t *lps = json_object_get(o, "logprobs");
-    if (!json_is_array(ctx)) {
-        cli_error("%s:%lu: \"context\" must be an array of token ids",
-                  in->name, in->line);
+    if (read_ids(in, json_object_get(o, "context"), "context", &rec->context,
+                 &rec->n_context, &rec->cap_context) != 0)
         return -1;
-    }
     if (!json_is_array(ids) || !json_is_array(lps)) {
-        cli_error("%s:%lu: \"ids\" and \"logprobs\" must be arrays",
+        cli_error("%s:%lu: 'ids' and 'logprobs' must be arrays",
                   in->name, in->line);
         return -1;
     }
-    size_t k = json_array_size(ids), nc = json_array_size(ctx);
+    size_t k = json_array_size(ids);
     if (k != json_array_size(lps)) {
-        cli_error("%s:%lu: \"ids\" has %zu entries, \"logprobs\" %zu",
+        cli_error("%s:%lu: 'ids' has %zu entries, 'logprobs' %zu",
                   in->name, in->line, k, json_array_size(lps));
         return -1;
     }
@@ -402,31 +370,25 @@ static int lp_record(cli_input *in, json_t *o, cli_lp *rec)
         cli_error("%s:%lu: no top-k entries", in->name, in->line);
         return -1;
     }
-    if (cli_grow((void **)&rec->context, &rec->cap_context, nc,
-                   sizeof *rec->context) != 0 ||
-        cli_grow((void **)&rec->ids, &rec->cap_ids, k, sizeof *rec->ids) !=
+    if (cli_grow((void **)&rec->ids, &rec->cap_ids, k, sizeof *rec->ids) !=
             0 ||
         cli_grow((void **)&rec->logprobs, &rec->cap_lps, k,
-                   sizeof *rec->logprobs) != 0) {
+                 sizeof *rec->logprobs) != 0) {
         cli_error("%s:%lu: out of memory", in->name, in->line);
         return -1;
     }
-    for (size_t i = 0; i < nc; i++)
-        if (lp_id(in, json_array_get(ctx, i), "context", i,
-                  &rec->context[i]) != 0)
-            return -1;
     for (size_t i = 0; i < k; i++) {
         json_t *x = json_array_get(lps, i);
-        if (lp_id(in, json_array_get(ids, i), "ids", i, &rec->ids[i]) != 0)
+        if (token_id(in, json_array_get(ids, i), "ids", i, &rec->ids[i]) != 0)
             return -1;
         if (!json_is_number(x)) {
-            cli_error("%s:%lu: \"logprobs\"[%zu] is not a number", in->name,
+            cli_error("%s:%lu: 'logprobs'[%zu] is not a number", in->name,
                       in->line, i);
             return -1;
         }
         double l = json_number_value(x);
         if (!(l <= 0)) {
-            cli_error("%s:%lu: \"logprobs\"[%zu] is %g: log-probabilities "
+            cli_error("%s:%lu: 'logprobs'[%zu] is %g: log-probabilities "
                       "are <= 0",
                       in->name, in->line, i, l);
             return -1;
@@ -438,11 +400,10 @@ static int lp_record(cli_input *in, json_t *o, cli_lp *rec)
         if (dup == -2)
             cli_error("%s:%lu: out of memory", in->name, in->line);
         else
-            cli_error("%s:%lu: token %lld appears twice in \"ids\"",
+            cli_error("%s:%lu: token %lld appears twice in 'ids'",
                       in->name, in->line, dup);
         return -1;
     }
-    rec->n_context = nc;
     rec->n = k;
     rec->line = in->line;
     return 0;
