@@ -81,6 +81,7 @@ int cli_open_key(const char *path, hm_key **key, char *fingerprint);
 int cli_make_ctx(const hm_key *key, const char *spec, const char *tenant,
                  hm_ctx **ctx);
 int cli_add_scheme(char *spec, size_t cap, const char *s);
+/* ev_write_atomic (eval/atomicfile.h) with the message printed. */
 int cli_write_atomic(const char *path, const char *data, size_t len);
 int cli_parse_double(const char *opt, const char *s, double lo, double hi,
                      double *out);

@@ -3,14 +3,13 @@
  * and contexts for the verifier commands, and writing files atomically.
  */
 #include <errno.h>
-#include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <jansson.h>
 
+#include "atomicfile.h"
 #include "cli.h"
 
 /* With a tokenizer, files not named *.jsonl, *.ndjson or *.json are plain
@@ -482,37 +481,12 @@ int cli_add_scheme(char *spec, size_t cap, const char *s)
 
 int cli_write_atomic(const char *path, const char *data, size_t len)
 {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 16);
-    if (tmp == NULL) {
-        cli_error("%s: out of memory", path);
+    char err[PATH_MAX + 128];
+    if (ev_write_atomic(path, data, len, err, sizeof err) != 0) {
+        cli_error("%s", err);
         return -1;
     }
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, ".tmp-XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        cli_error("%s: cannot create: %s", path, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    int ok = fchmod(fd, 0644) == 0;
-    for (size_t off = 0; ok && off < len;) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        ok = w > 0;
-        off += ok ? (size_t)w : 0;
-    }
-    ok = ok && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    ok = ok && rename(tmp, path) == 0;
-    if (!ok) {
-        cli_error("%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-    }
-    free(tmp);
-    return ok ? 0 : -1;
+    return 0;
 }
 
 /* A growable string for reports. */
