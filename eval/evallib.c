@@ -3,18 +3,17 @@
  * false-positive tallies and diversity for the distillation experiment.
  * See evallib.h.
  */
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <jansson.h>
 
 #include <xxhash.h>
 
+#include "atomicfile.h"
 #include "evaldata.h"
 #include "evallib.h"
 
@@ -682,7 +681,7 @@ done:
     return m;
 }
 
-/* Write the lines from line(r, i, ...) to path through path.tmp. */
+/* Write the lines from line(r, i, ...) to path, atomically. */
 typedef char *(*line_fn)(const ev_requests *r, size_t i,
                          const hm_tokenizer *tok);
 
@@ -690,51 +689,23 @@ static int write_jsonl(const char *path, const ev_requests *r,
                        const hm_tokenizer *tok, line_fn line, char *err,
                        size_t errlen)
 {
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 5);
-    FILE *f = NULL;
-    int ok = 0;
-    if (!tmp) {
-        snprintf(err, errlen, "out of memory");
+    ev_atomic a;
+    int ok = 1;
+    if (ev_atomic_open(&a, path, err, errlen) != 0)
         return -1;
-    }
-    memcpy(tmp, path, pl);
-    memcpy(tmp + pl, ".tmp", 5);
-    if (!(f = fopen(tmp, "w"))) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    for (size_t i = 0; i < r->n; i++) {
+    for (size_t i = 0; ok && i < r->n; i++) {
         char *l = line(r, i, tok);
         if (!l) {
             snprintf(err, errlen, "%s: record %zu cannot be written as JSON",
                      path, i);
-            goto done;
+            ok = 0;
+        } else {
+            fputs(l, a.f);
+            fputc('\n', a.f);
+            free(l);
         }
-        fputs(l, f);
-        fputc('\n', f);
-        free(l);
     }
-    ok = 1;
-done:
-    if (fflush(f) != 0 || ferror(f)) {
-        if (ok)
-            snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-        ok = 0;
-    }
-    if (fclose(f) != 0 && ok) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-        ok = 0;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        ok = 0;
-    }
-    if (!ok)
-        unlink(tmp);
-    free(tmp);
-    return ok ? 0 : -1;
+    return ev_atomic_close(&a, ok, err, errlen);
 }
 
 /* o[name] = the ids as an array; 1 on success. */

@@ -2,12 +2,12 @@
  * evalreport.c - results.json, results.md, rho.svg and fpr.svg from the
  * experiment's JSON; see evalreport.h.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "atomicfile.h"
 #include "evalreport.h"
 
 #define GET(o, k) json_object_get((o), (k))
@@ -21,16 +21,9 @@
 static int write_atomic(const char *dir, const char *name, const char *buf,
                         size_t len, char *err, size_t errlen)
 {
-    char path[4096], tmp[4200];
+    char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f || fwrite(buf, 1, len, f) != len || fclose(f) != 0 ||
-        rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
+    return ev_write_atomic(path, buf, len, err, errlen);
 }
 
 static const char *const COLORS[] = {"#1f77b4", "#d62728", "#2ca02c",

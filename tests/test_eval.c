@@ -6,9 +6,13 @@
  * against one-key tallies, distinct-n, perplexity and sentence prompts.
  */
 #include <check.h>
+#include <dirent.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "evaldata.h"
 #include "evallib.h"
@@ -502,6 +506,77 @@ START_TEST(test_prompts)
 }
 END_TEST
 
+/* The requests file replaces its target through a temporary file of its
+ * own: a file, directory or link already at PATH.tmp is neither written
+ * through nor in the way, and nothing is left next to the target. */
+START_TEST(test_write_jsonl_atomic)
+{
+    char dir[] = "/tmp/hm-eval-XXXXXX", path[64], tmp[80], victim[80];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/served.jsonl", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    FILE *f = fopen(victim, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("keep\n", f);
+    fclose(f);
+    ck_assert_int_eq(symlink(victim, tmp), 0);
+
+    ev_requests r;
+    ck_assert_int_eq(ev_requests_init(&r, 2), 0);
+    static const int32_t prompt[] = {1, 2}, a[] = {3}, b[] = {4, 5};
+    int32_t *ra = malloc(sizeof a), *rb = malloc(sizeof b);
+    ck_assert(ra && rb);
+    memcpy(ra, a, sizeof a);
+    memcpy(rb, b, sizeof b);
+    r.prompt[0] = r.prompt[1] = prompt;
+    r.n_prompt[0] = r.n_prompt[1] = 2;
+    r.resp[0] = ra;
+    r.n_resp[0] = 1;
+    r.resp[1] = rb;
+    r.n_resp[1] = 2;
+    char err[256] = "";
+    for (int round = 0; round < 2; round++) { /* create, then replace */
+        ck_assert_msg(ev_write_tokens_jsonl(path, &r, err, sizeof err) == 0,
+                      "%s", err);
+        char got[256] = "";
+        f = fopen(path, "r");
+        ck_assert_ptr_nonnull(f);
+        size_t n = fread(got, 1, sizeof got - 1, f);
+        fclose(f);
+        got[n] = 0;
+        ck_assert_str_eq(got,
+                         "{\"prompt_tokens\":[1,2],\"tokens\":[3],\"id\":0}\n"
+                         "{\"prompt_tokens\":[1,2],\"tokens\":[4,5],\"id\":1}"
+                         "\n");
+    }
+    struct stat st;
+    ck_assert_int_eq(lstat(path, &st), 0);
+    ck_assert(S_ISREG(st.st_mode));
+    f = fopen(victim, "r");
+    char keep[16] = "";
+    ck_assert_ptr_nonnull(fgets(keep, sizeof keep, f));
+    fclose(f);
+    ck_assert_str_eq(keep, "keep\n");
+    /* the directory holds the target, the victim and the link, no more */
+    DIR *d = opendir(dir);
+    int entries = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        entries += e->d_name[0] != '.';
+    closedir(d);
+    ck_assert_int_eq(entries, 3);
+    ck_assert_int_eq(ev_write_tokens_jsonl("/nonexistent-dir/x.jsonl", &r, err,
+                                           sizeof err),
+                     -1);
+    ck_assert_ptr_nonnull(strstr(err, "/nonexistent-dir/x.jsonl"));
+    ev_requests_free(&r);
+    unlink(path);
+    unlink(tmp);
+    unlink(victim);
+    rmdir(dir);
+}
+END_TEST
+
 static Suite *eval_suite(void)
 {
     Suite *s = suite_create("eval");
@@ -517,6 +592,7 @@ static Suite *eval_suite(void)
     tcase_add_test(tc, test_distinct);
     tcase_add_test(tc, test_perplexity);
     tcase_add_test(tc, test_prompts);
+    tcase_add_test(tc, test_write_jsonl_atomic);
     suite_add_tcase(s, tc);
     return s;
 }
