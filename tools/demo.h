@@ -8,10 +8,12 @@
 #include <limits.h>
 #include <stddef.h>
 
+#include "hallmark.h"
+
 /* Where the demo's data lives once fetched and verified. */
 typedef struct demo_data {
     char cache[PATH_MAX];    /* the cache directory */
-    char rankfile[PATH_MAX]; /* cl100k_base.tiktoken, sha256-checked */
+    char rankfile[PATH_MAX]; /* cl100k_base.tiktoken (demo_load_tokenizer) */
     char sotu[PATH_MAX];     /* directory of the 233 SOTU .txt files */
     int fetched;             /* something was downloaded this time */
 } demo_data;
@@ -26,6 +28,10 @@ int demo_cache_dir(char *out, size_t cap);
  * place.  The layout is tests/tokenizer-fetch.sh's, so the test cache can
  * serve as the demo's.  0, or -1 with a message on stderr. */
 int demo_fetch(demo_data *d);
+
+/* Load d's rank file into *tok and check the digest of what was read
+ * against the pinned one.  0, or -1 with a message on stderr. */
+int demo_load_tokenizer(const demo_data *d, hm_tokenizer **tok);
 
 /* The sizes of one run of the story. */
 typedef struct demo_sizes {

