@@ -127,7 +127,7 @@ typedef struct tally_key {
 
 struct hm_tally {
     hm_ctx params; /* channel parameters (no keys used) */
-    char spec[1024];
+    char spec[HM_SPEC_SIZE];
     unsigned flags;
     int filtering;          /* a window filter is set */
     uint64_t filter_count;  /* its windows, over all channels */
@@ -874,29 +874,16 @@ int hm_tally_new(hm_tally **out, const hm_ctx *const *ctxs, size_t n_keys,
                 MAX_KEYS);
         return HM_ERANGE;
     }
-    char spec[sizeof((hm_tally *)0)->spec];
-    for (size_t i = 0; i < n_keys; i++) {
-        char s[sizeof spec];
-        if (ctxs[i] == NULL)
-            return HM_EINVAL;
-        if (hm_ctx_spec(ctxs[i], s, sizeof s) >= sizeof s)
-            return HM_ERANGE;
-        if (i == 0)
-            memcpy(spec, s, sizeof s);
-        else if (strcmp(s, spec) != 0) {
-            hm_errf(errmsg, errlen,
-                    "key %zu has spec '%s', key 0 has '%s': a tally needs "
-                    "one spec",
-                    i, s, spec);
-            return HM_EINVAL;
-        }
-    }
+    char spec[HM_SPEC_SIZE];
+    int rc = hm_ctx_one_spec(ctxs, n_keys, "a tally", spec, errmsg, errlen);
+    if (rc != HM_OK)
+        return rc;
     hm_tally *t = tally_alloc(n_keys);
     if (t == NULL)
         return HM_ENOMEM;
     memcpy(t->spec, spec, sizeof spec);
     t->flags = flags;
-    int rc = hm_spec_parse(&t->params, spec, errmsg, errlen);
+    rc = hm_spec_parse(&t->params, spec, errmsg, errlen);
     if (rc == HM_OK)
         rc = channels_init(t);
     if (rc != HM_OK) {
@@ -1832,7 +1819,7 @@ static int parse_tally(hm_tally **out, reader *r)
         return rc;
     if (strncmp(line, "spec ", 5) != 0)
         return r_bad(r, "expected 'spec'");
-    char spec[1024];
+    char spec[HM_SPEC_SIZE];
     if (strlen(line + 5) >= sizeof spec)
         return r_bad(r, "spec too long");
     strcpy(spec, line + 5);
@@ -1864,7 +1851,7 @@ static int parse_tally(hm_tally **out, reader *r)
     char msg[HM_ERRMSG_SIZE];
     rc = hm_spec_parse(&t->params, spec, msg, sizeof msg);
     if (rc == HM_OK) {
-        char canon[1024];
+        char canon[HM_SPEC_SIZE];
         hm_ctx_spec(&t->params, canon, sizeof canon);
         if (strcmp(canon, spec) != 0) {
             snprintf(msg, sizeof msg, "not canonical (it would be '%.160s')",
