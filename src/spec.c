@@ -365,6 +365,12 @@ size_t hm_ctx_spec(const hm_ctx *ctx, char *buf, size_t len)
                          ch->id, ch->h);
             break;
         }
+        if (w < 0 || (size_t)w >= sizeof out - n) {
+            /* cannot happen with today's limits (4 channels, ids of 31
+             * bytes); if it did, the length says the spec did not fit */
+            n = sizeof out;
+            break;
+        }
         n += (size_t)w;
     }
     if (buf != NULL && len > 0)
