@@ -1205,25 +1205,32 @@ static int add_shared(hm_tally *t, unsigned c, const int32_t *prompt,
         for (size_t i = 0; i < m; i++)
             ids[n + i] = (uint32_t)tokens[j0 + i];
         memset(ids + n + m, 0, 16 * sizeof *ids); /* the kernel reads on */
+        /* the counts in registers: as the channel's fields, a store and
+         * a load a token that the next token waits for */
         size_t nk = 0;
+        uint64_t padded_n = 0, drop_pad = 0, drop_prompt = 0, drop_filter = 0;
         for (size_t i = 0; i < m; i++) {
             int padded = p0 + i < n;
-            tc->tokens++;
-            tc->padded += (uint64_t)padded;
+            padded_n += (uint64_t)padded;
             if (padded && (t->flags & HM_TALLY_SKIP_PADDED)) {
-                tc->dropped_padded++;
+                drop_pad++;
                 continue;
             }
             if (ps->cap != 0 && window_in(ps, ids + i, n)) {
-                tc->dropped_prompt++;
+                drop_prompt++;
                 continue;
             }
             if (!filter_keeps(t, tc, ids + i, n)) {
-                tc->dropped_filter++;
+                drop_filter++;
                 continue;
             }
             kept[nk++] = i;
         }
+        tc->tokens += m;
+        tc->padded += padded_n;
+        tc->dropped_padded += drop_pad;
+        tc->dropped_prompt += drop_prompt;
+        tc->dropped_filter += drop_filter;
         if (nk == 0)
             continue;
         hash_tuples(ids, n, kept, nk, hs);
