@@ -324,6 +324,10 @@ HM_HIDDEN int hm_save_digested(const char *path,
 HM_HIDDEN void hm_errf(char *errmsg, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Sort n hardened records (logprobs_sort.c): larger value first, ties to
+ * the smaller id; q > 0 the grid step the values lie on, else 0. */
+HM_HIDDEN void hm_lp_sort(int32_t *ids, double *l, size_t n, double q);
+
 /* Served-window sketch (sketch.c): 1 if the window w of width n (a width
  * the sketch records) may have been added.  Read by tally filters. */
 HM_HIDDEN int hm_sketch_has_window(const hm_sketch *s, const uint32_t *w,
