@@ -386,9 +386,10 @@ static double common_shift(const double *l, size_t n, double q,
 }
 
 /* The core: values l[0..n-1] (true log-probabilities, finite or -inf) of
- * ids, hardened in place with the window's step seed. */
-static void harden(const hm_logprobs *lp, hm_seed s, const int32_t *ids,
-                   double *l, size_t n)
+ * ids, hardened in place with the window's step seed, and sorted unless
+ * keep. */
+static void harden(const hm_logprobs *lp, hm_seed s, int32_t *ids,
+                   double *l, size_t n, int keep)
 {
     const double q = lp->quantum;
     perturb(s, ids, l, n, lp->eps, q);
@@ -399,6 +400,8 @@ static void harden(const hm_logprobs *lp, hm_seed s, const int32_t *ids,
     if (c != 0)
         for (size_t i = 0; i < n; i++)
             l[i] -= c;
+    if (!keep)
+        (void)hm_lp_sort(ids, l, n, q, c);
 }
 
 /* Checks of a row without early exits, so that they vectorize: bit 0 a
@@ -441,9 +444,7 @@ int hm_logprobs_harden(const hm_logprobs *lp, const hm_row *row,
     int rc = window_of(lp, row, &s);
     if (rc != HM_OK)
         return rc;
-    harden(lp, s, ids, logprobs, n);
-    if (!(flags & HM_LOGPROBS_KEEP_ORDER))
-        hm_lp_sort(ids, logprobs, n, lp->quantum);
+    harden(lp, s, ids, logprobs, n, (flags & HM_LOGPROBS_KEEP_ORDER) != 0);
     return HM_OK;
 }
 
@@ -577,8 +578,7 @@ int hm_logprobs_dense(const hm_logprobs *lp, const float *logits,
             rc = window_of(lp, &rows[r], &s);
         if (rc != HM_OK)
             return rc;
-        harden(lp, s, id, l, n_out[r]);
-        hm_lp_sort(id, l, n_out[r], lp->quantum);
+        harden(lp, s, id, l, n_out[r], 0);
     }
     return HM_OK;
 }

@@ -24,6 +24,7 @@
 #define ROUND_MAGIC 0x1.8p52
 
 /* ----------------------------------------------------- by comparison */
+
 typedef struct rec {
     double r;
     int32_t id;
@@ -85,184 +86,304 @@ static void sort_recs(rec *a, size_t n)
 
 /* ----------------------------------------------------------- on the grid */
 
-/* Sorting values on the grid by their integers: key = (rank of the value,
- * largest first; id; position), in 64 bits.  The keys are distinct, and the
- * position in their low 10 bits says where each record came from. */
+/* On a grid of step q the order by value is the order by rank = mmax - m,
+ * m = round(l / q), a small integer; -inf takes the rank after all others.
+ * Each record becomes the 32-bit key rank << ibits | id (ibits the bits of
+ * the largest id): the keys are distinct and in the order wanted, and
+ * sorting them is a few counting sorts.  The value comes back from the
+ * rank, computed as harden computed it: l is (j q) - c for an integer
+ * j <= 0 and the common shift c, which is 0 or K q rounded, so l / q is
+ * within 2^-10 of j - K while |l / q| < 2^40 (exactly so when q is a
+ * power of two), and j = m + K. */
+#define DIGIT_BITS 11 /* of the rank per counting pass */
+#define RANKS_MAX (1u << (2 * DIGIT_BITS))
 
-static inline __attribute__((always_inline)) int64_t
-grid_int(double t, double l, int64_t *bad)
+/* The largest and smallest finite values (hi -inf, lo +inf if none) and
+ * the OR of the ids, in eight lanes so that the loop vectorizes. */
+LP_CLONES static uint32_t scan_row(const int32_t *restrict ids,
+                                   const double *restrict l, size_t n,
+                                   double *lo, double *hi)
 {
-    *bad |= (int64_t)(l != -INFINITY) & !(fabs(t) < 0x1p40);
-    double sh = t + ROUND_MAGIC; /* low bits: round(t), ties to even */
+    double a[8], b[8];
+    uint32_t o = 0;
+    for (int j = 0; j < 8; j++) {
+        a[j] = INFINITY;
+        b[j] = -INFINITY;
+    }
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            double x = l[i + j], y = x == -INFINITY ? INFINITY : x;
+            a[j] = y < a[j] ? y : a[j];
+            b[j] = x > b[j] ? x : b[j];
+        }
+    for (; i < n; i++) {
+        double x = l[i], y = x == -INFINITY ? INFINITY : x;
+        a[0] = y < a[0] ? y : a[0];
+        b[0] = x > b[0] ? x : b[0];
+    }
+    for (int j = 1; j < 8; j++) {
+        a[0] = a[j] < a[0] ? a[j] : a[0];
+        b[0] = b[j] > b[0] ? b[j] : b[0];
+    }
+    for (i = 0; i < n; i++)
+        o |= (uint32_t)ids[i];
+    *lo = a[0];
+    *hi = b[0];
+    return o;
+}
+
+/* round(t) for |t| < 2^51, ties to even, from the bits of t + 1.5 2^52. */
+static inline __attribute__((always_inline)) int64_t grid_int(double t)
+{
+    double sh = t + ROUND_MAGIC;
     int64_t b;
     memcpy(&b, &sh, sizeof b);
     return b - INT64_C(0x4338000000000000);
 }
 
-/* m[i] = round(l[i] / q) (anything for -inf), and the largest and
- * smallest over the finite values; 0 when a finite |l/q| is 2^40 or more.
- * inv is 1/q when q is a power of two (then l * inv is l / q), else 0. */
-LP_CLONES static int grid_ints(const double *restrict l, size_t n, double q,
-                               double inv, int64_t *restrict m,
-                               int64_t *mmax, int64_t *mmin)
-{
-    int64_t hi = INT64_MIN, lo = INT64_MAX;
-    int64_t bad = 0;
-    if (inv != 0) /* (two loops: a select would compute both) */
-        for (size_t i = 0; i < n; i++)
-            m[i] = grid_int(l[i] * inv, l[i], &bad);
-    else
-        for (size_t i = 0; i < n; i++)
-            m[i] = grid_int(l[i] / q, l[i], &bad);
-    for (size_t i = 0; i < n; i++) {
-        int64_t fin = l[i] != -INFINITY;
-        int64_t vh = fin ? m[i] : INT64_MIN, vl = fin ? m[i] : INT64_MAX;
-        hi = vh > hi ? vh : hi;
-        lo = vl < lo ? vl : lo;
-    }
-    *mmax = hi;
-    *mmin = lo;
-    return !bad;
-}
-
-/* key[i] = (((rank << ibits) | id) << 10) | i, rank = mmax - m[i], and
- * inf_rank for -inf. */
+/* The keys.  inv is 1/q when q is a power of two (then l * inv is l / q,
+ * exactly), else 0. */
 LP_CLONES static void grid_keys(const double *restrict l,
-                                const int64_t *restrict m,
                                 const int32_t *restrict ids, size_t n,
-                                int64_t mmax, uint64_t inf_rank,
-                                unsigned ibits, uint64_t *restrict key)
+                                double q, double inv, int64_t mmax,
+                                uint32_t inf_rank, unsigned ibits,
+                                uint32_t *restrict key)
 {
+    if (inv != 0) /* (two loops: a select would compute both) */
+        for (size_t i = 0; i < n; i++) {
+            uint32_t rank = l[i] == -INFINITY
+                                ? inf_rank
+                                : (uint32_t)(mmax - grid_int(l[i] * inv));
+            key[i] = rank << ibits | (uint32_t)ids[i];
+        }
+    else
+        for (size_t i = 0; i < n; i++) {
+            uint32_t rank = l[i] == -INFINITY
+                                ? inf_rank
+                                : (uint32_t)(mmax - grid_int(l[i] / q));
+            key[i] = rank << ibits | (uint32_t)ids[i];
+        }
+}
+
+/* Counts into offsets: c[d] becomes the sum of the counts below d. */
+static void offsets(uint32_t *c, size_t nd)
+{
+    uint32_t acc = 0;
+    size_t d = 0;
+    for (; d + 4 <= nd; d += 4) { /* (four at a time: fewer loop tests) */
+        uint32_t c0 = c[d], c1 = c[d + 1], c2 = c[d + 2], c3 = c[d + 3];
+        c[d] = acc;
+        c[d + 1] = acc + c0;
+        c[d + 2] = acc + c0 + c1;
+        c[d + 3] = acc + c0 + c1 + c2;
+        acc += c0 + c1 + c2 + c3;
+    }
+    for (; d < nd; d++) {
+        uint32_t c0 = c[d];
+        c[d] = acc;
+        acc += c0;
+    }
+}
+
+/* One stable counting-sort pass of n keys from src to dst on the digit
+ * (key >> sh) & mask, whose counts are in pos (nd of them); pos is used
+ * up.  Nothing moves when one digit holds all keys (returns 0). */
+static int scatter(const uint32_t *restrict src, uint32_t *restrict dst,
+                   size_t n, unsigned sh, uint32_t mask, uint32_t *pos,
+                   size_t nd)
+{
+    if (pos[(src[0] >> sh) & mask] == n)
+        return 0;
+    offsets(pos, nd);
     for (size_t i = 0; i < n; i++) {
-        uint64_t rank =
-            l[i] == -INFINITY ? inf_rank : (uint64_t)(mmax - m[i]);
-        key[i] = (((rank << ibits) | (uint32_t)ids[i]) << 10) | i;
+        uint32_t k = src[i];
+        dst[pos[(k >> sh) & mask]++] = k;
     }
+    return 1;
 }
 
-/* One stable counting-sort pass of n keys on the digit (key >> sh) & mask,
- * which is below nd, from src to dst; cnt has nd + 1 entries. */
-static void count_pass(const uint64_t *src, uint64_t *dst, size_t n,
-                       unsigned sh, uint64_t mask, size_t nd, uint16_t *cnt)
+/* The keys sorted, 8 bits at a time, least significant first.  Returns
+ * the array that holds them. */
+static uint32_t *radix_keys(uint32_t *a, uint32_t *b, size_t n)
 {
-    memset(cnt, 0, (nd + 1) * sizeof *cnt);
-    for (size_t i = 0; i < n; i++)
-        cnt[((src[i] >> sh) & mask) + 1]++;
-    if (cnt[((src[0] >> sh) & mask) + 1] == n) { /* one digit everywhere */
-        memcpy(dst, src, n * sizeof *src);
-        return;
-    }
-    for (size_t d = 1, acc = 0; d <= nd; d++) { /* acc: no reload */
-        acc += cnt[d];
-        cnt[d] = (uint16_t)acc;
-    }
-    for (size_t i = 0; i < n; i++)
-        dst[cnt[(src[i] >> sh) & mask]++] = src[i];
-}
-
-/* Least significant byte first on the rank and id bits (10 + bits of
- * them); the keys are distinct, so any order of them in gives the sorted
- * order out.  Returns the array that holds it. */
-static uint64_t *radix_keys(uint64_t *a, uint64_t *b, size_t n,
-                            unsigned bits, uint16_t *cnt)
-{
-    for (unsigned shift = 10; shift < 10 + bits; shift += 8) {
-        count_pass(a, b, n, shift, 255, 256, cnt);
-        uint64_t *t = a;
-        a = b;
-        b = t;
+    uint32_t cnt[256];
+    for (unsigned sh = 0; sh < 32; sh += 8) {
+        memset(cnt, 0, sizeof cnt);
+        for (size_t i = 0; i < n; i++)
+            cnt[(a[i] >> sh) & 255]++;
+        if (scatter(a, b, n, sh, 255, cnt, 256)) {
+            uint32_t *t = a;
+            a = b;
+            b = t;
+        }
     }
     return a;
 }
 
-/* The order of the keys in linear time either way.  Many values of a
- * top-k share a rank at k = 1024 (a dozen or more in the tail) and end up
- * tens of places from where they came in, too far for an insertion sort.
- * With fewer than 2048 ranks and at least 100 keys: two counting-sort
- * passes, least significant first, on the id's top bits (about n/4
- * buckets, at most 256; ids are scattered, so equal digits are rarely
- * adjacent and the counters do not wait on each other) and on the whole
- * rank, then an insertion sort among the few keys that share a rank and
- * those bits (past 2n moves the radix sort takes over).  Otherwise the
- * radix sort, 8 bits a pass. */
-static uint64_t *order_keys(uint64_t *key, uint64_t *tmp, size_t n,
-                            uint64_t inf_rank, unsigned rbits,
-                            unsigned ibits)
+/* The first i >= from (from >= 1) with key[i] < key[i - 1], or n; sixteen
+ * at a time in a loop that vectorizes. */
+LP_CLONES static size_t next_descent(const uint32_t *key, size_t from,
+                                     size_t n)
 {
-    uint16_t cnt[2 * HM_LOGPROBS_TOPK_MAX + 2];
-    if (n < 100 || inf_rank >= 2 * HM_LOGPROBS_TOPK_MAX)
-        return radix_keys(key, tmp, n, rbits + ibits, cnt);
-    unsigned abits = 2;
-    while (abits < 8 && (n >> (abits + 2)) != 0)
-        abits++;
-    abits = abits < ibits ? abits : ibits;
-    count_pass(key, tmp, n, 10 + ibits - abits, (UINT64_C(1) << abits) - 1,
-               (size_t)1 << abits, cnt);
-    count_pass(tmp, key, n, 10 + ibits, UINT64_MAX, (size_t)inf_rank + 1,
-               cnt);
-    size_t budget = 2 * n + 16;
-    uint64_t prev = key[0];
-    for (size_t i = 1; i < n; i++) {
-        uint64_t k = key[i];
-        if (k > prev) { /* the usual case: no store, no reload */
-            prev = k;
-            continue;
-        }
+    size_t i = from;
+    for (; i + 16 <= n; i += 16) {
+        unsigned m = 0;
+        for (int j = 0; j < 16; j++)
+            m |= key[i + j] < key[i + j - 1];
+        if (m)
+            break;
+    }
+    for (; i < n; i++)
+        if (key[i] < key[i - 1])
+            return i;
+    return n;
+}
+
+/* Insertion sort, linear when few keys are out of place; 0 (a permutation
+ * of the keys left) after budget moves. */
+static int insertion_keys(uint32_t *key, size_t n, size_t budget)
+{
+    for (size_t i = 1; (i = next_descent(key, i, n)) < n; i++) {
+        uint32_t k = key[i];
         size_t j = i;
         while (j > 0 && k < key[j - 1]) {
             key[j] = key[j - 1];
             j--;
             if (--budget == 0) {
-                key[j] = k; /* (a permutation of the keys again) */
-                return radix_keys(key, tmp, n, rbits + ibits, cnt);
+                key[j] = k;
+                return 0;
             }
         }
         key[j] = k;
-        prev = key[i];
-    }
-    return key;
-}
-
-/* Returns 0 (nothing done) when a value is too far off the grid's
- * integers or the key does not fit in 64 bits. */
-static int sort_grid(int32_t *ids, double *l, size_t n, double q)
-{
-    int64_t m[HM_LOGPROBS_TOPK_MAX], mmax, mmin;
-    uint64_t key[HM_LOGPROBS_TOPK_MAX], tmp[HM_LOGPROBS_TOPK_MAX];
-    int e;
-    double inv = frexp(q, &e) == 0.5 ? 1 / q : 0;
-    if (!grid_ints(l, n, q, inv, m, &mmax, &mmin))
-        return 0;
-    if (mmax == INT64_MIN) /* all -inf: order by id */
-        mmax = mmin = 0;
-    uint64_t inf_rank = (uint64_t)(mmax - mmin) + 1;
-    uint32_t id_or = 0;
-    for (size_t i = 0; i < n; i++)
-        id_or |= (uint32_t)ids[i];
-    unsigned rbits = 0, ibits = 0;
-    while (rbits < 64 && (inf_rank >> rbits) != 0)
-        rbits++;
-    while (ibits < 32 && (id_or >> ibits) != 0)
-        ibits++;
-    if (rbits + ibits + 10 > 64)
-        return 0;
-    grid_keys(l, m, ids, n, mmax, inf_rank, ibits, key);
-    const uint64_t *sorted = order_keys(key, tmp, n, inf_rank, rbits, ibits);
-    /* m is free now: it keeps the old values' bits while permuting (the
-     * ids are in the keys) */
-    memcpy(m, l, n * sizeof *l);
-    const uint64_t id_mask = (UINT64_C(1) << ibits) - 1;
-    for (size_t i = 0; i < n; i++) {
-        memcpy(&l[i], &m[sorted[i] & 1023], sizeof l[i]);
-        ids[i] = (int32_t)((sorted[i] >> 10) & id_mask);
     }
     return 1;
 }
 
-void hm_lp_sort(int32_t *ids, double *l, size_t n, double q)
+/* The order of the keys in linear time.  Many values of a top-k share a
+ * rank at k = 1024 (a dozen or more in the tail) and end up tens of places
+ * from where they came in, too far for an insertion sort alone.  Counting
+ * sorts, least significant digit first, on the id's top abits (about n/4
+ * buckets, at most 256) and on the rank (one pass below 2048 ranks, else
+ * two of 11 bits), all counted in one read; then an insertion sort among
+ * the few keys that share a rank and those id bits.  Past 2n moves it
+ * gives up, and the radix sort on all the bits takes over (ids that share
+ * their top bits: see the tests).  Returns the array holding the order;
+ * *radix says whether the radix sort ran. */
+static uint32_t *order_keys(uint32_t *key, uint32_t *tmp, size_t n,
+                            uint32_t n_ranks, unsigned ibits, int *radix)
 {
-    if (n > 32 && q > 0 && sort_grid(ids, l, n, q))
-        return;
+    uint32_t ca[256], cb[1u << DIGIT_BITS], cc[1u << DIGIT_BITS];
+    unsigned abits = 2;
+    while (abits < 8 && (n >> (abits + 2)) != 0)
+        abits++;
+    abits = abits < ibits ? abits : ibits;
+    const unsigned ash = ibits - abits, bsh = ibits;
+    const uint32_t amask = (1u << abits) - 1;
+    const int two = n_ranks > (1u << DIGIT_BITS);
+    const uint32_t bmask = two ? (1u << DIGIT_BITS) - 1 : UINT32_MAX;
+    const size_t nb = two ? (size_t)1 << DIGIT_BITS : n_ranks;
+    const size_t nc = two ? ((n_ranks - 1) >> DIGIT_BITS) + 1 : 0;
+    memset(ca, 0, ((size_t)1 << abits) * sizeof *ca);
+    memset(cb, 0, nb * sizeof *cb);
+    if (two) {
+        memset(cc, 0, nc * sizeof *cc);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t k = key[i];
+            ca[(k >> ash) & amask]++;
+            cb[(k >> bsh) & bmask]++;
+            cc[k >> (bsh + DIGIT_BITS)]++;
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            uint32_t k = key[i];
+            ca[(k >> ash) & amask]++;
+            cb[k >> bsh]++;
+        }
+    }
+    uint32_t *a = key, *b = tmp, *t;
+    if (scatter(a, b, n, ash, amask, ca, (size_t)1 << abits))
+        t = a, a = b, b = t;
+    if (scatter(a, b, n, bsh, bmask, cb, nb))
+        t = a, a = b, b = t;
+    if (two && scatter(a, b, n, bsh + DIGIT_BITS, UINT32_MAX, cc, nc))
+        t = a, a = b, b = t;
+    *radix = !insertion_keys(a, n, 2 * n + 16);
+    return *radix ? radix_keys(a, b, n) : a;
+}
+
+/* The records in key order: the ids from the keys, the values from the
+ * ranks, j = jmax - rank. */
+LP_CLONES static void keys_out(const uint32_t *restrict key, size_t n,
+                               unsigned ibits, double jmax, uint32_t inf_rank,
+                               double q, double c, int32_t *restrict ids,
+                               double *restrict l)
+{
+    const uint32_t id_mask = (1u << ibits) - 1;
+    if (c != 0) /* (two loops: harden subtracts only a shift that is not 0) */
+        for (size_t i = 0; i < n; i++) {
+            uint32_t rank = key[i] >> ibits;
+            ids[i] = (int32_t)(key[i] & id_mask);
+            l[i] = rank == inf_rank ? -INFINITY
+                                    : (jmax - (double)rank) * q - c;
+        }
+    else
+        for (size_t i = 0; i < n; i++) {
+            uint32_t rank = key[i] >> ibits;
+            ids[i] = (int32_t)(key[i] & id_mask);
+            l[i] = rank == inf_rank ? -INFINITY : (jmax - (double)rank) * q;
+        }
+}
+
+/* Returns 0 (nothing done) when a value is too far off the grid's
+ * integers or the keys do not fit in 32 bits; else 1, or 2 when the radix
+ * sort ran.  When the ranks outnumber the records four to one (k up to a
+ * few hundred) few values share one, an insertion sort usually finishes
+ * within n moves, and the counting sorts, whose offsets cost a step per
+ * rank, are left for when it does not. */
+static int sort_grid(int32_t *ids, double *l, size_t n, double q, double c)
+{
+    uint32_t key[HM_LOGPROBS_TOPK_MAX], tmp[HM_LOGPROBS_TOPK_MAX];
+    int e, radix;
+    double lo, hi;
+    const int pow2 = frexp(q, &e) == 0.5;
+    const double inv = pow2 ? 1 / q : 0;
+    uint32_t id_or = scan_row(ids, l, n, &lo, &hi);
+    int64_t mmax = 0, mmin = 0;
+    if (hi != -INFINITY) { /* (else all -inf: ordered by id) */
+        double tlo = pow2 ? lo * inv : lo / q;
+        double thi = pow2 ? hi * inv : hi / q;
+        if (!(fabs(tlo) < 0x1p40)) /* the values are <= 0: |t| <= |tlo| */
+            return 0;
+        mmax = grid_int(thi);
+        mmin = grid_int(tlo);
+    }
+    unsigned ibits = 0, rbits = 0;
+    while (ibits < 31 && (id_or >> ibits) != 0)
+        ibits++;
+    uint64_t n_ranks = (uint64_t)(mmax - mmin) + 2; /* -inf's included */
+    while (rbits < 40 && ((n_ranks - 1) >> rbits) != 0)
+        rbits++;
+    if (n_ranks > RANKS_MAX || ibits + rbits > 32)
+        return 0;
+    const uint32_t inf_rank = (uint32_t)n_ranks - 1;
+    grid_keys(l, ids, n, q, inv, mmax, inf_rank, ibits, key);
+    const uint32_t *sorted = key;
+    radix = 0;
+    if (n_ranks <= 4 * n || !insertion_keys(key, n, n))
+        sorted = order_keys(key, tmp, n, (uint32_t)n_ranks, ibits, &radix);
+    const double jmax = (double)(mmax + grid_int(c / q));
+    keys_out(sorted, n, ibits, jmax, inf_rank, q, c, ids, l);
+    return 1 + radix;
+}
+
+/* Returns how the records were sorted, for the tests: 0 by comparison, 1
+ * on the grid, 2 on the grid with the radix sort at the end. */
+int hm_lp_sort(int32_t *ids, double *l, size_t n, double q, double c)
+{
+    int path;
+    if (n > 32 && q > 0 && (path = sort_grid(ids, l, n, q, c)) != 0)
+        return path;
     rec a[HM_LOGPROBS_TOPK_MAX];
     for (size_t i = 0; i < n; i++) {
         a[i].r = l[i];
@@ -273,4 +394,5 @@ void hm_lp_sort(int32_t *ids, double *l, size_t n, double q)
         l[i] = a[i].r;
         ids[i] = a[i].id;
     }
+    return 0;
 }

@@ -705,10 +705,9 @@ START_TEST(test_sort_worst_case)
         check_valid(ids, r, 1024, 0, "worst case");
     }
     hm_logprobs_free(lp);
-    /* on the grid (sorted by integers): -inf among the values, all -inf,
-     * a single id, large ids, one far value that puts all others in one
-     * bucket (the insertion sort gives up), values in true order; the same
-     * order as a comparison sort */
+    /* on the grid: -inf among the values, all -inf, a single id, large
+     * ids and one far value (both sorted by comparison), values in true
+     * order; test_sort_paths takes each way of the sort on purpose */
     hm_logprobs *g = test_lp(key, "topk=1024", NULL);
     for (int trial = 0; trial < 8; trial++) {
         size_t n = trial < 3 ? 100 : 1024;
@@ -729,6 +728,129 @@ START_TEST(test_sort_worst_case)
     }
     hm_logprobs_free(g);
     hm_key_free(key);
+}
+END_TEST
+
+/* hm_lp_sort directly, one case per way through it, against qsort by
+ * value (larger first) then id.  The values are made as hardening makes
+ * them, (j q) - c, which the grid sort relies on to give them back. */
+typedef struct srt {
+    double l;
+    int32_t id;
+} srt;
+
+static int cmp_srt(const void *pa, const void *pb)
+{
+    const srt *a = pa, *b = pb;
+    if (a->l != b->l)
+        return a->l > b->l ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+static void check_sort(int32_t *ids, double *l, size_t n, double q,
+                       double c, int want_path, const char *what)
+{
+    static srt want[1024];
+    for (size_t i = 0; i < n; i++) {
+        want[i].l = l[i];
+        want[i].id = ids[i];
+    }
+    qsort(want, n, sizeof *want, cmp_srt);
+    int path = hm_lp_sort(ids, l, n, q, c);
+    ck_assert_msg(path == want_path, "%s: path %d, want %d", what, path,
+                  want_path);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(ids[i] == want[i].id &&
+                          memcmp(&l[i], &want[i].l, sizeof l[i]) == 0,
+                      "%s: record %zu is %d %a, want %d %a", what, i,
+                      ids[i], l[i], want[i].id, want[i].l);
+}
+
+/* (j q) - c as hardening computes it (j q clamped at 0 first, so never
+ * -0) */
+static double on_grid(double j, double q, double c)
+{
+    double y = j * q;
+    y = y < 0 ? y : 0.0;
+    return c != 0 ? y - c : y;
+}
+
+START_TEST(test_sort_paths)
+{
+    static int32_t ids[1024];
+    static double l[1024];
+    uint64_t s = 0x5027;
+    const double q = HM_LOGPROBS_QUANTUM_DEFAULT;
+    /* k = 1024 in true order, many values to a rank, perturbed by up to
+     * four steps: the counting sorts; with a shift, and on a decimal grid
+     * with a shift that is K q rounded */
+    static const double qs[] = {0.015625, 0.015625, 0.01, 0.01};
+    static const double cs[] = {0, 5 * 0.015625, 0, 37 * 0.01};
+    for (int t = 0; t < 4; t++) {
+        for (size_t i = 0; i < 1024; i++) {
+            double j = floor((-5 - 2 * log1p((double)i)) / qs[t]) +
+                       (double)(test_rand(&s) % 9) - 4;
+            ids[i] = (int32_t)(test_rand(&s) % 32000) * 1024 + (int32_t)i;
+            ids[i] %= 1 << 20; /* distinct: i in the low bits */
+            l[i] = on_grid(j, qs[t], cs[t]);
+        }
+        check_sort(ids, l, 1024, qs[t], cs[t], 1, "true order");
+    }
+    /* -inf among them, and all -inf (ordered by id) */
+    for (size_t i = 0; i < 1024; i++) {
+        ids[i] = (int32_t)(7 * (1023 - i));
+        l[i] = i % 5 == 0 ? -INFINITY
+                          : on_grid(-(double)(test_rand(&s) % 700), q, 0);
+    }
+    check_sort(ids, l, 1024, q, 0, 1, "some -inf");
+    for (size_t i = 0; i < 1024; i++)
+        l[i] = -INFINITY;
+    check_sort(ids, l, 1024, q, 0, 1, "all -inf");
+    /* more than 2048 ranks: two counting passes on the rank */
+    for (size_t i = 0; i < 1024; i++) {
+        ids[i] = (int32_t)(3 * i + 1);
+        l[i] = on_grid(-(double)(test_rand(&s) % 9000), q, 0);
+    }
+    check_sort(ids, l, 1024, q, 0, 1, "wide ranks");
+    /* k = 100 with ranks far apart: the insertion sort on the keys alone */
+    for (size_t i = 0; i < 100; i++) {
+        ids[i] = (int32_t)(test_rand(&s) % 1000) * 100 + (int32_t)i;
+        l[i] = on_grid(-(double)(20 * i + test_rand(&s) % 30), q, 0);
+    }
+    check_sort(ids, l, 100, q, 0, 1, "sparse ranks");
+    /* the same in random order: the insertion sort gives up after n moves
+     * and the counting sorts take over */
+    for (size_t i = 0; i < 100; i++)
+        l[i] = on_grid(-(double)(test_rand(&s) % 3000), q, 0);
+    check_sort(ids, l, 100, q, 0, 1, "sparse ranks, random order");
+    /* one value, ids that share their top bits except one far above them,
+     * in descending order: the counting sort on the top bits leaves them
+     * all in one bucket, the insertion sort after it gives up after 2n
+     * moves, and the radix sort finishes */
+    for (size_t i = 0; i < 1024; i++) {
+        ids[i] = i == 0 ? (int32_t)1 << 30 : (int32_t)(1024 - i);
+        l[i] = on_grid(-300, q, 0);
+    }
+    check_sort(ids, l, 1024, q, 0, 2, "radix");
+    /* by comparison: off the grid (quantum 0), a value 2^40 steps out, a
+     * rank range past 2^22, ids too wide for 32-bit keys, and k <= 32 */
+    for (size_t i = 0; i < 1024; i++) {
+        ids[i] = (int32_t)(5 * i);
+        l[i] = -20 * test_uniform(&s);
+    }
+    check_sort(ids, l, 1024, 0, 0, 0, "quantum 0");
+    for (size_t i = 0; i < 1024; i++)
+        l[i] = on_grid(-(double)(test_rand(&s) % 700), q, 0);
+    l[500] = on_grid(-0x1p41, q, 0);
+    check_sort(ids, l, 1024, q, 0, 0, "far value");
+    l[500] = on_grid(-(double)(1 << 23), q, 0);
+    check_sort(ids, l, 1024, q, 0, 0, "wider than two passes");
+    for (size_t i = 0; i < 1024; i++) {
+        ids[i] = (int32_t)(INT32_MAX - 3 * i);
+        l[i] = on_grid(-(double)(test_rand(&s) % 700), q, 0);
+    }
+    check_sort(ids, l, 1024, q, 0, 0, "wide ids");
+    check_sort(ids, l, 32, q, 0, 0, "k 32");
 }
 END_TEST
 
@@ -1131,6 +1253,7 @@ static Suite *logprobs_suite(void)
     tcase_add_test(tc, test_grid_and_validity);
     tcase_add_test(tc, test_shift_reference);
     tcase_add_test(tc, test_sort_worst_case);
+    tcase_add_test(tc, test_sort_paths);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 
