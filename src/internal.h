@@ -94,15 +94,22 @@ hm_popcount64(uint64_t x)
     return (unsigned)((x * UINT64_C(0x0101010101010101)) >> 56);
 }
 
-/* The PRF v1 candidate mixer: SplitMix64's finaliser over a keyed Weyl
- * sequence.  Inline so the kernels vectorise it. */
-static inline __attribute__((always_inline)) uint64_t
-hm_mix(uint64_t a, uint64_t g, uint64_t c)
+/* SplitMix64's finaliser, the second half of the mixer below. */
+static inline __attribute__((always_inline)) uint64_t hm_mix_fin(uint64_t z)
 {
-    uint64_t z = a + (c + 1u) * g;
     z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
     z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
     return z ^ (z >> 31);
+}
+
+/* The PRF v1 candidate mixer: SplitMix64's finaliser over a keyed Weyl
+ * sequence.  Inline so the kernels vectorise it.  (A loop over many c
+ * saves an add per candidate with hm_mix_fin((a + g) + c * g), the same
+ * value modulo 2^64.) */
+static inline __attribute__((always_inline)) uint64_t
+hm_mix(uint64_t a, uint64_t g, uint64_t c)
+{
+    return hm_mix_fin(a + (c + 1u) * g);
 }
 
 /* e^x for x <= 0 in binary64, relative error below 1e-14 (x below -700
@@ -138,6 +145,29 @@ hm_exp_nonpos(double x)
     double scale;
     memcpy(&scale, &b, sizeof scale);
     return tiny ? 0.0 : p * scale;
+}
+
+/* About e^y from above, at most 1.0071 times it: e^y = 2^t, t = y log2(e),
+ * and 2^t = 2^m 2^f <= 2^m (1 + f (a + (1 - a) f)) for an integer m with
+ * f = t - m in [0, 1] and a = ln 2 (the quadratic meets 2^f at 0 and 1
+ * with the slope of 2^f at 0, and lies above it in between).  m is
+ * round(t - 1/2), in which the subtraction is exact (|t| < 1000) and a tie
+ * leaves f 0 or 1; values below -690 count as -690, which only raises it.
+ * The rounding of t, of the polynomial and of a sum of n <= 1024 terms
+ * lowers it by a relative 1e-12 at most, far inside the margin
+ * logprobs.c's common shift leaves. */
+static inline __attribute__((always_inline)) double hm_exp_above(double y)
+{
+    y = y > -690.0 ? y : -690.0;
+    double t = y * 1.4426950408889634;
+    double sh = (t - 0.5) + 0x1.8p52; /* low bits: m */
+    double f = t - (sh - 0x1.8p52);
+    uint64_t b;
+    memcpy(&b, &sh, sizeof b);
+    b = (b + (1023 - UINT64_C(0x4338000000000000))) << 52; /* 2^m */
+    double p2;
+    memcpy(&p2, &b, sizeof p2);
+    return (1.0 + f * (0.6931471805599453 + 0.3068528194400547 * f)) * p2;
 }
 
 /* ------------------------------------------------------------ context */

@@ -267,71 +267,56 @@ int hm_logprobs_offset(const hm_logprobs *lp, const int32_t *context,
 
 /* ------------------------------------------------------------ hardening */
 
-/* About e^y from above, at most 1.0071 times it: e^y = 2^t, t = y log2(e),
- * and 2^t = 2^m 2^f <= 2^m (1 + f (a + (1 - a) f)) for m = floor(t),
- * f = t - m in [0, 1) and a = ln 2 (the quadratic meets 2^f at 0 and 1
- * with the slope of 2^f at 0, and lies above it in between).  Values
- * below -690 count as -690, which only raises it; the rounding of t, of
- * the polynomial and of a sum of n <= 1024 terms lowers it by a relative
- * 1e-12 at most, far inside the margin common_shift leaves. */
-static inline __attribute__((always_inline)) double exp_above(double y)
-{
-    y = y > -690.0 ? y : -690.0;
-    double t = y * 1.4426950408889634;
-    double sh = t + ROUND_MAGIC; /* low bits: round(t) */
-    double r = sh - ROUND_MAGIC;
-    int down = r > t;
-    uint64_t b;
-    memcpy(&b, &sh, sizeof b);
-    b = (b - (uint64_t)down + 1023) << 52; /* 2^floor(t) */
-    double p2;
-    memcpy(&p2, &b, sizeof p2);
-    double f = t - (down ? r - 1.0 : r); /* exact */
-    return (1.0 + f * (0.6931471805599453 + 0.3068528194400547 * f)) * p2;
-}
-
-/* Perturb, round to the grid (q > 0), clamp at 0. */
+/* Perturb, round to the grid (grid 1: q > 0), clamp at 0.  a1 is s.a +
+ * s.g (offset_of's mixer call with the Weyl step folded in).  grid 2 is
+ * grid 1 for values above -2^20 (or -inf): then |t| < 2^51, and the
+ * rounded t is always the one taken. */
 static inline __attribute__((always_inline)) double
-perturb_one(hm_seed s, int32_t id, double l, double eps, int grid, double q,
-            double inv)
+perturb_one(uint64_t a1, uint64_t g, int32_t id, double l, double eps,
+            int grid, double q, double inv)
 {
+    double off = eps * unit_offset(hm_mix_fin(a1 + (uint32_t)id * g));
     if (grid) {
-        double t = (l + offset_of(s, id, eps)) * inv; /* -inf stays -inf */
+        double t = (l + off) * inv; /* -inf stays -inf */
         double tr = (t + ROUND_MAGIC) - ROUND_MAGIC;
-        double y = (fabs(t) < 0x1p51 ? tr : t) * q;
+        double y = (grid == 2 || fabs(t) < 0x1p51 ? tr : t) * q;
         /* Clamping at 0 only moves y towards l <= 0. */
         return y < 0 ? y : 0.0;
     }
-    double y = l + offset_of(s, id, eps);
+    double y = l + off;
     return y < 0 ? y : 0.0;
 }
 
 /* perturb_one over the row (a loop the compiler vectorizes; fused with
- * the sum below it does not). */
+ * the sum below it does not, or only at half the width).  near: no finite
+ * value below -2^20. */
 LP_CLONES static void perturb(hm_seed s, const int32_t *restrict ids,
                               double *restrict l, size_t n, double eps,
-                              double q)
+                              double q, int near)
 {
-    if (q > 0) {
-        const double inv = 1 / q;
+    const uint64_t a1 = s.a + s.g, g = s.g;
+    const double inv = q > 0 ? 1 / q : 0;
+    if (q > 0 && near) /* (separate loops: a select would do all three) */
         for (size_t i = 0; i < n; i++)
-            l[i] = perturb_one(s, ids[i], l[i], eps, 1, q, inv);
-    } else {
+            l[i] = perturb_one(a1, g, ids[i], l[i], eps, 2, q, inv);
+    else if (q > 0)
         for (size_t i = 0; i < n; i++)
-            l[i] = perturb_one(s, ids[i], l[i], eps, 0, q, 0);
-    }
+            l[i] = perturb_one(a1, g, ids[i], l[i], eps, 1, q, inv);
+    else
+        for (size_t i = 0; i < n; i++)
+            l[i] = perturb_one(a1, g, ids[i], l[i], eps, 0, q, 0);
 }
 
-/* exp_above summed over the row, in eight lanes. */
+/* hm_exp_above summed over the row, in eight lanes. */
 LP_CLONES static double sum_bound(const double *restrict l, size_t n)
 {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         for (int j = 0; j < 8; j++)
-            acc[j] += exp_above(l[i + j]);
+            acc[j] += hm_exp_above(l[i + j]);
     for (; i < n; i++)
-        acc[0] += exp_above(l[i]);
+        acc[0] += hm_exp_above(l[i]);
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
            ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
@@ -387,12 +372,12 @@ static double common_shift(const double *l, size_t n, double q,
 
 /* The core: values l[0..n-1] (true log-probabilities, finite or -inf) of
  * ids, hardened in place with the window's step seed, and sorted unless
- * keep. */
+ * keep; near as for perturb. */
 static void harden(const hm_logprobs *lp, hm_seed s, int32_t *ids,
-                   double *l, size_t n, int keep)
+                   double *l, size_t n, int near, int keep)
 {
     const double q = lp->quantum;
-    perturb(s, ids, l, n, lp->eps, q);
+    perturb(s, ids, l, n, lp->eps, q, near);
     /* A common shift, which leaves the renormalized distribution alone,
      * keeps the probabilities' sum at most 1: without it the sign of a
      * peaked row's perturbation would show. */
@@ -406,17 +391,20 @@ static void harden(const hm_logprobs *lp, hm_seed s, int32_t *ids,
 
 /* Checks of a row without early exits, so that they vectorize: bit 0 a
  * negative id, bit 1 a value that is NaN, +inf or positive (not a
- * log-probability). */
+ * log-probability), bit 2 a finite value below -2^20 (perturb's near). */
 LP_CLONES static unsigned check_row(const int32_t *restrict ids,
                                     const double *restrict l, size_t n)
 {
     int32_t lo = 0;
-    int bad = 0;
+    int64_t bad = 0, far = 0; /* (as wide as the values: no packing) */
     for (size_t i = 0; i < n; i++)
         lo = ids[i] < lo ? ids[i] : lo;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         bad |= !(l[i] <= 0);
-    return (unsigned)(lo < 0) | (unsigned)(bad != 0) << 1;
+        far |= l[i] < -0x1p20 && l[i] != -INFINITY;
+    }
+    return (unsigned)(lo < 0) | (unsigned)(bad != 0) << 1 |
+           (unsigned)(far != 0) << 2;
 }
 
 int hm_logprobs_harden(const hm_logprobs *lp, const hm_row *row,
@@ -431,6 +419,8 @@ int hm_logprobs_harden(const hm_logprobs *lp, const hm_row *row,
     if (n > lp->topk)
         return HM_ERANGE;
     unsigned bad = n > 0 ? check_row(ids, logprobs, n) : 0;
+    const int near = !(bad & 4);
+    bad &= 3;
     if (bad == 3) /* both kinds: the first one decides, as it always did */
         for (size_t i = 0; i < n; i++)
             if (ids[i] < 0 || !(logprobs[i] <= 0)) {
@@ -444,7 +434,8 @@ int hm_logprobs_harden(const hm_logprobs *lp, const hm_row *row,
     int rc = window_of(lp, row, &s);
     if (rc != HM_OK)
         return rc;
-    harden(lp, s, ids, logprobs, n, (flags & HM_LOGPROBS_KEEP_ORDER) != 0);
+    harden(lp, s, ids, logprobs, n, near,
+           (flags & HM_LOGPROBS_KEEP_ORDER) != 0);
     return HM_OK;
 }
 
@@ -578,7 +569,7 @@ int hm_logprobs_dense(const hm_logprobs *lp, const float *logits,
             rc = window_of(lp, &rows[r], &s);
         if (rc != HM_OK)
             return rc;
-        harden(lp, s, id, l, n_out[r], 0);
+        harden(lp, s, id, l, n_out[r], 0, 0); /* (values may be far) */
     }
     return HM_OK;
 }

@@ -854,6 +854,38 @@ START_TEST(test_sort_paths)
 }
 END_TEST
 
+/* The exponentials of internal.h against libm over their ranges: e^x
+ * within a relative 1e-14 (the common shift's decision and the spectral
+ * masses count on it) and the bound of the sum from above, at most 1.0071
+ * times e^y and below it by no more than rounding. */
+START_TEST(test_exp_helpers)
+{
+    uint64_t s = 0xe4e4;
+    double worst = 0, lo = INFINITY, hi = 0;
+    for (long i = 0; i <= 2000000; i++) {
+        /* a grid of [-700, 0] with the ends, then random points */
+        double x = i <= 1000000 ? -700.0 * (double)i / 1000000
+                                : -700.0 * test_uniform(&s);
+        double e = exp(x);
+        double r = fabs(hm_exp_nonpos(x) - e) / e;
+        worst = r > worst ? r : worst;
+        if (x >= -690) {
+            double b = hm_exp_above(x) / e;
+            lo = b < lo ? b : lo;
+            hi = b > hi ? b : hi;
+        }
+    }
+    ck_assert_msg(worst < 1e-14, "hm_exp_nonpos: relative error %g", worst);
+    ck_assert_msg(lo >= 1 - 1e-13 && hi <= 1.0071,
+                  "hm_exp_above / exp in [%.17g, %.17g]", lo, hi);
+    /* below the ranges: 0, and a bound that is still one */
+    ck_assert(hm_exp_nonpos(-700.5) == 0 && hm_exp_nonpos(-INFINITY) == 0);
+    ck_assert(hm_exp_above(-800) >= exp(-800.0));
+    ck_assert(hm_exp_above(-INFINITY) > 0);
+    ck_assert(hm_exp_nonpos(0) == 1 && hm_exp_above(0) == 1);
+}
+END_TEST
+
 /* Batches, strides, tracked contexts. */
 START_TEST(test_batch_and_seq)
 {
@@ -1254,6 +1286,7 @@ static Suite *logprobs_suite(void)
     tcase_add_test(tc, test_shift_reference);
     tcase_add_test(tc, test_sort_worst_case);
     tcase_add_test(tc, test_sort_paths);
+    tcase_add_test(tc, test_exp_helpers);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 
