@@ -170,6 +170,57 @@ static inline __attribute__((always_inline)) double hm_exp_above(double y)
     return (1.0 + f * (0.6931471805599453 + 0.3068528194400547 * f)) * p2;
 }
 
+/* Eight lanes of binary64 for loops the auto-vectorizer handles badly
+ * (GCC and clang vector extensions): the same operations lane by lane, so
+ * each lane computes what the scalar code computes, at whatever width the
+ * target has (one AVX-512 register, two AVX2, four SSE2).  The helpers are
+ * always inlined, so no call passes a vector and GCC's note that the ABI
+ * of one would differ without AVX-512 does not apply. */
+#pragma GCC diagnostic ignored "-Wpsabi" /* (reported at the end of a file) */
+typedef double hm_v8d __attribute__((vector_size(64)));
+typedef int64_t hm_v8i __attribute__((vector_size(64)));
+
+static inline __attribute__((always_inline)) hm_v8d hm_v8d_load(const double *p)
+{
+    hm_v8d v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* m ? a : b for a mask m of all ones or zeros per lane. */
+static inline __attribute__((always_inline)) hm_v8d
+hm_v8d_select(hm_v8i m, hm_v8d a, hm_v8d b)
+{
+    return (hm_v8d)(((hm_v8i)a & m) | ((hm_v8i)b & ~m));
+}
+
+/* hm_exp_nonpos in each lane, the same operations in the same order. */
+static inline __attribute__((always_inline)) hm_v8d hm_exp_nonpos8(hm_v8d x)
+{
+    const hm_v8d zero = {0, 0, 0, 0, 0, 0, 0, 0};
+    hm_v8i ok = x >= -700.0; /* all ones, or zeros for tiny or NaN */
+    x = hm_v8d_select(ok, x, zero);
+    hm_v8d t = x * 1.4426950408889634;
+    hm_v8d sh = t + 0x1.8p52;
+    hm_v8d n = sh - 0x1.8p52;
+    hm_v8d r = x - n * 0.6931471805598903;
+    r = r - n * 5.497923018708371e-14;
+    hm_v8d p = 1.0 / 39916800 + zero;
+    p = p * r + 1.0 / 3628800;
+    p = p * r + 1.0 / 362880;
+    p = p * r + 1.0 / 40320;
+    p = p * r + 1.0 / 5040;
+    p = p * r + 1.0 / 720;
+    p = p * r + 1.0 / 120;
+    p = p * r + 1.0 / 24;
+    p = p * r + 1.0 / 6;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    hm_v8i b = ((hm_v8i)sh + 1023) << 52;
+    return hm_v8d_select(ok, p * (hm_v8d)b, zero);
+}
+
 /* ------------------------------------------------------------ context */
 
 typedef struct hm_channel {

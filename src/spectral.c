@@ -258,93 +258,106 @@ int hm_spectral_point(const hm_spectral *sp, const int32_t *context,
 
 /* ------------------------------------------------------------ masses */
 
-/* e[i] = e^(l[i] - mx) and e[i] times the mask: two maps that vectorize;
- * the sums are taken by the caller. */
-SP_CLONES static void exps(const double *restrict l,
-                           const unsigned char *restrict in, size_t n,
-                           double mx, double *restrict e,
-                           double *restrict es)
+/* Sums of e^(l - mx) over all n values and over those in S (mask all
+ * ones), each in eight lanes (lane i mod 8, in order: a reduction the
+ * compiler may not reorder by itself), in one pass. */
+SP_CLONES static void masses(const double *restrict l,
+                             const int64_t *restrict in, size_t n,
+                             double mx, double *all, double *sub)
 {
-    for (size_t i = 0; i < n; i++) {
-        double x = hm_exp_nonpos(l[i] - mx);
-        e[i] = x;
-        es[i] = in[i] ? x : 0.0;
-    }
-}
-
-/* Sum in eight interleaved lanes (a reduction the compiler may not
- * reorder by itself). */
-SP_CLONES static double lanes_sum(const double *restrict x, size_t n)
-{
-    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    hm_v8d a = {0, 0, 0, 0, 0, 0, 0, 0}, b = a;
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            a[j] += x[i + j];
-    for (; i < n; i++)
-        a[i & 7] += x[i];
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-}
-
-/* Sums of e^(l - mx) over all n values and over those whose mask is 1. */
-static void masses(const double *l, const unsigned char *in, size_t n,
-                   double mx, double *all, double *sub)
-{
-    double e[HM_SPECTRAL_MAX], es[HM_SPECTRAL_MAX];
-    exps(l, in, n, mx, e, es);
-    *all = lanes_sum(e, n);
-    *sub = lanes_sum(es, n);
+    /* two vectors a step: the polynomials' chains overlap */
+    for (; i + 16 <= n; i += 16) {
+        hm_v8i m0, m1;
+        memcpy(&m0, in + i, sizeof m0);
+        memcpy(&m1, in + i + 8, sizeof m1);
+        hm_v8d x0 = hm_exp_nonpos8(hm_v8d_load(l + i) - mx);
+        hm_v8d x1 = hm_exp_nonpos8(hm_v8d_load(l + i + 8) - mx);
+        a += x0;
+        b += (hm_v8d)((hm_v8i)x0 & m0); /* x in S, else +0 */
+        a += x1;
+        b += (hm_v8d)((hm_v8i)x1 & m1);
+    }
+    for (; i + 8 <= n; i += 8) {
+        hm_v8i m;
+        memcpy(&m, in + i, sizeof m);
+        hm_v8d x = hm_exp_nonpos8(hm_v8d_load(l + i) - mx);
+        a += x;
+        b += (hm_v8d)((hm_v8i)x & m);
+    }
+    double as[8], bs[8];
+    memcpy(as, &a, sizeof as);
+    memcpy(bs, &b, sizeof bs);
+    for (; i < n; i++) {
+        double x = hm_exp_nonpos(l[i] - mx);
+        as[i & 7] += x;
+        bs[i & 7] += in[i] ? x : 0.0;
+    }
+    *all = ((as[0] + as[1]) + (as[2] + as[3])) +
+           ((as[4] + as[5]) + (as[6] + as[7]));
+    *sub = ((bs[0] + bs[1]) + (bs[2] + bs[3])) +
+           ((bs[4] + bs[5]) + (bs[6] + bs[7]));
 }
 
 /* Checks of a row, without early exits so that it vectorizes: bit 0 a
- * negative id, bit 1 a value that is NaN, positive or +inf; the maximum
- * value and the OR of the ids. */
+ * negative id, bit 1 a value that is NaN, positive or +inf (not <= 0);
+ * the maximum value and the OR of the ids. */
 SP_CLONES static unsigned check_row(const int32_t *restrict ids,
                                     const double *restrict l, size_t n,
                                     double *mx, uint32_t *or_ids)
 {
-    double m = -INFINITY;
-    int32_t nan = 0, lo = 0;
+    int32_t lo = 0;
     uint32_t hi = 0;
     for (size_t i = 0; i < n; i++) {
         lo = ids[i] < lo ? ids[i] : lo;
         hi |= (uint32_t)ids[i];
     }
     /* eight lanes: a max the compiler may not reorder by itself (any
-     * order gives the same maximum; a NaN fails the row) */
-    double mm[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
-                    -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+     * order gives the same maximum; a bad value fails the row) */
+    const hm_v8d ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                         -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    hm_v8d mm = ninf;
+    hm_v8i bad = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) {
-            double x = l[i + j];
-            mm[j] = x > mm[j] ? x : mm[j];
-            nan |= x != x;
-        }
+    for (; i + 8 <= n; i += 8) {
+        hm_v8d x = hm_v8d_load(l + i);
+        mm = hm_v8d_select(x > mm, x, mm);
+        bad |= ~(x <= 0.0);
+    }
+    double m = -INFINITY, mms[8];
+    int64_t bads[8], b = 0;
     for (; i < n; i++) {
         m = l[i] > m ? l[i] : m;
-        nan |= l[i] != l[i];
+        b |= !(l[i] <= 0);
     }
-    for (int j = 0; j < 8; j++)
-        m = mm[j] > m ? mm[j] : m;
+    memcpy(mms, &mm, sizeof mms);
+    memcpy(bads, &bad, sizeof bads);
+    for (int j = 0; j < 8; j++) {
+        m = mms[j] > m ? mms[j] : m;
+        b |= bads[j];
+    }
     *mx = m;
     *or_ids = hi;
-    return (lo < 0) | (nan != 0 || m > 0) << 1;
+    return (lo < 0) | (b != 0) << 1;
 }
 
+/* Membership masks (all ones in S) from the table.  (GCC vectorizes the
+ * loads one by one, which measured faster than AVX-512's gather and than
+ * the scalar loop.) */
 SP_CLONES static void lookup(const uint64_t *restrict bits,
                              const int32_t *restrict ids, size_t n,
-                             unsigned char *restrict in)
+                             int64_t *restrict in)
 {
     for (size_t i = 0; i < n; i++) {
         uint32_t u = (uint32_t)ids[i];
-        in[i] = (unsigned char)((bits[u >> 6] >> (u & 63)) & 1);
+        in[i] = -(int64_t)((bits[u >> 6] >> (u & 63)) & 1);
     }
 }
 
 /* Validate and gather the mask and the maximum; HM_EINVAL / HM_ERANGE. */
 static int scan(const hm_spectral *sp, const int32_t *ids,
-                const double *l, size_t n, unsigned char *in, double *mx)
+                const double *l, size_t n, int64_t *in, double *mx)
 {
     uint32_t hi;
     unsigned bad = check_row(ids, l, n, mx, &hi);
@@ -356,13 +369,13 @@ static int scan(const hm_spectral *sp, const int32_t *ids,
         lookup(sp->bits, ids, n, in);
     else
         for (size_t i = 0; i < n; i++)
-            in[i] = (unsigned char)member(sp, ids[i]);
+            in[i] = -(int64_t)member(sp, ids[i]);
     return HM_OK;
 }
 
 /* l += d on the subset, - c everywhere, clamped at 0 (-inf stays -inf). */
 SP_CLONES static void shift_row(double *restrict l,
-                                const unsigned char *restrict in, size_t n,
+                                const int64_t *restrict in, size_t n,
                                 double d, double c)
 {
     for (size_t i = 0; i < n; i++) {
@@ -374,7 +387,7 @@ SP_CLONES static void shift_row(double *restrict l,
 int hm_spectral_apply(const hm_spectral *sp, const hm_row *row,
                       const int32_t *ids, double *logprobs, size_t n)
 {
-    unsigned char in[HM_SPECTRAL_MAX];
+    int64_t in[HM_SPECTRAL_MAX]; /* membership in S: all ones or 0 */
     double mx, all, sub, g;
     if (sp == NULL || row == NULL ||
         (n > 0 && (ids == NULL || logprobs == NULL)))
@@ -398,7 +411,7 @@ int hm_spectral_apply(const hm_spectral *sp, const hm_row *row,
 int hm_spectral_share(const hm_spectral *sp, const int32_t *ids,
                       const double *logprobs, size_t n, double *share)
 {
-    unsigned char in[HM_SPECTRAL_MAX];
+    int64_t in[HM_SPECTRAL_MAX]; /* membership in S: all ones or 0 */
     double mx, all, sub;
     if (sp == NULL || share == NULL || ids == NULL || logprobs == NULL ||
         n == 0)
