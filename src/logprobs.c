@@ -40,29 +40,6 @@
  * SSE4.1). */
 #define ROUND_MAGIC 0x1.8p52
 
-/* e^x for x <= 0 in binary32, relative error below 3e-7 (x < -87 gives
- * 0): the log-sum-exp of a dense row needs no more, and unlike expf this
- * vectorizes. */
-static inline float exp_neg(float x)
-{
-    x = x > -87.0f ? x : -87.0f;
-    float t = x * 1.44269504088896341f;
-    float n = (t + 12582912.0f) - 12582912.0f; /* round, |t| < 2^22 */
-    float r = x - n * 0.693145751953125f;
-    r = r - n * 1.428606765330187045e-06f;
-    float p = 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &e, sizeof scale);
-    return p * scale;
-}
-
 struct hm_logprobs {
     char fingerprint[HM_FINGERPRINT_SIZE];
     char tenant[HM_TENANT_MAX];
@@ -321,6 +298,36 @@ LP_CLONES static double sum_bound(const double *restrict l, size_t n)
            ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+/* The sum of e^l[i] (values <= 0) within a relative 1e-5, cheaply:
+ * binary32 exponentials summed in binary64.  Rounding l to binary32 moves
+ * e^l by a relative 87 2^-24 < 5.2e-6 while l >= -87, hm_expf_neg adds
+ * 3e-7, the sum of n <= 1024 positive terms n 2^-53; a value below -87
+ * counts as e^-87 (it and -inf raise the sum by 1024 e^-87 < 2e-35 at
+ * most, absolutely). */
+LP_CLONES static double sum_approx(const double *restrict l, size_t n)
+{
+    hm_v8d a = {0, 0, 0, 0, 0, 0, 0, 0}, b = a;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) { /* sixteen lanes of binary32 a step */
+        hm_v8f x0 = __builtin_convertvector(hm_v8d_load(l + i), hm_v8f);
+        hm_v8f x1 = __builtin_convertvector(hm_v8d_load(l + i + 8), hm_v8f);
+        hm_v16f e = hm_expf_neg16(__builtin_shufflevector(
+            x0, x1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        a += __builtin_convertvector(
+            __builtin_shufflevector(e, e, 0, 1, 2, 3, 4, 5, 6, 7), hm_v8d);
+        b += __builtin_convertvector(
+            __builtin_shufflevector(e, e, 8, 9, 10, 11, 12, 13, 14, 15),
+            hm_v8d);
+    }
+    a += b;
+    double acc[8];
+    memcpy(acc, &a, sizeof acc);
+    for (; i < n; i++)
+        acc[0] += (double)hm_expf_neg((float)l[i]);
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+           ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 /* The sum of e^l[i] within a relative 1e-12 of the sum of exp(l[i])
  * taken in order (below): hm_exp_nonpos is within 1e-14 of e^x, exp
  * within an ulp, and either sum of n <= 1024 positive terms within
@@ -338,35 +345,49 @@ LP_CLONES static double sum_close(const double *restrict l, size_t n)
            ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-/* The common shift c of hm_logprobs_new(3): with sum the sum of exp(l[i])
- * in order, 0 if sum <= 1, else log(sum) rounded up to the grid.  The
- * vectorized sums decide it whenever that reference is more than a
- * relative 1e-11 away from a boundary (1, or a grid point of log(sum));
- * only then is the reference computed, with libm, as the vectors are. */
-static double common_shift(const double *l, size_t n, double q,
-                           double bound)
+/* Whether a sum s within a relative tol of the reference below decides
+ * the shift: 1 with *c set when the reference is more than that away
+ * from every boundary (1, or a grid point of its log). */
+static int shift_from(double s, double tol, double q, double *c)
 {
-    /* bound <= 1 - 1e-4 leaves sum <= 1 whatever the rounding */
-    if (bound <= 1 - 1e-4)
-        return 0;
-    const double tol = 1e-11;
-    double close = sum_close(l, n);
-    if (close * (1 + tol) <= 1)
-        return 0;
-    if (q > 0 && close * (1 - tol) > 1) {
-        /* log(sum) is within tol + an ulp of log(close); ceil of the
-         * rounded quotient is monotone in the numerator */
-        double c = log(close);
-        double lo = ceil((c - 2 * tol) / q), hi = ceil((c + 2 * tol) / q);
-        if (lo == hi)
-            return hi * q;
+    if (s * (1 + tol) <= 1) {
+        *c = 0;
+        return 1;
     }
+    if (q > 0 && s * (1 - tol) > 1) {
+        /* log(sum) is within tol + an ulp of log(s); ceil of the rounded
+         * quotient is monotone in the numerator */
+        double lg = log(s);
+        double lo = ceil((lg - 2 * tol) / q), hi = ceil((lg + 2 * tol) / q);
+        if (lo == hi) {
+            *c = hi * q;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The common shift c of hm_logprobs_new(3): with sum the sum of exp(l[i])
+ * in order, 0 if sum <= 1, else log(sum) rounded up to the grid.  Most
+ * rows carry less than 1 - 1e-4 of the mass, which a bound shows; a
+ * binary32 sum decides it whenever that reference is more than a relative
+ * 2e-5 from a boundary, a binary64 one when it is more than 1e-11; only
+ * then is the reference computed, with libm, as the vectors are. */
+static double common_shift(const double *l, size_t n, double q)
+{
+    double c;
+    /* the bound <= 1 - 1e-4 leaves sum <= 1 whatever the rounding */
+    if (sum_bound(l, n) <= 1 - 1e-4)
+        return 0;
+    if (shift_from(sum_approx(l, n), 2e-5, q, &c) ||
+        shift_from(sum_close(l, n), 1e-11, q, &c))
+        return c;
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += exp(l[i]);
     if (!(sum > 1))
         return 0;
-    double c = log(sum);
+    c = log(sum);
     return q > 0 ? ceil(c / q) * q : c;
 }
 
@@ -381,7 +402,7 @@ static void harden(const hm_logprobs *lp, hm_seed s, int32_t *ids,
     /* A common shift, which leaves the renormalized distribution alone,
      * keeps the probabilities' sum at most 1: without it the sign of a
      * peaked row's perturbation would show. */
-    double c = common_shift(l, n, q, sum_bound(l, n));
+    double c = common_shift(l, n, q);
     if (c != 0)
         for (size_t i = 0; i < n; i++)
             l[i] -= c;
@@ -494,9 +515,9 @@ LP_CLONES static double sum_exp(const float *restrict l, size_t V, float mx)
         size_t i = 0;
         for (; i + 8 <= m; i += 8)
             for (int j = 0; j < 8; j++)
-                acc[j] += exp_neg(l[base + i + j] - mx);
+                acc[j] += hm_expf_neg(l[base + i + j] - mx);
         for (; i < m; i++)
-            acc[0] += exp_neg(l[base + i] - mx);
+            acc[0] += hm_expf_neg(l[base + i] - mx);
         for (int j = 0; j < 8; j++)
             sum += acc[j];
     }

@@ -856,8 +856,9 @@ END_TEST
 
 /* The exponentials of internal.h against libm over their ranges: e^x
  * within a relative 1e-14 (the common shift's decision and the spectral
- * masses count on it) and the bound of the sum from above, at most 1.0071
- * times e^y and below it by no more than rounding. */
+ * masses count on it), the bound of the sum from above, at most 1.0071
+ * times e^y and below it by no more than rounding, and the binary32 one;
+ * and their vector forms against the scalar ones. */
 START_TEST(test_exp_helpers)
 {
     uint64_t s = 0xe4e4;
@@ -883,6 +884,47 @@ START_TEST(test_exp_helpers)
     ck_assert(hm_exp_above(-800) >= exp(-800.0));
     ck_assert(hm_exp_above(-INFINITY) > 0);
     ck_assert(hm_exp_nonpos(0) == 1 && hm_exp_above(0) == 1);
+    /* binary32: within 3e-7 of e^x for x in [-87, 0] (the shift's first
+     * filter counts on it), e^-87 below */
+    double wf = 0;
+    for (long i = 0; i <= 2000000; i++) {
+        float x = (float)(-87.0 * (double)i / 2000000);
+        double e = exp((double)x);
+        double r = fabs((double)hm_expf_neg(x) - e) / e;
+        wf = r > wf ? r : wf;
+    }
+    ck_assert_msg(wf < 3e-7, "hm_expf_neg: relative error %g", wf);
+    ck_assert(hm_expf_neg(-INFINITY) == hm_expf_neg(-87.0f));
+    /* the vector forms compute what the scalar ones compute, lane by
+     * lane, bit for bit (NaN and -inf included) */
+    for (int k = 0; k < 20000; k++) {
+        double x[8], y[8];
+        float xf[16], yf[16];
+        for (int j = 0; j < 8; j++)
+            x[j] = k == 0 && j < 3 ? (j == 0 ? NAN : j == 1 ? -INFINITY : 0)
+                                   : -720 * test_uniform(&s);
+        for (int j = 0; j < 16; j++)
+            xf[j] = k == 0 && j == 0 ? -INFINITY
+                                     : (float)(-100 * test_uniform(&s));
+        hm_v8d v = hm_exp_nonpos8(hm_v8d_load(x));
+        memcpy(y, &v, sizeof y);
+        for (int j = 0; j < 8; j++) {
+            double want = hm_exp_nonpos(x[j]);
+            ck_assert_msg(memcmp(&y[j], &want, sizeof want) == 0,
+                          "hm_exp_nonpos8(%a) = %a, scalar %a", x[j], y[j],
+                          want);
+        }
+        hm_v16f vf;
+        memcpy(&vf, xf, sizeof vf);
+        vf = hm_expf_neg16(vf);
+        memcpy(yf, &vf, sizeof yf);
+        for (int j = 0; j < 16; j++) {
+            float want = hm_expf_neg(xf[j]);
+            ck_assert_msg(memcmp(&yf[j], &want, sizeof want) == 0,
+                          "hm_expf_neg16(%a) = %a, scalar %a", (double)xf[j],
+                          (double)yf[j], (double)want);
+        }
+    }
 }
 END_TEST
 
