@@ -335,15 +335,206 @@ LP_CLONES static void keys_out(const uint32_t *restrict key, size_t n,
         }
 }
 
+/* ---------------------------------------------------- AVX-512 bitonic */
+
+/* With AVX-512 the keys are sorted by a bitonic network instead: blocks
+ * of up to 256 keys (16 registers of 16) entirely in registers, then the
+ * last merges of a larger row through memory.  It does the same work for
+ * any order of the input, which the counting sorts' two scatters lose to
+ * on this hardware from about 64 keys up.  Each step is a compare-
+ * exchange: a lane takes the smaller of itself and its partner, or the
+ * larger.  The keys are distinct and the result is the unique order, so
+ * either way of sorting gives the same records. */
+#if defined(__x86_64__) && defined(__GNUC__) &&                             \
+    (defined(__clang__) || __GNUC__ >= 10)
+#define HAVE_BITONIC 1
+#include <immintrin.h>
+
+#define BT_FN                                                                 \
+    __attribute__((target("avx512f"))) static inline                         \
+        __attribute__((always_inline))
+
+/* Partners: lane ^ 1, 2, 4, 8, and the mirror images within 4, 8, 16. */
+#define BT_X1 _mm512_set_epi32(14, 15, 12, 13, 10, 11, 8, 9, 6, 7, 4, 5, 2, 3, 0, 1)
+#define BT_X2 _mm512_set_epi32(13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2)
+#define BT_X4 _mm512_set_epi32(11, 10, 9, 8, 15, 14, 13, 12, 3, 2, 1, 0, 7, 6, 5, 4)
+#define BT_X8 _mm512_set_epi32(7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8)
+#define BT_M4 _mm512_set_epi32(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3)
+#define BT_M8 _mm512_set_epi32(8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7)
+#define BT_M16 _mm512_set_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+
+/* Compare-exchange within a vector: the lanes in lo take the minimum. */
+BT_FN __m512i bt_cx(__m512i a, __m512i partner, __mmask16 lo)
+{
+    __m512i b = _mm512_permutexvar_epi32(partner, a);
+    return _mm512_mask_min_epu32(_mm512_max_epu32(a, b), lo, a, b);
+}
+
+/* Two vectors into their minima and maxima, lane by lane. */
+BT_FN void bt_cx2(__m512i *a, __m512i *b)
+{
+    __m512i t = *a;
+    *a = _mm512_min_epu32(t, *b);
+    *b = _mm512_max_epu32(t, *b);
+}
+
+/* Sixteen keys sorted: runs of 1, 2, 4, 8 merged with the mirror pairing
+ * (which needs no change of direction), each followed by half-cleaners. */
+BT_FN __m512i bt_sort16(__m512i a)
+{
+    a = bt_cx(a, BT_X1, 0x5555);
+    a = bt_cx(a, BT_M4, 0x3333);
+    a = bt_cx(a, BT_X1, 0x5555);
+    a = bt_cx(a, BT_M8, 0x0F0F);
+    a = bt_cx(a, BT_X2, 0x3333);
+    a = bt_cx(a, BT_X1, 0x5555);
+    a = bt_cx(a, BT_M16, 0x00FF);
+    a = bt_cx(a, BT_X4, 0x0F0F);
+    a = bt_cx(a, BT_X2, 0x3333);
+    a = bt_cx(a, BT_X1, 0x5555);
+    return a;
+}
+
+/* The half-cleaners within a vector that end every merge. */
+BT_FN __m512i bt_clean16(__m512i a)
+{
+    a = bt_cx(a, BT_X8, 0x00FF);
+    a = bt_cx(a, BT_X4, 0x0F0F);
+    a = bt_cx(a, BT_X2, 0x3333);
+    return bt_cx(a, BT_X1, 0x5555);
+}
+
+/* Runs of m vectors at s and s + m merged into one of 2m: the mirror
+ * pairing (vector i with the reversed vector 2m - 1 - i), then
+ * half-cleaners between vectors, then within them. */
+BT_FN void bt_merge(__m512i *v, int s, int m)
+{
+    for (int i = 0; i < m; i++) {
+        __m512i b = _mm512_permutexvar_epi32(BT_M16, v[s + 2 * m - 1 - i]);
+        v[s + 2 * m - 1 - i] = _mm512_max_epu32(v[s + i], b);
+        v[s + i] = _mm512_min_epu32(v[s + i], b);
+    }
+    for (int h = m / 2; h >= 1; h /= 2)
+        for (int b0 = s; b0 < s + 2 * m; b0 += 2 * h)
+            for (int i = 0; i < h; i++)
+                bt_cx2(&v[b0 + i], &v[b0 + h + i]);
+    for (int i = s; i < s + 2 * m; i++)
+        v[i] = bt_clean16(v[i]);
+}
+
+/* nv (a constant after inlining) vectors at k sorted in registers. */
+BT_FN void bt_block(uint32_t *k, int nv)
+{
+    __m512i v[16];
+    for (int i = 0; i < nv; i++)
+        v[i] = bt_sort16(_mm512_loadu_si512(k + 16 * i));
+    for (int m = 1; m < nv; m *= 2)
+        for (int s = 0; s < nv; s += 2 * m)
+            bt_merge(v, s, m);
+    for (int i = 0; i < nv; i++)
+        _mm512_storeu_si512(k + 16 * i, v[i]);
+}
+
+/* Runs of m >= 16 vectors merged pairwise in memory: the mirror pairing
+ * and the half-cleaners 16 or more vectors apart, then the rest in
+ * registers, 16 vectors at a time. */
+BT_FN void bt_merge_mem(uint32_t *k, int nv, int m)
+{
+    for (int s = 0; s < nv; s += 2 * m) {
+        for (int i = 0; i < m; i++) {
+            uint32_t *p = k + 16 * (s + i), *q = k + 16 * (s + 2 * m - 1 - i);
+            __m512i a = _mm512_loadu_si512(p);
+            __m512i b = _mm512_permutexvar_epi32(BT_M16, _mm512_loadu_si512(q));
+            _mm512_storeu_si512(p, _mm512_min_epu32(a, b));
+            _mm512_storeu_si512(q, _mm512_max_epu32(a, b));
+        }
+        for (int h = m / 2; h >= 16; h /= 2)
+            for (int b0 = s; b0 < s + 2 * m; b0 += 2 * h)
+                for (int i = 0; i < h; i++) {
+                    uint32_t *p = k + 16 * (b0 + i), *q = p + 16 * h;
+                    __m512i a = _mm512_loadu_si512(p), b = _mm512_loadu_si512(q);
+                    _mm512_storeu_si512(p, _mm512_min_epu32(a, b));
+                    _mm512_storeu_si512(q, _mm512_max_epu32(a, b));
+                }
+        for (int b0 = s; b0 < s + 2 * m; b0 += 16) {
+            __m512i w[16];
+            for (int i = 0; i < 16; i++)
+                w[i] = _mm512_loadu_si512(k + 16 * (b0 + i));
+            for (int h = 8; h >= 1; h /= 2)
+                for (int c0 = 0; c0 < 16; c0 += 2 * h)
+                    for (int i = 0; i < h; i++)
+                        bt_cx2(&w[c0 + i], &w[c0 + h + i]);
+            for (int i = 0; i < 16; i++)
+                _mm512_storeu_si512(k + 16 * (b0 + i), bt_clean16(w[i]));
+        }
+    }
+}
+
+/* The n <= 1024 keys sorted, through buf (room for 1024, 64-byte
+ * aligned), padded with all ones to 16 times a power of two (a pad equal
+ * to a key is the same bits). */
+__attribute__((target("avx512f"))) static void
+bitonic_keys(uint32_t *key, size_t n, uint32_t *buf)
+{
+    int nv = 1;
+    while ((size_t)(16 * nv) < n)
+        nv *= 2;
+    memcpy(buf, key, n * sizeof *key);
+    memset(buf + n, 0xFF, (16 * (size_t)nv - n) * sizeof *key);
+    switch (nv) { /* (each size its own unrolled network) */
+    case 1:
+        bt_block(buf, 1);
+        break;
+    case 2:
+        bt_block(buf, 2);
+        break;
+    case 4:
+        bt_block(buf, 4);
+        break;
+    case 8:
+        bt_block(buf, 8);
+        break;
+    default:
+        for (int b = 0; b < nv; b += 16)
+            bt_block(buf + 16 * b, 16);
+        for (int m = 16; m < nv; m *= 2)
+            bt_merge_mem(buf, nv, m);
+    }
+    memcpy(key, buf, n * sizeof *key);
+}
+#else
+static void bitonic_keys(uint32_t *key, size_t n, uint32_t *buf)
+{
+    (void)key, (void)n, (void)buf;
+}
+#endif
+
+/* Tests set this to take the portable sorts on AVX-512 machines. */
+int hm_lp_sort_portable = 0;
+
+/* The bitonic sort from 65 keys up (below, the insertion and counting
+ * sorts are as fast), on the CPUs whose AVX-512 the PRF kernel uses too
+ * (those with VAES: Ice Lake, Zen 4 and later). */
+static int use_bitonic(size_t n)
+{
+#ifdef HAVE_BITONIC
+    return n > 64 && !hm_lp_sort_portable && hm_cpu_has_avx512_vaes();
+#else
+    (void)n;
+    return 0;
+#endif
+}
+
 /* Returns 0 (nothing done) when a value is too far off the grid's
- * integers or the keys do not fit in 32 bits; else 1, or 2 when the radix
- * sort ran.  When the ranks outnumber the records four to one (k up to a
+ * integers or the keys do not fit in 32 bits; else 1, 2 when the radix
+ * sort ran, 3 when the bitonic sort did.  When the ranks outnumber the records four to one (k up to a
  * few hundred) few values share one, an insertion sort usually finishes
  * within n moves, and the counting sorts, whose offsets cost a step per
  * rank, are left for when it does not. */
 static int sort_grid(int32_t *ids, double *l, size_t n, double q, double c)
 {
-    uint32_t key[HM_LOGPROBS_TOPK_MAX], tmp[HM_LOGPROBS_TOPK_MAX];
+    uint32_t key[HM_LOGPROBS_TOPK_MAX];
+    uint32_t tmp[HM_LOGPROBS_TOPK_MAX] __attribute__((aligned(64)));
     int e, radix;
     double lo, hi;
     const int pow2 = frexp(q, &e) == 0.5;
@@ -369,16 +560,22 @@ static int sort_grid(int32_t *ids, double *l, size_t n, double q, double c)
     const uint32_t inf_rank = (uint32_t)n_ranks - 1;
     grid_keys(l, ids, n, q, inv, mmax, inf_rank, ibits, key);
     const uint32_t *sorted = key;
-    radix = 0;
-    if (n_ranks <= 4 * n || !insertion_keys(key, n, n))
+    int path = 1;
+    if (use_bitonic(n)) {
+        bitonic_keys(key, n, tmp);
+        path = 3;
+    } else if (n_ranks <= 4 * n || !insertion_keys(key, n, n)) {
         sorted = order_keys(key, tmp, n, (uint32_t)n_ranks, ibits, &radix);
+        path += radix;
+    }
     const double jmax = (double)(mmax + grid_int(c / q));
     keys_out(sorted, n, ibits, jmax, inf_rank, q, c, ids, l);
-    return 1 + radix;
+    return path;
 }
 
 /* Returns how the records were sorted, for the tests: 0 by comparison, 1
- * on the grid, 2 on the grid with the radix sort at the end. */
+ * on the grid, 2 on the grid with the radix sort at the end, 3 on the
+ * grid by the bitonic sort. */
 int hm_lp_sort(int32_t *ids, double *l, size_t n, double q, double c)
 {
     int path;

@@ -747,23 +747,41 @@ static int cmp_srt(const void *pa, const void *pb)
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
+/* Each case twice: the portable sorts (want_path), and the default, which
+ * on a CPU with AVX-512 takes the bitonic sort (3) from 65 records up
+ * where the portable ones would sort on the grid. */
 static void check_sort(int32_t *ids, double *l, size_t n, double q,
                        double c, int want_path, const char *what)
 {
     static srt want[1024];
+    static int32_t ids0[1024];
+    static double l0[1024];
     for (size_t i = 0; i < n; i++) {
         want[i].l = l[i];
         want[i].id = ids[i];
     }
     qsort(want, n, sizeof *want, cmp_srt);
-    int path = hm_lp_sort(ids, l, n, q, c);
-    ck_assert_msg(path == want_path, "%s: path %d, want %d", what, path,
-                  want_path);
-    for (size_t i = 0; i < n; i++)
-        ck_assert_msg(ids[i] == want[i].id &&
-                          memcmp(&l[i], &want[i].l, sizeof l[i]) == 0,
-                      "%s: record %zu is %d %a, want %d %a", what, i,
-                      ids[i], l[i], want[i].id, want[i].l);
+    memcpy(ids0, ids, n * sizeof *ids);
+    memcpy(l0, l, n * sizeof *l);
+    for (int portable = 1; portable >= 0; portable--) {
+        memcpy(ids, ids0, n * sizeof *ids);
+        memcpy(l, l0, n * sizeof *l);
+        hm_lp_sort_portable = portable;
+        int path = hm_lp_sort(ids, l, n, q, c);
+        hm_lp_sort_portable = 0;
+        int want_here = want_path;
+        if (!portable && want_path != 0 && n > 64 &&
+            hm_cpu_has_avx512_vaes())
+            want_here = 3;
+        ck_assert_msg(path == want_here, "%s: path %d, want %d", what, path,
+                      want_here);
+        for (size_t i = 0; i < n; i++)
+            ck_assert_msg(ids[i] == want[i].id &&
+                              memcmp(&l[i], &want[i].l, sizeof l[i]) == 0,
+                          "%s (portable %d): record %zu is %d %a, want %d %a",
+                          what, portable, i, ids[i], l[i], want[i].id,
+                          want[i].l);
+    }
 }
 
 /* (j q) - c as hardening computes it (j q clamped at 0 first, so never
@@ -851,6 +869,21 @@ START_TEST(test_sort_paths)
     }
     check_sort(ids, l, 1024, q, 0, 0, "wide ids");
     check_sort(ids, l, 32, q, 0, 0, "k 32");
+    /* every size through the bitonic networks' blocks and merges, in true
+     * order and in random order */
+    for (size_t n = 33; n <= 1024; n += n < 300 ? 1 : 37) {
+        for (int order = 0; order < 2; order++) {
+            for (size_t i = 0; i < n; i++) {
+                ids[i] = (int32_t)(test_rand(&s) % 1024) * 1024 + (int32_t)i;
+                double j = order ? -(double)(test_rand(&s) % 2000)
+                                 : floor((-3 - 2 * log1p((double)i)) / q) +
+                                       (double)(test_rand(&s) % 9) - 4;
+                l[i] = test_rand(&s) % 50 == 0 ? -INFINITY
+                                               : on_grid(j, q, 0);
+            }
+            check_sort(ids, l, n, q, 0, 1, "sizes");
+        }
+    }
 }
 END_TEST
 
