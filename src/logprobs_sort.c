@@ -542,9 +542,52 @@ static int use_bitonic(size_t n)
 #endif
 }
 
+/* Keys too wide for 32 bits (a fine grid, large ids): rank << (ibits +
+ * 10) | id << 10 | position in 64 bits, sorted 8 bits at a time, least
+ * significant first, and the values found again by position; what the
+ * grid sort did for every row before the 32-bit keys.  Returns 0 when
+ * even these do not fit. */
+static int sort_wide(int32_t *ids, double *l, size_t n, double q,
+                     double inv, int64_t mmax, uint64_t inf_rank,
+                     unsigned ibits, unsigned rbits)
+{
+    uint64_t key[HM_LOGPROBS_TOPK_MAX], tmp[HM_LOGPROBS_TOPK_MAX], *a = key,
+                                                                  *b = tmp;
+    uint32_t cnt[256];
+    const unsigned bits = ibits + rbits;
+    if (bits + 10 > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t rank = l[i] == -INFINITY
+                            ? inf_rank
+                            : (uint64_t)(mmax - grid_int(inv != 0 ? l[i] * inv
+                                                                  : l[i] / q));
+        key[i] = (rank << ibits | (uint32_t)ids[i]) << 10 | i;
+    }
+    for (unsigned sh = 10; sh < 10 + bits; sh += 8) {
+        memset(cnt, 0, sizeof cnt);
+        for (size_t i = 0; i < n; i++)
+            cnt[(a[i] >> sh) & 255]++;
+        if (cnt[(a[0] >> sh) & 255] == n)
+            continue; /* one digit everywhere */
+        offsets(cnt, 256);
+        for (size_t i = 0; i < n; i++)
+            b[cnt[(a[i] >> sh) & 255]++] = a[i];
+        uint64_t *t = a;
+        a = b;
+        b = t;
+    }
+    memcpy(b, l, n * sizeof *l); /* (the other array keeps the values) */
+    for (size_t i = 0; i < n; i++) {
+        memcpy(&l[i], &b[a[i] & 1023], sizeof l[i]);
+        ids[i] = (int32_t)((a[i] >> 10) & ((UINT64_C(1) << ibits) - 1));
+    }
+    return 4;
+}
+
 /* Returns 0 (nothing done) when a value is too far off the grid's
- * integers or the keys do not fit in 32 bits; else 1, 2 when the radix
- * sort ran, 3 when the bitonic sort did.  When the ranks outnumber the records four to one (k up to a
+ * integers or even 64-bit keys would not do; else 1, 2 when the radix
+ * sort ran, 3 when the bitonic sort did, 4 for 64-bit keys.  When the ranks outnumber the records four to one (k up to a
  * few hundred) few values share one, an insertion sort usually finishes
  * within n moves, and the counting sorts, whose offsets cost a step per
  * rank, are left for when it does not. */
@@ -570,10 +613,10 @@ static int sort_grid(int32_t *ids, double *l, size_t n, double q, double c)
     while (ibits < 31 && (id_or >> ibits) != 0)
         ibits++;
     uint64_t n_ranks = (uint64_t)(mmax - mmin) + 2; /* -inf's included */
-    while (rbits < 40 && ((n_ranks - 1) >> rbits) != 0)
+    while (rbits < 42 && ((n_ranks - 1) >> rbits) != 0)
         rbits++;
     if (n_ranks > RANKS_MAX || ibits + rbits > 32)
-        return 0;
+        return sort_wide(ids, l, n, q, inv, mmax, n_ranks - 1, ibits, rbits);
     const uint32_t inf_rank = (uint32_t)n_ranks - 1;
     grid_keys(l, ids, n, q, inv, mmax, inf_rank, ibits, key);
     const uint32_t *sorted = key;
@@ -592,7 +635,7 @@ static int sort_grid(int32_t *ids, double *l, size_t n, double q, double c)
 
 /* Returns how the records were sorted, for the tests: 0 by comparison, 1
  * on the grid, 2 on the grid with the radix sort at the end, 3 on the
- * grid by the bitonic sort. */
+ * grid by the bitonic sort, 4 on the grid with 64-bit keys. */
 int hm_lp_sort(int32_t *ids, double *l, size_t n, double q, double c)
 {
     int path;

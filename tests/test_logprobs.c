@@ -749,7 +749,7 @@ static int cmp_srt(const void *pa, const void *pb)
 
 /* Each case twice: the portable sorts (want_path), and the default, which
  * on a CPU with AVX-512 takes the bitonic sort (3) from 65 records up
- * where the portable ones would sort on the grid. */
+ * where the portable ones would sort 32-bit keys. */
 static void check_sort(int32_t *ids, double *l, size_t n, double q,
                        double c, int want_path, const char *what)
 {
@@ -770,7 +770,7 @@ static void check_sort(int32_t *ids, double *l, size_t n, double q,
         int path = hm_lp_sort(ids, l, n, q, c);
         hm_lp_sort_portable = 0;
         int want_here = want_path;
-        if (!portable && want_path != 0 && n > 64 &&
+        if (!portable && (want_path == 1 || want_path == 2) && n > 64 &&
             hm_cpu_has_avx512_vaes())
             want_here = 3;
         ck_assert_msg(path == want_here, "%s: path %d, want %d", what, path,
@@ -850,8 +850,28 @@ START_TEST(test_sort_paths)
         l[i] = on_grid(-300, q, 0);
     }
     check_sort(ids, l, 1024, q, 0, 2, "radix");
-    /* by comparison: off the grid (quantum 0), a value 2^40 steps out, a
-     * rank range past 2^22, ids too wide for 32-bit keys, and k <= 32 */
+    /* 64-bit keys: a rank range past 2^22, ids too wide for 32-bit keys,
+     * a fine grid (18-bit ranks) with a shift */
+    for (size_t i = 0; i < 1024; i++) {
+        ids[i] = (int32_t)(5 * i);
+        l[i] = on_grid(-(double)(test_rand(&s) % 700), q, 0);
+    }
+    l[500] = on_grid(-(double)(1 << 23), q, 0);
+    check_sort(ids, l, 1024, q, 0, 4, "wider than two passes");
+    for (size_t i = 0; i < 1024; i++) {
+        ids[i] = (int32_t)(INT32_MAX - 3 * i);
+        l[i] = on_grid(-(double)(test_rand(&s) % 700), q, 0);
+    }
+    check_sort(ids, l, 1024, q, 0, 4, "wide ids");
+    for (size_t i = 0; i < 1024; i++) {
+        ids[i] = (int32_t)(test_rand(&s) % 100) * 1024 + (int32_t)i;
+        l[i] = on_grid(floor((-3 - 2 * log1p((double)i)) / 1e-4) +
+                           (double)(test_rand(&s) % 600) - 300,
+                       1e-4, 7e-4);
+    }
+    check_sort(ids, l, 1024, 1e-4, 7e-4, 4, "fine grid");
+    /* by comparison: off the grid (quantum 0), a value 2^40 steps out,
+     * ranks and ids past 64 bits, and k <= 32 */
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = (int32_t)(5 * i);
         l[i] = -20 * test_uniform(&s);
@@ -861,13 +881,10 @@ START_TEST(test_sort_paths)
         l[i] = on_grid(-(double)(test_rand(&s) % 700), q, 0);
     l[500] = on_grid(-0x1p41, q, 0);
     check_sort(ids, l, 1024, q, 0, 0, "far value");
-    l[500] = on_grid(-(double)(1 << 23), q, 0);
-    check_sort(ids, l, 1024, q, 0, 0, "wider than two passes");
-    for (size_t i = 0; i < 1024; i++) {
+    for (size_t i = 0; i < 1024; i++)
         ids[i] = (int32_t)(INT32_MAX - 3 * i);
-        l[i] = on_grid(-(double)(test_rand(&s) % 700), q, 0);
-    }
-    check_sort(ids, l, 1024, q, 0, 0, "wide ids");
+    l[500] = on_grid(-0x1p30, q, 0);
+    check_sort(ids, l, 1024, q, 0, 0, "past 64 bits");
     check_sort(ids, l, 32, q, 0, 0, "k 32");
     /* every size through the bitonic networks' blocks and merges, in true
      * order and in random order */
