@@ -202,6 +202,7 @@ static inline __attribute__((always_inline)) float hm_expf_neg(float x)
 #pragma GCC diagnostic ignored "-Wpsabi" /* (reported at the end of a file) */
 typedef double hm_v8d __attribute__((vector_size(64)));
 typedef int64_t hm_v8i __attribute__((vector_size(64)));
+typedef uint64_t hm_v8u __attribute__((vector_size(64)));
 
 static inline __attribute__((always_inline)) hm_v8d hm_v8d_load(const double *p)
 {
@@ -240,7 +241,7 @@ static inline __attribute__((always_inline)) hm_v8d hm_exp_nonpos8(hm_v8d x)
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    hm_v8i b = ((hm_v8i)sh + 1023) << 52;
+    hm_v8u b = ((hm_v8u)sh + 1023) << 52; /* (unsigned, as in the scalar) */
     return hm_v8d_select(ok, p * (hm_v8d)b, zero);
 }
 

@@ -904,6 +904,75 @@ START_TEST(test_sort_paths)
 }
 END_TEST
 
+/* Sorted output is the kept-order output permuted, bit for bit: the grid
+ * sorts rebuild each value from its rank as hardening computed it, on
+ * binary and decimal grids, a fine grid (64-bit keys), off the grid, with
+ * and without a common shift, at every path's sizes. */
+static int cmp_rec_id(const void *pa, const void *pb)
+{
+    const srt *a = pa, *b = pb;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+START_TEST(test_sorted_is_permutation)
+{
+    hm_key *key = test_key(14);
+    static const char *specs[] = {"topk=1024", "topk=1024,quantum=0.01",
+                                  "topk=1024,quantum=0.0001,eps=0.01",
+                                  "topk=1024,quantum=0",
+                                  "topk=1024,quantum=0.5,eps=1"};
+    static int32_t ids[1024], ids2[1024];
+    static double l[1024], l2[1024];
+    static srt a[1024], b[1024];
+    static const size_t ns[] = {40, 64, 65, 200, 256, 257, 700, 1024};
+    uint64_t s = 0x9e37;
+    size_t shifted = 0;
+    for (size_t sp = 0; sp < sizeof specs / sizeof specs[0]; sp++) {
+        hm_logprobs *lp = test_lp(key, specs[sp], NULL);
+        for (size_t t = 0; t < 2 * sizeof ns / sizeof ns[0]; t++) {
+            size_t n = ns[t / 2];
+            double mass = 0;
+            for (size_t i = 0; i < n; i++) {
+                ids[i] = (int32_t)(test_rand(&s) % 300) * 1024 + (int32_t)i;
+                /* even t: a tail in true order; odd: near all the mass */
+                l[i] = t % 2 == 0 ? -4 - 2 * log1p((double)i)
+                                  : -log((double)n) + 0.3 * test_uniform(&s);
+                mass += exp(l[i]);
+            }
+            shifted += mass > 1;
+            memcpy(ids2, ids, n * sizeof *ids);
+            memcpy(l2, l, n * sizeof *l);
+            int32_t c[2] = {(int32_t)t, (int32_t)sp};
+            hm_row row = {c, 2, NULL, 0, 0};
+            ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids, l, n,
+                                                HM_LOGPROBS_KEEP_ORDER),
+                             HM_OK);
+            ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids2, l2, n, 0),
+                             HM_OK);
+            for (size_t i = 0; i < n; i++) {
+                a[i].id = ids[i];
+                a[i].l = l[i];
+                b[i].id = ids2[i];
+                b[i].l = l2[i];
+                if (i > 0)
+                    ck_assert(l2[i - 1] > l2[i] ||
+                              (l2[i - 1] == l2[i] && ids2[i - 1] < ids2[i]));
+            }
+            qsort(a, n, sizeof *a, cmp_rec_id);
+            qsort(b, n, sizeof *b, cmp_rec_id);
+            for (size_t i = 0; i < n; i++)
+                ck_assert_msg(a[i].id == b[i].id &&
+                                  memcmp(&a[i].l, &b[i].l, sizeof a[i].l) == 0,
+                              "%s, n %zu: id %d kept %a, sorted %d %a",
+                              specs[sp], n, a[i].id, a[i].l, b[i].id, b[i].l);
+        }
+        hm_logprobs_free(lp);
+    }
+    ck_assert_uint_gt(shifted, 20);
+    hm_key_free(key);
+}
+END_TEST
+
 /* The exponentials of internal.h against libm over their ranges: e^x
  * within a relative 1e-14 (the common shift's decision and the spectral
  * masses count on it), the bound of the sum from above, at most 1.0071
@@ -1378,6 +1447,7 @@ static Suite *logprobs_suite(void)
     tcase_add_test(tc, test_shift_reference);
     tcase_add_test(tc, test_sort_worst_case);
     tcase_add_test(tc, test_sort_paths);
+    tcase_add_test(tc, test_sorted_is_permutation);
     tcase_add_test(tc, test_exp_helpers);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
