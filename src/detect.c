@@ -57,7 +57,9 @@
  * each, which prefetching hid only in part), and a record takes 8(V+1)
  * bytes, without empty slots.  The set places hashes by a mix with a
  * random seed, so that text made to give hashes that share bits, which
- * anyone can make (the hash has no key), cannot crowd its slots.
+ * anyone can make (the hash has no key), cannot be aimed at one run of
+ * slots without the seed (a performance defence: the mix is no keyed
+ * PRF, and no result depends on where a hash sits).
  *
  * The set is the one that inserting tuples in arrival order into a hash
  * set would give: of two records with one hash the earlier one stays, as
@@ -171,18 +173,26 @@ static uint64_t tuple_hash(const uint32_t *w, unsigned n, uint32_t token)
 #define HASH_LOOP(len)                                                      \
     for (size_t q = 0; q < nk; q++)                                         \
         hs[kept[q]] = XXH3_64bits(ids + kept[q], (len))
-__attribute__((flatten)) static void hash_tuples(const uint32_t *ids,
-                                                 unsigned n,
-                                                 const size_t *kept,
-                                                 size_t nk, uint64_t *hs)
+__attribute__((flatten)) static void hash_short(const uint32_t *ids,
+                                                unsigned n,
+                                                const size_t *kept,
+                                                size_t nk, uint64_t *hs)
 {
     switch (n) {
     case 1: HASH_LOOP(8); break;
     case 2: HASH_LOOP(12); break;
     case 3: HASH_LOOP(16); break;
     case 4: HASH_LOOP(20); break;
-    default: HASH_LOOP(4 * (size_t)(n + 1)); break;
     }
+}
+
+static void hash_tuples(const uint32_t *ids, unsigned n, const size_t *kept,
+                        size_t nk, uint64_t *hs)
+{
+    if (n >= 1 && n <= 4)
+        hash_short(ids, n, kept, nk, hs);
+    else /* wider windows: XXH3 called, not inlined whole */
+        HASH_LOOP(4 * (size_t)(n + 1));
     for (size_t q = 0; q < nk; q++) /* as tuple_hash */
         hs[kept[q]] += hs[kept[q]] == 0;
 }
@@ -468,12 +478,12 @@ static void merge_sort_pairs(uint64_t *a, uint64_t *tmp, size_t n)
         memcpy(a, src, 2 * n * sizeof *a);
 }
 
-/* Sort n (hash, x) pairs, which a counting sort on the top bits of the
- * hash has left in runs of a few, by hash, stably, through tmp of 2n
- * words if need be.  The insertion sort stops when it has moved more than
- * INSERT_MOVES pairs a record, many times what random hashes need: its
- * prefix is sorted and the rest is still in counting-sort order, so that
- * equal hashes are in arrival order, and the merge sort finishes. */
+/* Sort n (hash, x) pairs of distinct hashes, which a counting sort on the
+ * hash bits after the partition's has left in runs of a few, by hash,
+ * through tmp of 2n words if need be.  The insertion sort stops when it
+ * has moved more than INSERT_MOVES pairs a record, many times what random
+ * hashes need, and the merge sort finishes from where it stopped (both
+ * are stable, which distinct hashes do not need). */
 static void sort_pairs(uint64_t *pair, uint64_t *tmp, size_t n)
 {
     size_t budget = INSERT_MOVES * n;
@@ -1355,6 +1365,12 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
         return HM_ENOTSUP; /* loaded from a file: no keys */
     if (negative_id(prompt, n_prompt) || negative_id(tokens, n_tokens))
         return HM_ERANGE;
+    /* counts merged in from files can be near 2^64: they must not wrap */
+    int wraps = t->documents == UINT64_MAX;
+    for (unsigned c = 0; c < t->params.n_channels; c++)
+        wraps |= t->ch[c].tokens + (uint64_t)n_tokens < t->ch[c].tokens;
+    if (wraps)
+        return HM_ERANGE;
     int rc = HM_OK;
     unsettle(t);
     for (unsigned c = 0; rc == HM_OK && c < t->params.n_channels; c++)
@@ -1840,7 +1856,8 @@ static int parse_tally(hm_tally **out, reader *r)
     if ((rc = r_line(r, line, sizeof line)) != HM_OK)
         return rc;
     if (sscanf(line, "filter %llu %llu", &fcount, &fdigest) != 2 ||
-        !canonical(line, "filter %llu %llu", fcount, fdigest))
+        !canonical(line, "filter %llu %llu", fcount, fdigest) ||
+        (fcount == 0 && fdigest != 0))
         return r_bad(r, "bad 'filter'");
     if ((rc = r_line(r, line, sizeof line)) != HM_OK)
         return rc;

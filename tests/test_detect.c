@@ -587,6 +587,11 @@ START_TEST(test_bad_files)
         {"documents 1\n", "documents 1\0x\n", 14},
         {"spec tournament:id=main,h=4", "spec tournament:h=4,id=main", 0},
         {"key 0 hmk1-", "key 0 HMK1-", 0},
+        {"key 0 hmk1-", "key 00 hmk1-", 0},
+        {" -\n", " 6A62\n", 0}, /* a tenant in upper-case hex */
+        {"\nchannel 0 ", "\nchannel 00 ", 0},
+        {"\ntable 0 ", "\ntable +0 ", 0},
+        {"filter 0 0\n", "filter 0 5\n", 0}, /* a digest, no windows */
     };
     for (size_t i = 0; i < sizeof bad_heads / sizeof bad_heads[0]; i++) {
         const char *from = bad_heads[i].from, *to = bad_heads[i].to;
@@ -608,6 +613,12 @@ START_TEST(test_bad_files)
     ck_assert_int_eq(rewrite(data, len, from, to, 12, q), 0);
     ck_assert_int_eq(hm_tally_load(&l, q, msg, sizeof msg), HM_EFORMAT);
     ck_assert_msg(strstr(msg, "bad 'key' line") != NULL, "%s", msg);
+    /* the same tenant in lower case loads */
+    ck_assert_int_eq(rewrite(data, len, " -\n", " 6a62\n", 6, q), 0);
+    ck_assert_msg(hm_tally_load(&l, q, msg, sizeof msg) == HM_OK, "%s", msg);
+    ck_assert_str_eq(hm_tally_tenant(l, 0), "jb");
+    hm_tally_free(l);
+    l = NULL;
     /* counts near 2^64 load (a file may say anything), but a merge that
      * would wrap them fails and changes nothing */
     ck_assert_int_eq(rewrite(data, len, "documents 1\n",
@@ -622,6 +633,22 @@ START_TEST(test_bad_files)
     ck_assert_int_eq(hm_tally_merge(l, t, msg, sizeof msg), HM_ERANGE);
     ck_assert_int_eq(hm_tally_result(l, 0, 0, &after), HM_OK);
     ck_assert_mem_eq(&before, &after, sizeof before);
+    hm_tally_free(l);
+    l = NULL;
+    /* a channel's tokens near 2^64, merged into a keyed tally: an add
+     * that would wrap them fails and changes nothing */
+    ck_assert_int_eq(rewrite(data, len, "\nchannel 0 30 ",
+                             "\nchannel 0 18446744073709551600 ", 32, q),
+                     0);
+    ck_assert_msg(hm_tally_load(&l, q, msg, sizeof msg) == HM_OK, "%s", msg);
+    hm_tally *keyed = tally1(ctx, 0);
+    ck_assert_int_eq(hm_tally_merge(keyed, l, msg, sizeof msg), HM_OK);
+    ck_assert_int_eq(hm_tally_result(keyed, 0, 0, &before), HM_OK);
+    ck_assert_int_eq(hm_tally_add(keyed, NULL, 0, tok, 30), HM_ERANGE);
+    ck_assert_int_eq(hm_tally_result(keyed, 0, 0, &after), HM_OK);
+    ck_assert_mem_eq(&before, &after, sizeof before);
+    ck_assert_int_eq(hm_tally_add(keyed, NULL, 0, tok, 15), HM_OK);
+    hm_tally_free(keyed);
     hm_tally_free(l);
     l = NULL;
     /* missing */
@@ -1358,8 +1385,9 @@ START_TEST(test_concurrent_reads)
 END_TEST
 
 /* Text whose tuple hashes share their top 16 bits, which anyone can make
- * since the hash has no key, lands in one partition, and in one digit of
- * the counting sort that orders a run for its file.  The results are
+ * since the hash has no key, lands in one digit of the counting sort that
+ * orders a run for its file (and would land in one partition of a large
+ * tally; this one has a single partition anyway).  The results are
  * still the naive ones, with one and with two keys, the same text again
  * adds only repeats, and the file (whose insertion sort gives up on such
  * hashes, so that the merge sort orders it) loads with the same results

@@ -314,8 +314,14 @@ typedef struct run_time {
 
 static void thread_times(double *cpu, double *sys)
 {
+#ifndef RUSAGE_THREAD /* not Linux: the process, one thread here */
+#define RUSAGE_THREAD RUSAGE_SELF
+#endif
     struct rusage ru;
-    getrusage(RUSAGE_THREAD, &ru);
+    if (getrusage(RUSAGE_THREAD, &ru) != 0) {
+        *cpu = *sys = 0; /* the columns then say inf or nan */
+        return;
+    }
     *sys = (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
     *cpu = *sys + (double)ru.ru_utime.tv_sec +
            1e-6 * (double)ru.ru_utime.tv_usec;
