@@ -21,6 +21,12 @@ for s in '' ' 5' '+5' '-0' '-1' '5x' '0x10' '4294967296' \
     contains "$T/err" "^hallmark: demo: --seed: '$s' is not an integer in \\[0, 4294967295\\]$" \
         "demo --seed '$s' message"
 done
+# --tokens as well: strtol's int used to wrap 4294967297 to 1
+for s in '' ' 5' '+5' '0' '4097' '4294967297' '5x'; do
+    expect 2 "demo --tokens '$s'" -- "$HM" demo --synthetic --tokens "$s"
+    contains "$T/err" "^hallmark: demo: --tokens: '$s' is not an integer in \\[1, 4096\\]$" \
+        "demo --tokens '$s' message"
+done
 expect 0 "demo --seed 4294967295" -- "$HM" demo --synthetic --tokens 20 --seed 4294967295
 expect 0 "demo --seed 0" -- "$HM" demo --synthetic --tokens 20 --seed 0
 

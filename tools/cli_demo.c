@@ -310,14 +310,14 @@ int cmd_demo(int argc, char **argv)
                 return EXIT_TROUBLE;
             story_only = 1;
             break;
-        case 'n':
-            n = (int)strtol(optarg, &end, 10);
-            if (*end || n < 1 || n > 4096) {
-                cli_error("demo: --tokens must be 1..4096");
+        case 'n': {
+            long long v;
+            if (cli_parse_ll("demo: --tokens", optarg, 1, 4096, &v) != 0)
                 return EXIT_TROUBLE;
-            }
+            n = (int)v;
             toy_only = 1;
             break;
+        }
         case 't':
             temperature = strtod(optarg, &end);
             if (*end || !(temperature > 0) || temperature > 10) {
