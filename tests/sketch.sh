@@ -5,8 +5,10 @@
 . "$(dirname "$0")/clilib.sh"
 command -v jq >/dev/null 2>&1 || { echo "jq missing: skipped"; exit 77; }
 
-$HM keygen -o "$T/k" >/dev/null && $HM keygen -o "$T/k2" >/dev/null ||
-    { echo "FAIL: keygen"; exit 1; }
+# fixed keys: the audits' verdicts below are statistical, and with keys
+# drawn afresh the unfiltered one missed alpha now and then
+fixed_keys
+mv "$T/other" "$T/k2"
 S="kgw:h=1+gumbel:h=4"
 $HM demo --key "$T/k" --scheme $S --tenant acme --documents 20 \
     --tokens 120 -o "$T/served.jsonl" >/dev/null
