@@ -10,7 +10,6 @@
  * step has a full, context-dependent next-token distribution (a logit row),
  * as a real model's sampler would see.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
@@ -167,24 +166,6 @@ done:
     return status;
 }
 
-/* --seed: decimal digits only (strtoull alone would take leading blanks
- * and a sign, and read "-1" as 2^64-1), 0 to UINT32_MAX. */
-static int parse_seed(const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    unsigned long long v = 0;
-    errno = 0;
-    if (s[0] >= '0' && s[0] <= '9')
-        v = strtoull(s, &end, 10);
-    if (end == NULL || *end != '\0' || errno != 0 || v > UINT32_MAX) {
-        cli_error("demo: --seed: '%s' is not an integer in [0, %u]", s,
-                  UINT32_MAX);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static void demo_usage(FILE *out)
 {
     fprintf(out,
@@ -326,10 +307,13 @@ int cmd_demo(int argc, char **argv)
             }
             toy_only = 1;
             break;
-        case 's':
-            if (parse_seed(optarg, &rng) != 0)
+        case 's': {
+            long long v;
+            if (cli_parse_ll("demo: --seed", optarg, 0, UINT32_MAX, &v) != 0)
                 return EXIT_TROUBLE;
+            rng = (uint64_t)v;
             break;
+        }
         case 'h':
             demo_usage(stdout);
             return 0;

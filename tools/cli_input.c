@@ -542,9 +542,10 @@ int cli_parse_ll(const char *opt, const char *s, long long lo, long long hi,
 {
     char *end;
     errno = 0;
-    /* digits, after at most a minus: strtoll alone takes blanks and '+' */
+    /* digits, after a minus only where negative values are allowed:
+     * strtoll alone takes blanks, '+', and "-0" */
     int digits = (s[0] >= '0' && s[0] <= '9') ||
-                 (s[0] == '-' && s[1] >= '0' && s[1] <= '9');
+                 (lo < 0 && s[0] == '-' && s[1] >= '0' && s[1] <= '9');
     long long v = digits ? strtoll(s, &end, 10) : 0;
     if (!digits || errno || *end || v < lo || v > hi) {
         cli_error("%s: '%s' is not an integer in [%lld, %lld]", opt, s, lo,
