@@ -212,7 +212,7 @@ enum {
     PART_BYTES = 256 << 10, /* a partition's target size */
     PART_BITS_MAX = 16,
     SETTLE_MIN = 64,        /* waiting records worth settling early */
-    DIGIT_BITS_MAX = 16,    /* counting sort of a partition's records */
+    DIGIT_BITS_MAX = 16,    /* counting sort of a run, for its file */
     INSERT_MOVES = 8,       /* insertion sort moves a record, at most */
     SET_BYTES = 512 << 10   /* settle's hash set, when not larger */
 };
@@ -1355,6 +1355,20 @@ int hm_tally_reserve(hm_tally *t, size_t n_tokens)
     return rc;
 }
 
+/* Whether adding docs documents to t, and to each channel src's tokens
+ * (src NULL: tokens), would wrap a count: counts read from files can be
+ * near 2^64.  The padded and dropped counts never pass the tokens. */
+static int counts_wrap(const hm_tally *t, uint64_t docs, const hm_tally *src,
+                       uint64_t tokens)
+{
+    int wraps = t->documents + docs < t->documents;
+    for (unsigned c = 0; c < t->params.n_channels; c++) {
+        uint64_t add = src ? src->ch[c].tokens : tokens;
+        wraps |= t->ch[c].tokens + add < t->ch[c].tokens;
+    }
+    return wraps;
+}
+
 int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
                  const int32_t *tokens, size_t n_tokens)
 {
@@ -1365,11 +1379,7 @@ int hm_tally_add(hm_tally *t, const int32_t *prompt, size_t n_prompt,
         return HM_ENOTSUP; /* loaded from a file: no keys */
     if (negative_id(prompt, n_prompt) || negative_id(tokens, n_tokens))
         return HM_ERANGE;
-    /* counts merged in from files can be near 2^64: they must not wrap */
-    int wraps = t->documents == UINT64_MAX;
-    for (unsigned c = 0; c < t->params.n_channels; c++)
-        wraps |= t->ch[c].tokens + (uint64_t)n_tokens < t->ch[c].tokens;
-    if (wraps)
+    if (counts_wrap(t, 1, NULL, n_tokens))
         return HM_ERANGE;
     int rc = HM_OK;
     unsettle(t);
@@ -1458,11 +1468,7 @@ int hm_tally_merge(hm_tally *dst, const hm_tally *src, char *errmsg,
         return HM_EINVAL;
     if (!compatible(dst, src, errmsg, errlen))
         return HM_EINVAL;
-    /* counts from files can be anything: their sums must not wrap */
-    int wraps = dst->documents + src->documents < dst->documents;
-    for (unsigned c = 0; c < dst->params.n_channels; c++)
-        wraps |= dst->ch[c].tokens + src->ch[c].tokens < dst->ch[c].tokens;
-    if (wraps) {
+    if (counts_wrap(dst, src->documents, src, 0)) {
         hm_errf(errmsg, errlen, "the merged counts would pass 2^64 - 1");
         return HM_ERANGE;
     }
@@ -1960,9 +1966,9 @@ static int parse_tally(hm_tally **out, reader *r)
         goto fail;
     }
     unsettle(t);
+    t->unsummed = 1; /* summed when a result asks */
     for (unsigned c = 0; c < t->params.n_channels; c++) {
-        t->ch[c].summed = 0; /* summed when a result asks */
-        t->unsummed = 1;
+        t->ch[c].summed = 0;
         for (size_t k = 0; k < t->ch[c].n_tables; k++) {
             tally_table *tb = &t->ch[c].tab[k];
             size_t w = tb->w, count = tb->n;

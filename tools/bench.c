@@ -304,10 +304,8 @@ static int compare(const char *exe)
     return 0;
 }
 
-/* One whole-corpus tally with global dedup: sized for the corpus
- * (hm_tally_reserve), every document added, the test computed.  Seconds. */
-/* What a tally run took: wall clock, and this thread's CPU time, all and
- * in the kernel (page faults: first touches of memory). */
+/* What a tally run took, in seconds: wall clock, and this thread's CPU
+ * time, all and in the kernel (page faults: first touches of memory). */
 typedef struct run_time {
     double wall, cpu, sys;
 } run_time;
@@ -327,6 +325,8 @@ static void thread_times(double *cpu, double *sys)
            1e-6 * (double)ru.ru_utime.tv_usec;
 }
 
+/* One whole-corpus tally with global dedup: sized for the corpus
+ * (hm_tally_reserve), every document added, the test computed. */
 static run_time tally_run(const hm_ctx *ctx, const int32_t *tok, size_t docs,
                           size_t len)
 {
