@@ -96,10 +96,12 @@ typedef struct tally_table {
     size_t arena_bytes;
 } tally_table;
 
-/* Exact, order-independent sum of gumbel scores: each score is cut to a
- * multiple of 2^-64 (never rounded up, so the test can only become more
- * conservative, by at most n 2^-64) and added in 128-bit integers.  kgw
- * and tournament counts use lo alone. */
+/* Exact, order-independent sum of gumbel scores: each score, computed
+ * by hallmark's own logarithm and lowered below its exact value
+ * (gumbel_log.h), is cut to a multiple of 2^-64 and added in 128-bit
+ * integers.  The sum is thus never above the exact one (the test can
+ * only become more conservative), and below it by less than
+ * n 2^-63 + 2^-49 S.  kgw and tournament counts use lo alone. */
 typedef struct sum128 {
     uint64_t lo, hi;
 } sum128;
@@ -242,14 +244,18 @@ static void sum_many(sum128 *s, const double *x, size_t b)
     s->lo = sl;
 }
 
+/* The sum as a double, its bits past the 53rd dropped: rounded toward
+ * zero, so that it too is at most the exact sum. */
 static double sum_value(const sum128 *s)
 {
-    return (double)s->hi + (double)s->lo * 0x1p-64;
-}
-
-static double gumbel_score(uint64_t x)
-{
-    return -log(((double)(int64_t)(~x >> 12) + 0.5) * 0x1p-52);
+    int nb = s->hi ? 128 - __builtin_clzll(s->hi)
+                   : s->lo ? 64 - __builtin_clzll(s->lo) : 0;
+    if (nb <= 53)
+        return (double)s->lo * 0x1p-64; /* exact */
+    int drop = nb - 53;
+    uint64_t m = drop >= 64 ? s->hi >> (drop - 64)
+                            : s->hi << (64 - drop) | s->lo >> drop;
+    return ldexp((double)m, drop - 64);
 }
 
 /* How a table's values score, and where their sums go (sum NULL: the
@@ -273,9 +279,9 @@ static scorer scorer_of(const hm_tally *t, unsigned c, size_t table)
     return sc;
 }
 
-/* Add the scores of the values of m records of w words.  The gumbel
- * logarithms are taken in batches, apart from the sums, so that several
- * are under way at once. */
+/* Add the scores of the values of m records of w words, the gumbel ones
+ * computed in batches (vectorised, hm_k_gumbel_scores) apart from the
+ * sums. */
 static void score_records(const scorer *sc, const uint64_t *r, size_t m,
                           size_t w)
 {
@@ -285,12 +291,11 @@ static void score_records(const scorer *sc, const uint64_t *r, size_t m,
         sum128 *s = &sc->sum[k];
         const uint64_t *x = r + 1 + k;
         if (sc->scheme == HM_SCHEME_GUMBEL) {
-            enum { B = 64 };
+            enum { B = 256 };
             double g[B];
             for (size_t i0 = 0; i0 < m; i0 += B) {
                 size_t b = m - i0 < B ? m - i0 : B;
-                for (size_t i = 0; i < b; i++)
-                    g[i] = gumbel_score(x[(i0 + i) * w]);
+                hm_k_gumbel_scores(x + i0 * w, w, b, g);
                 sum_many(s, g, b);
             }
         } else if (sc->scheme == HM_SCHEME_KGW) {

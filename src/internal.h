@@ -402,6 +402,10 @@ HM_HIDDEN void hm_cmac_pad(const hm_cmac *c, unsigned width,
 /* Score sums over PRF values: gumbel -ln(1-u), kgw x < below, tournament
  * popcount(x & mask). */
 HM_HIDDEN double hm_k_gumbel_sum(const uint64_t *x, size_t n);
+/* The gumbel scores of x[0], x[w], ..., x[(n-1) w], each at most its
+ * exact value (gumbel_log.h). */
+HM_HIDDEN void hm_k_gumbel_scores(const uint64_t *x, size_t w, size_t n,
+                                  double *s);
 HM_HIDDEN uint64_t hm_k_count_below(const uint64_t *x, size_t n,
                                     uint64_t below);
 HM_HIDDEN uint64_t hm_k_popcount_sum(const uint64_t *x, size_t n,

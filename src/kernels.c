@@ -11,6 +11,7 @@
  * same element functions with different layouts, agree bit for bit.
  */
 #include "internal.h"
+#include "gumbel_log.h"
 
 #include <math.h>
 #include <string.h>
@@ -329,6 +330,21 @@ HM_CLONES double hm_k_gumbel_sum(const uint64_t *restrict x, size_t n)
     for (; i < n; i++)
         s -= log(((double)(~x[i] >> 12) + 0.5) * 0x1p-52);
     return s;
+}
+
+/* The gumbel scores of n PRF values x[0], x[w], x[2w], ..., each lowered
+ * below its exact value (hm_gumbel_score_low, gumbel_log.h), into s.
+ * Every lane computes exactly what the scalar code does. */
+HM_CLONES void hm_k_gumbel_scores(const uint64_t *restrict x, size_t w,
+                                  size_t n, double *restrict s)
+{
+    if (w == 2) {
+        for (size_t i = 0; i < n; i++)
+            s[i] = hm_gumbel_score_low(x[2 * i]);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            s[i] = hm_gumbel_score_low(x[i * w]);
+    }
 }
 
 HM_CLONES uint64_t hm_k_count_below(const uint64_t *restrict x, size_t n,
