@@ -66,7 +66,7 @@
  * a run holds records older than any waiting one and a merge adds src's
  * records after dst's.  Only a file needs order: it lists each run sorted
  * by hash (write_tally), partition after partition, so by hash.  Each
- * channel keeps its statistic per key (integer sums, see sum_many) and
+ * channel keeps its statistic per key (integer sums, see sum128) and
  * adds a tuple's score when the tuple joins a run, so that a result
  * costs nothing more once the partitions have settled.
  *
@@ -219,28 +219,16 @@ enum {
     SET_BYTES = 512 << 10   /* settle's hash set, when not larger */
 };
 
-/* Add b <= 2^32 scores x >= 0 to s: each is its integer part and its
- * fraction cut to 64 bits, through conversions below 2^32, which need no
- * branch.  The integer parts and the two 32-bit halves of the fractions
- * are summed apart (no carry from term to term, so the loop has no
- * chain), then put together. */
-static void sum_many(sum128 *s, const double *x, size_t b)
+/* Add to s the sum part[0] + part[1] 2^-32 + part[2] 2^-64 of at most 2^32
+ * scores, from hm_k_gumbel_parts. */
+static void add_parts(sum128 *s, const uint64_t part[3])
 {
-    uint64_t ip = 0, fh = 0, fl = 0;
-    for (size_t i = 0; i < b; i++) {
-        double di = (double)(int64_t)x[i];
-        double y = (x[i] - di) * 0x1p32;
-        double yi = (double)(int64_t)y;
-        ip += (uint64_t)(int64_t)di;
-        fh += (uint64_t)(int64_t)yi;
-        fl += (uint64_t)(int64_t)((y - yi) * 0x1p32);
-    }
-    /* fh * 2^32 + fl as 128 bits, added to s */
-    uint64_t lo = fl, hi = 0, add = fh << 32;
+    /* fh 2^32 + fl as 128 bits, added to s */
+    uint64_t fh = part[1], lo = part[2], hi = 0, add = fh << 32;
     lo += add;
     hi += (fh >> 32) + (lo < add);
     uint64_t sl = s->lo + lo;
-    s->hi += ip + hi + (sl < s->lo);
+    s->hi += part[0] + hi + (sl < s->lo);
     s->lo = sl;
 }
 
@@ -280,8 +268,7 @@ static scorer scorer_of(const hm_tally *t, unsigned c, size_t table)
 }
 
 /* Add the scores of the values of m records of w words, the gumbel ones
- * computed in batches (vectorised, hm_k_gumbel_scores) apart from the
- * sums. */
+ * summed by a vectorised kernel (hm_k_gumbel_parts). */
 static void score_records(const scorer *sc, const uint64_t *r, size_t m,
                           size_t w)
 {
@@ -291,12 +278,12 @@ static void score_records(const scorer *sc, const uint64_t *r, size_t m,
         sum128 *s = &sc->sum[k];
         const uint64_t *x = r + 1 + k;
         if (sc->scheme == HM_SCHEME_GUMBEL) {
-            enum { B = 256 };
-            double g[B];
-            for (size_t i0 = 0; i0 < m; i0 += B) {
-                size_t b = m - i0 < B ? m - i0 : B;
-                hm_k_gumbel_scores(x + i0 * w, w, b, g);
-                sum_many(s, g, b);
+            for (size_t i0 = 0; i0 < m; i0 += UINT32_MAX) {
+                uint64_t part[3];
+                hm_k_gumbel_parts(x + i0 * w, w,
+                                  m - i0 < UINT32_MAX ? m - i0 : UINT32_MAX,
+                                  part);
+                add_parts(s, part);
             }
         } else if (sc->scheme == HM_SCHEME_KGW) {
             for (size_t i = 0; i < m; i++)

@@ -402,10 +402,11 @@ HM_HIDDEN void hm_cmac_pad(const hm_cmac *c, unsigned width,
 /* Score sums over PRF values: gumbel -ln(1-u), kgw x < below, tournament
  * popcount(x & mask). */
 HM_HIDDEN double hm_k_gumbel_sum(const uint64_t *x, size_t n);
-/* The gumbel scores of x[0], x[w], ..., x[(n-1) w], each at most its
- * exact value (gumbel_log.h). */
-HM_HIDDEN void hm_k_gumbel_scores(const uint64_t *x, size_t w, size_t n,
-                                  double *s);
+/* The sum of the gumbel scores of x[0], x[w], ..., x[(n-1) w], n <= 2^32,
+ * each at most its exact value (gumbel_log.h) and cut to a multiple of
+ * 2^-64: sum = part[0] + part[1] 2^-32 + part[2] 2^-64. */
+HM_HIDDEN void hm_k_gumbel_parts(const uint64_t *x, size_t w, size_t n,
+                                 uint64_t part[3]);
 HM_HIDDEN uint64_t hm_k_count_below(const uint64_t *x, size_t n,
                                     uint64_t below);
 HM_HIDDEN uint64_t hm_k_popcount_sum(const uint64_t *x, size_t n,

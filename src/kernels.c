@@ -299,9 +299,11 @@ size_t hm_k_prf_windows(const unsigned char rk[11][16],
 
 /* Sums of per-token scores over PRF values (no dedup), vectorised.
  * gumbel: the sum of -ln(1-u) as the log of products of (1-u), eight
- * running products renormalised by their exponent bits every 16 factors
- * (each factor is at least 2^-53, so nothing underflows), one log per
- * lane at the end. */
+ * running products renormalised by their exponent bits every 16 factors,
+ * one log per lane at the end.  The factors are taken as (1-u) 2^52, in
+ * [1/2, 2^52), and the 2^-52s are counted in the exponents: the same
+ * bits as multiplying each by 2^-52, as nothing overflows (16 factors
+ * stay below 2^832), one multiply a factor fewer. */
 HM_CLONES double hm_k_gumbel_sum(const uint64_t *restrict x, size_t n)
 {
     double prod[8];
@@ -314,12 +316,11 @@ HM_CLONES double hm_k_gumbel_sum(const uint64_t *restrict x, size_t n)
     for (; i + 128 <= n; i += 128) {
         for (int r = 0; r < 16; r++)
             for (int j = 0; j < 8; j++)
-                prod[j] *= ((double)(~x[i + 8 * r + j] >> 12) + 0.5) *
-                           0x1p-52;
+                prod[j] *= (double)(~x[i + 8 * r + j] >> 12) + 0.5;
         for (int j = 0; j < 8; j++) {
             uint64_t b;
             memcpy(&b, &prod[j], sizeof b);
-            ex[j] += (int64_t)((b >> 52) & 0x7ff) - 1023;
+            ex[j] += (int64_t)((b >> 52) & 0x7ff) - 1023 - 16 * 52;
             b = (b & UINT64_C(0x800FFFFFFFFFFFFF)) | (UINT64_C(1023) << 52);
             memcpy(&prod[j], &b, sizeof b);
         }
@@ -332,19 +333,38 @@ HM_CLONES double hm_k_gumbel_sum(const uint64_t *restrict x, size_t n)
     return s;
 }
 
-/* The gumbel scores of n PRF values x[0], x[w], x[2w], ..., each lowered
- * below its exact value (hm_gumbel_score_low, gumbel_log.h), into s.
- * Every lane computes exactly what the scalar code does. */
-HM_CLONES void hm_k_gumbel_scores(const uint64_t *restrict x, size_t w,
-                                  size_t n, double *restrict s)
+/* The gumbel scores of n <= 2^32 PRF values x[0], x[w], x[2w], ..., each
+ * lowered below its exact value (hm_gumbel_score_low, gumbel_log.h) and
+ * cut to a multiple of 2^-64, summed as three integers: part[0] the
+ * integer parts, part[1] the first 32 bits of the fractions, part[2] the
+ * next 32 (so that no sum carries, and the loop has no chain).  Each is
+ * converted below 2^32, exactly; every lane computes what the scalar
+ * code does. */
+static inline __attribute__((always_inline)) void
+gumbel_parts(double v, uint64_t *ip, uint64_t *fh, uint64_t *fl)
 {
+    double di = (double)(int64_t)v;
+    double y = (v - di) * 0x1p32;
+    double yi = (double)(int64_t)y;
+    *ip += (uint64_t)(int64_t)di;
+    *fh += (uint64_t)(int64_t)yi;
+    *fl += (uint64_t)(int64_t)((y - yi) * 0x1p32);
+}
+
+HM_CLONES void hm_k_gumbel_parts(const uint64_t *restrict x, size_t w,
+                                 size_t n, uint64_t part[3])
+{
+    uint64_t ip = 0, fh = 0, fl = 0;
     if (w == 2) {
         for (size_t i = 0; i < n; i++)
-            s[i] = hm_gumbel_score_low(x[2 * i]);
+            gumbel_parts(hm_gumbel_score_low(x[2 * i]), &ip, &fh, &fl);
     } else {
         for (size_t i = 0; i < n; i++)
-            s[i] = hm_gumbel_score_low(x[i * w]);
+            gumbel_parts(hm_gumbel_score_low(x[i * w]), &ip, &fh, &fl);
     }
+    part[0] = ip;
+    part[1] = fh;
+    part[2] = fl;
 }
 
 HM_CLONES uint64_t hm_k_count_below(const uint64_t *restrict x, size_t n,
