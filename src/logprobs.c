@@ -48,6 +48,9 @@ struct hm_logprobs {
     unsigned h;
     double eps;
     double quantum;
+    /* e^eta 1.0071 (1 + 1e-4) and e^-eta / 1.0071 (1 - 1e-4) for
+     * eta = eps + quantum/2 + 2^-30 (bound_fits) */
+    double est_hi, est_lo;
     hm_cmac cmac; /* step seeds: seed(CMAC(K, window)), PRF v1 */
 };
 
@@ -120,6 +123,11 @@ int hm_logprobs_new(hm_logprobs **out, const hm_key *key, const char *spec,
     int rc = spec != NULL ? parse_spec(lp, spec, errmsg, errlen) : HM_OK;
     if (rc == HM_OK)
         rc = hm_key_fingerprint(key, lp->fingerprint, sizeof lp->fingerprint);
+    if (rc == HM_OK) {
+        double eta = lp->eps + lp->quantum / 2 + 0x1p-30;
+        lp->est_hi = exp(eta) * 1.0071 * (1 + 1e-4);
+        lp->est_lo = exp(-eta) / 1.0071 * (1 - 1e-4);
+    }
     if (rc == HM_OK) {
         /* Its own scheme name in the info string: independent of every
          * watermark channel (hallmark-prf(7), Subkeys). */
@@ -367,19 +375,53 @@ static int shift_from(double s, double tol, double q, double *c)
     return 0;
 }
 
+/* Whether sum_bound(l, n) <= 1 - 1e-4, decided without it when an
+ * estimate is far enough from that.  in (or NULL): hm_lp_wide_check's
+ * estimates from below and above of hm_lp_wide_est of the values before
+ * perturbation (near, grid 2 or none), which moved each by at most
+ * eta = eps + q/2 (+ 2^-30 for rounding): e^-eta to e^eta times
+ * its exponential, so that sum_bound, at most 1.0071 times the sum of the
+ * exponentials and at least 1 - 1e-12 times it, is within est_lo to
+ * est_hi times the estimate (with its relative 2e-5; and 1024 e^-87 <
+ * 1e-30 for values below -87).  wide: estimate the values themselves
+ * (hm_lp_wide_est) when in did not decide; its error is the same but for
+ * the factors. */
+static int bound_fits(const hm_logprobs *lp, const double *l, size_t n,
+                      const double *in, int wide)
+{
+    const double lim = 1 - 1e-4;
+    if (in != NULL && in[1] * lp->est_hi <= lim)
+        return 1;
+    if (in != NULL && in[0] * lp->est_lo - 1e-30 > lim)
+        return 0;
+    if (wide) {
+        double e = hm_lp_wide_est(l, n);
+        if (e * (1 + 1e-4) <= lim)
+            return 1;
+        if (e * (1 - 1e-4) - 1e-30 > lim)
+            return 0;
+    }
+    return sum_bound(l, n) <= lim;
+}
+
 /* The common shift c of hm_logprobs_new(3): with sum the sum of exp(l[i])
  * in order, 0 if sum <= 1, else log(sum) rounded up to the grid.  Most
  * rows carry less than 1 - 1e-4 of the mass, which a bound shows; a
  * binary32 sum decides it whenever that reference is more than a relative
  * 2e-5 from a boundary, a binary64 one when it is more than 1e-11; only
- * then is the reference computed, with libm, as the vectors are. */
-static double common_shift(const double *l, size_t n, double q)
+ * then is the reference computed, with libm, as the vectors are.  in and
+ * wide as for bound_fits; wide also takes the binary32 sum on AVX-512
+ * (the same bits). */
+static double common_shift(const hm_logprobs *lp, const double *l, size_t n,
+                           const double *in, int wide)
 {
+    const double q = lp->quantum;
     double c;
     /* the bound <= 1 - 1e-4 leaves sum <= 1 whatever the rounding */
-    if (sum_bound(l, n) <= 1 - 1e-4)
+    if (bound_fits(lp, l, n, in, wide))
         return 0;
-    if (shift_from(sum_approx(l, n), 2e-5, q, &c) ||
+    if (shift_from(wide ? hm_lp_wide_sum_approx(l, n) : sum_approx(l, n),
+                   2e-5, q, &c) ||
         shift_from(sum_close(l, n), 1e-11, q, &c))
         return c;
     double sum = 0;
@@ -391,21 +433,43 @@ static double common_shift(const double *l, size_t n, double q)
     return q > 0 ? ceil(c / q) * q : c;
 }
 
+/* l[i] - c over the row, in a loop that vectorizes. */
+LP_CLONES static void subtract(double *l, size_t n, double c)
+{
+    for (size_t i = 0; i < n; i++)
+        l[i] -= c;
+}
+
+/* Tests set this to take the portable loops on AVX-512 CPUs. */
+int hm_lp_harden_portable = 0;
+
+/* Whether hardening takes the AVX-512 loops (logprobs_wide.c). */
+static int use_wide(void)
+{
+    return !hm_lp_harden_portable && hm_lp_wide_ok();
+}
+
 /* The core: values l[0..n-1] (true log-probabilities, finite or -inf) of
  * ids, hardened in place with the window's step seed, and sorted unless
- * keep; near as for perturb. */
+ * keep; near as for perturb; in (or NULL) hm_lp_wide_check's estimates.
+ * The AVX-512 perturbation needs near and eps 2^-52 exact at a normal
+ * magnitude. */
 static void harden(const hm_logprobs *lp, hm_seed s, int32_t *ids,
-                   double *l, size_t n, int near, int keep)
+                   double *l, size_t n, int near, int keep, const double *in)
 {
     const double q = lp->quantum;
-    perturb(s, ids, l, n, lp->eps, q, near);
+    const int wide = use_wide();
+    if (wide && near && (lp->eps == 0 || lp->eps >= 0x1p-970)) {
+        hm_lp_wide_perturb(s.a + s.g, s.g, ids, l, n, lp->eps * 0x1p-52, q);
+    } else {
+        perturb(s, ids, l, n, lp->eps, q, near);
+    }
     /* A common shift, which leaves the renormalized distribution alone,
      * keeps the probabilities' sum at most 1: without it the sign of a
      * peaked row's perturbation would show. */
-    double c = common_shift(l, n, q);
+    double c = common_shift(lp, l, n, near ? in : NULL, wide);
     if (c != 0)
-        for (size_t i = 0; i < n; i++)
-            l[i] -= c;
+        subtract(l, n, c);
     if (!keep)
         (void)hm_lp_sort(ids, l, n, q, c);
 }
@@ -439,7 +503,14 @@ int hm_logprobs_harden(const hm_logprobs *lp, const hm_row *row,
         return HM_EINVAL;
     if (n > lp->topk)
         return HM_ERANGE;
-    unsigned bad = n > 0 ? check_row(ids, logprobs, n) : 0;
+    double est[2], *in = NULL;
+    unsigned bad = 0;
+    if (n > 0 && use_wide()) {
+        bad = hm_lp_wide_check(ids, logprobs, n, est);
+        in = est;
+    } else if (n > 0) {
+        bad = check_row(ids, logprobs, n);
+    }
     const int near = !(bad & 4);
     bad &= 3;
     if (bad == 3) /* both kinds: the first one decides, as it always did */
@@ -456,7 +527,7 @@ int hm_logprobs_harden(const hm_logprobs *lp, const hm_row *row,
     if (rc != HM_OK)
         return rc;
     harden(lp, s, ids, logprobs, n, near,
-           (flags & HM_LOGPROBS_KEEP_ORDER) != 0);
+           (flags & HM_LOGPROBS_KEEP_ORDER) != 0, in);
     return HM_OK;
 }
 
@@ -590,7 +661,7 @@ int hm_logprobs_dense(const hm_logprobs *lp, const float *logits,
             rc = window_of(lp, &rows[r], &s);
         if (rc != HM_OK)
             return rc;
-        harden(lp, s, id, l, n_out[r], 0, 0); /* (values may be far) */
+        harden(lp, s, id, l, n_out[r], 0, 0, NULL); /* (values may be far) */
     }
     return HM_OK;
 }

@@ -1047,6 +1047,160 @@ START_TEST(test_exp_helpers)
 }
 END_TEST
 
+/* hardening's AVX-512 loops (logprobs_wide.c) against the portable ones,
+ * bit for bit: the same return code, ids and value bits for rows of every
+ * kind (light and heavy, -inf, +0 and -0, far values, bad values, every
+ * length up to 1024) under grids of every kind, kept in order and sorted.
+ * On a CPU without them both runs take the portable loops. */
+static double wide_value(int kind, size_t i, size_t n, uint64_t *s)
+{
+    switch (kind) {
+    case 0: /* a light tail in true order */
+        return -5.0 - 2.0 * log1p((double)i) - 1e-3 * test_uniform(s);
+    case 1: /* mass about 1, either side */
+        return log((0.97 + 0.06 * test_uniform(s)) / (double)n);
+    case 2: /* mass well above 1 */
+        return -3.0 * test_uniform(s) - 0.01 * (double)i;
+    case 3: /* -inf among them */
+        return test_rand(s) % 9 == 0 ? -INFINITY : -20 * test_uniform(s);
+    case 4: /* zeros of both signs next to small values */
+        return test_rand(s) % 13 == 0 ? (test_rand(s) % 2 ? 0.0 : -0.0)
+                                     : -1e-3 * test_uniform(s);
+    case 5: /* a far value now and then */
+        return test_rand(s) % 50 == 0 ? -1e7 * (1 + test_uniform(s))
+                                      : -8 * test_uniform(s);
+    case 6: /* a bad value now and then */
+        return test_rand(s) % 200 == 0 ? (test_rand(s) % 2 ? NAN : 0.25)
+                                       : -6 * test_uniform(s);
+    default: /* values of every size: the grid's rounding at its ends */
+        return -ldexp(test_uniform(s), (int)(test_rand(s) % 40) - 20);
+    }
+}
+
+START_TEST(test_wide_paths)
+{
+    hm_key *key = test_key(31);
+    static const char *specs[] = {
+        "topk=1024", "topk=1024,quantum=0.01", "topk=1024,quantum=0",
+        "topk=1024,eps=0", "topk=1024,eps=1,quantum=1",
+        "topk=1024,eps=1e-300,quantum=0.125", "topk=1024,eps=0.3,quantum=0.0000000009313225746154785",
+        "topk=1024,eps=0.5,quantum=0.1", "topk=1024,eps=0,quantum=0"};
+    static int32_t ids[1024], ids0[1024], ids1[1024];
+    static double l[1024], l0[1024], l1[1024];
+    uint64_t s = 0x31de;
+    size_t compared = 0;
+    for (size_t sp = 0; sp < sizeof specs / sizeof specs[0]; sp++) {
+        hm_logprobs *lp = test_lp(key, specs[sp], NULL);
+        for (int trial = 0; trial < 400; trial++) {
+            size_t n = trial % 4 == 0 ? 1024 : 1 + test_rand(&s) % 1024;
+            if (trial % 4 == 1)
+                n = 1 + test_rand(&s) % 40;
+            int kind = trial % 8;
+            for (size_t i = 0; i < n; i++) {
+                ids[i] = (int32_t)(test_rand(&s) % (trial % 3 ? 32000 : 1u << 30));
+                l[i] = wide_value(kind, i, n, &s);
+            }
+            if (kind == 6 && test_rand(&s) % 2)
+                ids[test_rand(&s) % n] = -1;
+            int32_t ctx[3] = {trial, (int32_t)sp, 7};
+            hm_row row = {ctx, 3, NULL, 0, 0};
+            for (unsigned flags = 0; flags <= HM_LOGPROBS_KEEP_ORDER;
+                 flags += HM_LOGPROBS_KEEP_ORDER) {
+                memcpy(ids0, ids, n * sizeof *ids);
+                memcpy(l0, l, n * sizeof *l);
+                memcpy(ids1, ids, n * sizeof *ids);
+                memcpy(l1, l, n * sizeof *l);
+                hm_lp_harden_portable = 1;
+                int rc0 = hm_logprobs_harden(lp, &row, ids0, l0, n, flags);
+                hm_lp_harden_portable = 0;
+                int rc1 = hm_logprobs_harden(lp, &row, ids1, l1, n, flags);
+                ck_assert_msg(rc0 == rc1 &&
+                                  memcmp(ids0, ids1, n * sizeof *ids) == 0 &&
+                                  memcmp(l0, l1, n * sizeof *l) == 0,
+                              "spec %s trial %d kind %d n %zu flags %u: "
+                              "rc %d and %d, or the rows differ",
+                              specs[sp], trial, kind, n, flags, rc0, rc1);
+                compared++;
+            }
+        }
+        hm_logprobs_free(lp);
+    }
+    ck_assert_uint_eq(compared, 2 * 400 * sizeof specs / sizeof specs[0]);
+    hm_key_free(key);
+}
+END_TEST
+
+/* The pieces of the AVX-512 loops whose bits do not all reach the output:
+ * the binary32 sum against sum_approx's loop (repeated here), and the
+ * estimates against the sum of hm_exp_above they stand for. */
+static double sum_approx_ref(const double *l, size_t n)
+{
+    hm_v8d a = {0, 0, 0, 0, 0, 0, 0, 0}, b = a;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        hm_v8f x0 = __builtin_convertvector(hm_v8d_load(l + i), hm_v8f);
+        hm_v8f x1 = __builtin_convertvector(hm_v8d_load(l + i + 8), hm_v8f);
+        hm_v16f e = hm_expf_neg16(__builtin_shufflevector(
+            x0, x1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        a += __builtin_convertvector(
+            __builtin_shufflevector(e, e, 0, 1, 2, 3, 4, 5, 6, 7), hm_v8d);
+        b += __builtin_convertvector(
+            __builtin_shufflevector(e, e, 8, 9, 10, 11, 12, 13, 14, 15),
+            hm_v8d);
+    }
+    a += b;
+    double acc[8];
+    memcpy(acc, &a, sizeof acc);
+    for (; i < n; i++)
+        acc[0] += (double)hm_expf_neg((float)l[i]);
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+           ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+START_TEST(test_wide_pieces)
+{
+    if (!hm_lp_wide_ok()) {
+        fputs("logprobs: no AVX-512 (F, DQ, VL, VAES): wide pieces not "
+              "tested\n", stderr);
+        return;
+    }
+    static int32_t ids[1024];
+    static double l[1024];
+    uint64_t s = 0x91ec;
+    for (int trial = 0; trial < 3000; trial++) {
+        size_t n = 1 + test_rand(&s) % 1024;
+        int kind = trial % 8;
+        if (kind == 6)
+            kind = 2; /* (no bad values: the estimates' inputs are valid) */
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = (int32_t)i;
+            l[i] = wide_value(kind, i, n, &s);
+            if (trial % 11 == 0 && i % 7 == 0)
+                l[i] -= 90; /* below binary32's exponential's range */
+        }
+        double a = sum_approx_ref(l, n), b = hm_lp_wide_sum_approx(l, n);
+        ck_assert_msg(memcmp(&a, &b, sizeof a) == 0,
+                      "trial %d n %zu: sum_approx %a, wide %a", trial, n, a,
+                      b);
+        double bound = 0, bound_far = 0, est[2];
+        for (size_t i = 0; i < n; i++) {
+            bound += hm_exp_above(l[i]);
+            bound_far += hm_exp_above(l[i] > -87 ? l[i] : -87);
+        }
+        double e = hm_lp_wide_est(l, n);
+        ck_assert_msg(e <= bound_far * (1 + 2e-5) && e >= bound * (1 - 2e-5),
+                      "trial %d n %zu: estimate %.17g, sum %.17g", trial, n,
+                      e, bound);
+        (void)hm_lp_wide_check(ids, l, n, est);
+        ck_assert_msg(est[0] <= e * (1 + 1e-6) &&
+                          est[1] * (1 + 2e-5) >= bound,
+                      "trial %d n %zu: check's estimates %.17g %.17g, "
+                      "sum %.17g",
+                      trial, n, est[0], est[1], bound);
+    }
+}
+END_TEST
+
 /* Batches, strides, tracked contexts. */
 START_TEST(test_batch_and_seq)
 {
@@ -1449,6 +1603,8 @@ static Suite *logprobs_suite(void)
     tcase_add_test(tc, test_sort_paths);
     tcase_add_test(tc, test_sorted_is_permutation);
     tcase_add_test(tc, test_exp_helpers);
+    tcase_add_test(tc, test_wide_paths);
+    tcase_add_test(tc, test_wide_pieces);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 
