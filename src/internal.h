@@ -458,12 +458,12 @@ HM_HIDDEN int hm_save_digested(const char *path,
 HM_HIDDEN void hm_errf(char *errmsg, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Sort n hardened records (logprobs_sort.c): larger value first, ties to
- * the smaller id.  q > 0: every value is -inf or (j q) - c for an integer
- * j <= 0 (j q when c is 0), as hardening makes them, c the common shift;
- * else q is 0.  Returns which sort ran (0 comparison, 1 counting, 2
- * counting then radix, 3 bitonic, 4 radix on 64-bit keys), which only
- * the tests look at. */
+/* Shift and sort n hardened records (logprobs_sort.c): each value less
+ * the common shift c, then larger value first, ties to the smaller id.
+ * q > 0: every value is -inf or j q for an integer j <= 0 (+0 for 0), as
+ * the perturbation leaves them; else q is 0.  Returns which sort ran (0
+ * comparison, 1 counting, 2 counting then radix, 3 bitonic, 4 radix on
+ * 64-bit keys), which only the tests look at. */
 HM_HIDDEN int hm_lp_sort(int32_t *ids, double *l, size_t n, double q,
                          double c);
 /* Tests set this to take hm_lp_sort's portable paths on AVX-512 CPUs. */

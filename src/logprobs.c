@@ -449,10 +449,10 @@ static void harden(const hm_logprobs *lp, hm_seed s, int32_t *ids,
      * keeps the probabilities' sum at most 1: without it the sign of a
      * peaked row's perturbation would show. */
     double c = common_shift(lp, l, n, near ? in : NULL, wide);
-    if (c != 0)
-        subtract(l, n, c);
-    if (!keep)
+    if (!keep) /* (the sort shifts the values as it writes them) */
         (void)hm_lp_sort(ids, l, n, q, c);
+    else if (c != 0)
+        subtract(l, n, c);
 }
 
 /* Checks of a row without early exits, so that they vectorize: bit 0 a

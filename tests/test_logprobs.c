@@ -749,7 +749,9 @@ static int cmp_srt(const void *pa, const void *pb)
 
 /* Each case twice: the portable sorts (want_path), and the default, which
  * on a CPU with AVX-512 takes the bitonic sort (3) from 65 records up
- * where the portable ones would sort 32-bit keys. */
+ * where the portable ones would sort 32-bit keys.  The values come before
+ * the shift c, as the perturbation leaves them, and are wanted shifted
+ * as a kept order shifts them. */
 static void check_sort(int32_t *ids, double *l, size_t n, double q,
                        double c, int want_path, const char *what)
 {
@@ -757,7 +759,7 @@ static void check_sort(int32_t *ids, double *l, size_t n, double q,
     static int32_t ids0[1024];
     static double l0[1024];
     for (size_t i = 0; i < n; i++) {
-        want[i].l = l[i];
+        want[i].l = c != 0 ? l[i] - c : l[i];
         want[i].id = ids[i];
     }
     qsort(want, n, sizeof *want, cmp_srt);
@@ -784,13 +786,11 @@ static void check_sort(int32_t *ids, double *l, size_t n, double q,
     }
 }
 
-/* (j q) - c as hardening computes it (j q clamped at 0 first, so never
- * -0) */
-static double on_grid(double j, double q, double c)
+/* j q as the perturbation leaves it (clamped at 0, so never -0) */
+static double on_grid(double j, double q)
 {
     double y = j * q;
-    y = y < 0 ? y : 0.0;
-    return c != 0 ? y - c : y;
+    return y < 0 ? y : 0.0;
 }
 
 START_TEST(test_sort_paths)
@@ -810,7 +810,7 @@ START_TEST(test_sort_paths)
                        (double)(test_rand(&s) % 9) - 4;
             ids[i] = (int32_t)(test_rand(&s) % 32000) * 1024 + (int32_t)i;
             ids[i] %= 1 << 20; /* distinct: i in the low bits */
-            l[i] = on_grid(j, qs[t], cs[t]);
+            l[i] = on_grid(j, qs[t]);
         }
         check_sort(ids, l, 1024, qs[t], cs[t], 1, "true order");
     }
@@ -818,7 +818,7 @@ START_TEST(test_sort_paths)
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = (int32_t)(7 * (1023 - i));
         l[i] = i % 5 == 0 ? -INFINITY
-                          : on_grid(-(double)(test_rand(&s) % 700), q, 0);
+                          : on_grid(-(double)(test_rand(&s) % 700), q);
     }
     check_sort(ids, l, 1024, q, 0, 1, "some -inf");
     for (size_t i = 0; i < 1024; i++)
@@ -827,19 +827,19 @@ START_TEST(test_sort_paths)
     /* more than 2048 ranks: two counting passes on the rank */
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = (int32_t)(3 * i + 1);
-        l[i] = on_grid(-(double)(test_rand(&s) % 9000), q, 0);
+        l[i] = on_grid(-(double)(test_rand(&s) % 9000), q);
     }
     check_sort(ids, l, 1024, q, 0, 1, "wide ranks");
     /* k = 100 with ranks far apart: the insertion sort on the keys alone */
     for (size_t i = 0; i < 100; i++) {
         ids[i] = (int32_t)(test_rand(&s) % 1000) * 100 + (int32_t)i;
-        l[i] = on_grid(-(double)(20 * i + test_rand(&s) % 30), q, 0);
+        l[i] = on_grid(-(double)(20 * i + test_rand(&s) % 30), q);
     }
     check_sort(ids, l, 100, q, 0, 1, "sparse ranks");
     /* the same in random order: the insertion sort gives up after n moves
      * and the counting sorts take over */
     for (size_t i = 0; i < 100; i++)
-        l[i] = on_grid(-(double)(test_rand(&s) % 3000), q, 0);
+        l[i] = on_grid(-(double)(test_rand(&s) % 3000), q);
     check_sort(ids, l, 100, q, 0, 1, "sparse ranks, random order");
     /* one value, ids that share their top bits except one far above them,
      * in descending order: the counting sort on the top bits leaves them
@@ -847,27 +847,27 @@ START_TEST(test_sort_paths)
      * moves, and the radix sort finishes */
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = i == 0 ? (int32_t)1 << 30 : (int32_t)(1024 - i);
-        l[i] = on_grid(-300, q, 0);
+        l[i] = on_grid(-300, q);
     }
     check_sort(ids, l, 1024, q, 0, 2, "radix");
     /* 64-bit keys: a rank range past 2^22, ids too wide for 32-bit keys,
      * a fine grid (18-bit ranks) with a shift */
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = (int32_t)(5 * i);
-        l[i] = on_grid(-(double)(test_rand(&s) % 700), q, 0);
+        l[i] = on_grid(-(double)(test_rand(&s) % 700), q);
     }
-    l[500] = on_grid(-(double)(1 << 23), q, 0);
+    l[500] = on_grid(-(double)(1 << 23), q);
     check_sort(ids, l, 1024, q, 0, 4, "wider than two passes");
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = (int32_t)(INT32_MAX - 3 * i);
-        l[i] = on_grid(-(double)(test_rand(&s) % 700), q, 0);
+        l[i] = on_grid(-(double)(test_rand(&s) % 700), q);
     }
     check_sort(ids, l, 1024, q, 0, 4, "wide ids");
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = (int32_t)(test_rand(&s) % 100) * 1024 + (int32_t)i;
         l[i] = on_grid(floor((-3 - 2 * log1p((double)i)) / 1e-4) +
                            (double)(test_rand(&s) % 600) - 300,
-                       1e-4, 7e-4);
+                       1e-4);
     }
     check_sort(ids, l, 1024, 1e-4, 7e-4, 4, "fine grid");
     /* by comparison: off the grid (quantum 0), a value 2^40 steps out,
@@ -878,14 +878,16 @@ START_TEST(test_sort_paths)
     }
     check_sort(ids, l, 1024, 0, 0, 0, "quantum 0");
     for (size_t i = 0; i < 1024; i++)
-        l[i] = on_grid(-(double)(test_rand(&s) % 700), q, 0);
-    l[500] = on_grid(-0x1p41, q, 0);
+        l[i] = on_grid(-(double)(test_rand(&s) % 700), q);
+    l[500] = on_grid(-0x1p41, q);
     check_sort(ids, l, 1024, q, 0, 0, "far value");
+    check_sort(ids, l, 1024, q, 3 * q, 0, "far value, shifted");
     for (size_t i = 0; i < 1024; i++)
         ids[i] = (int32_t)(INT32_MAX - 3 * i);
-    l[500] = on_grid(-0x1p30, q, 0);
+    l[500] = on_grid(-0x1p30, q);
     check_sort(ids, l, 1024, q, 0, 0, "past 64 bits");
     check_sort(ids, l, 32, q, 0, 0, "k 32");
+    check_sort(ids, l, 32, q, 7 * q, 0, "k 32, shifted");
     /* every size through the bitonic networks' blocks and merges, in true
      * order and in random order */
     for (size_t n = 33; n <= 1024; n += n < 300 ? 1 : 37) {
@@ -896,9 +898,9 @@ START_TEST(test_sort_paths)
                                  : floor((-3 - 2 * log1p((double)i)) / q) +
                                        (double)(test_rand(&s) % 9) - 4;
                 l[i] = test_rand(&s) % 50 == 0 ? -INFINITY
-                                               : on_grid(j, q, 0);
+                                               : on_grid(j, q);
             }
-            check_sort(ids, l, n, q, 0, 1, "sizes");
+            check_sort(ids, l, n, q, n % 3 == 0 ? 2 * q : 0, 1, "sizes");
         }
     }
 }
