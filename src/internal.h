@@ -491,6 +491,26 @@ HM_HIDDEN double hm_lp_wide_sum_near(const double *l, size_t n);
 /* Tests set this to take hardening's portable loops on AVX-512 CPUs. */
 HM_HIDDEN extern int hm_lp_harden_portable;
 
+/* The spectral channel's loops on AVX-512 (spectral_wide.c), taken where
+ * hm_lp_wide_ok, each giving the bits of its portable counterpart in
+ * spectral.c, with the membership as a bit per id (byte i / 8, bit
+ * i mod 8) instead of a byte.  hm_sp_wide_scan: check_row's bits,
+ * maximum and OR of the ids, and the bits of the ids below table from
+ * the table bits.  hm_sp_wide_masses: masses.  hm_sp_wide_shift:
+ * shift_row. */
+HM_HIDDEN unsigned hm_sp_wide_scan(const uint64_t *bits, uint32_t table,
+                                   const int32_t *ids, const double *l,
+                                   size_t n, double *mx, uint32_t *or_ids,
+                                   unsigned char *km);
+HM_HIDDEN void hm_sp_wide_masses(const double *l, const unsigned char *km,
+                                 size_t n, double mx, double *all,
+                                 double *sub);
+HM_HIDDEN void hm_sp_wide_shift(double *l, const unsigned char *km,
+                                size_t n, double d, double c);
+/* Tests set this to take the spectral channel's portable loops on AVX-512
+ * CPUs. */
+HM_HIDDEN extern int hm_sp_portable;
+
 /* Served-window sketch (sketch.c): 1 if the window w of width n (a width
  * the sketch records) may have been added.  Read by tally filters. */
 HM_HIDDEN int hm_sketch_has_window(const hm_sketch *s, const uint32_t *w,
