@@ -380,36 +380,11 @@ BT_FN void bt_cx2(__m512i *a, __m512i *b)
     *b = _mm512_max_epu32(t, *b);
 }
 
-/* Sixteen keys sorted: runs of 1, 2, 4, 8 merged with the mirror pairing
- * (which needs no change of direction), each followed by half-cleaners. */
-BT_FN __m512i bt_sort16(__m512i a)
-{
-    a = bt_cx(a, BT_X1, 0x5555);
-    a = bt_cx(a, BT_M4, 0x3333);
-    a = bt_cx(a, BT_X1, 0x5555);
-    a = bt_cx(a, BT_M8, 0x0F0F);
-    a = bt_cx(a, BT_X2, 0x3333);
-    a = bt_cx(a, BT_X1, 0x5555);
-    a = bt_cx(a, BT_M16, 0x00FF);
-    a = bt_cx(a, BT_X4, 0x0F0F);
-    a = bt_cx(a, BT_X2, 0x3333);
-    a = bt_cx(a, BT_X1, 0x5555);
-    return a;
-}
-
-/* The half-cleaners within a vector that end every merge. */
-BT_FN __m512i bt_clean16(__m512i a)
-{
-    a = bt_cx(a, BT_X8, 0x00FF);
-    a = bt_cx(a, BT_X4, 0x0F0F);
-    a = bt_cx(a, BT_X2, 0x3333);
-    return bt_cx(a, BT_X1, 0x5555);
-}
-
-/* Runs of m vectors at s and s + m merged into one of 2m: the mirror
+/* Runs of m vectors at s and s + m merged into one of 2m, but for the
+ * half-cleaners within vectors (bt_clean_all) that end it: the mirror
  * pairing (vector i with the reversed vector 2m - 1 - i), then
- * half-cleaners between vectors, then within them. */
-BT_FN void bt_merge(__m512i *v, int s, int m)
+ * half-cleaners between vectors. */
+BT_FN void bt_merge_vectors(__m512i *v, int s, int m)
 {
     #pragma GCC unroll 16
     for (int i = 0; i < m; i++) {
@@ -424,26 +399,59 @@ BT_FN void bt_merge(__m512i *v, int s, int m)
             #pragma GCC unroll 16
             for (int i = 0; i < h; i++)
                 bt_cx2(&v[b0 + i], &v[b0 + h + i]);
+}
+
+/* One compare-exchange step within each of nv vectors, a step at a time
+ * across them (see bt_block). */
+BT_FN void bt_cx_all(__m512i *v, int nv, __m512i partner, __mmask16 lo)
+{
     #pragma GCC unroll 16
-    for (int i = s; i < s + 2 * m; i++)
-        v[i] = bt_clean16(v[i]);
+    for (int i = 0; i < nv; i++)
+        v[i] = bt_cx(v[i], partner, lo);
+}
+
+/* The half-cleaners within each of nv vectors that end every merge. */
+BT_FN void bt_clean_all(__m512i *v, int nv)
+{
+    bt_cx_all(v, nv, BT_X8, 0x00FF);
+    bt_cx_all(v, nv, BT_X4, 0x0F0F);
+    bt_cx_all(v, nv, BT_X2, 0x3333);
+    bt_cx_all(v, nv, BT_X1, 0x5555);
 }
 
 /* nv (a constant after inlining) vectors at k sorted in registers.  The
  * loops over the register arrays are unrolled so that they stay registers
  * (left to itself GCC kept loops and put the arrays on the stack; unrolled,
- * the sort ran in 0.76 of the time at k = 256 and 1024). */
+ * the sort ran in 0.76 of the time at k = 256 and 1024).  The networks
+ * within vectors go a step at a time across all of them: each vector's
+ * steps are a chain of dependent permutes, and written vector after
+ * vector the core had few of them under way at once. */
 BT_FN void bt_block(uint32_t *k, int nv)
 {
     __m512i v[16];
     #pragma GCC unroll 16
     for (int i = 0; i < nv; i++)
-        v[i] = bt_sort16(_mm512_loadu_si512(k + 16 * i));
+        v[i] = _mm512_loadu_si512(k + 16 * i);
+    /* sixteen keys in each sorted: runs of 1, 2, 4, 8 merged with the
+     * mirror pairing (which needs no change of direction), each followed
+     * by half-cleaners */
+    bt_cx_all(v, nv, BT_X1, 0x5555);
+    bt_cx_all(v, nv, BT_M4, 0x3333);
+    bt_cx_all(v, nv, BT_X1, 0x5555);
+    bt_cx_all(v, nv, BT_M8, 0x0F0F);
+    bt_cx_all(v, nv, BT_X2, 0x3333);
+    bt_cx_all(v, nv, BT_X1, 0x5555);
+    bt_cx_all(v, nv, BT_M16, 0x00FF);
+    bt_cx_all(v, nv, BT_X4, 0x0F0F);
+    bt_cx_all(v, nv, BT_X2, 0x3333);
+    bt_cx_all(v, nv, BT_X1, 0x5555);
     #pragma GCC unroll 16
-    for (int m = 1; m < nv; m *= 2)
+    for (int m = 1; m < nv; m *= 2) {
         #pragma GCC unroll 16
         for (int s = 0; s < nv; s += 2 * m)
-            bt_merge(v, s, m);
+            bt_merge_vectors(v, s, m);
+        bt_clean_all(v, nv);
+    }
     #pragma GCC unroll 16
     for (int i = 0; i < nv; i++)
         _mm512_storeu_si512(k + 16 * i, v[i]);
@@ -482,9 +490,10 @@ BT_FN void bt_merge_mem(uint32_t *k, int nv, int m)
                     #pragma GCC unroll 16
                     for (int i = 0; i < h; i++)
                         bt_cx2(&w[c0 + i], &w[c0 + h + i]);
+            bt_clean_all(w, 16);
             #pragma GCC unroll 16
             for (int i = 0; i < 16; i++)
-                _mm512_storeu_si512(k + 16 * (b0 + i), bt_clean16(w[i]));
+                _mm512_storeu_si512(k + 16 * (b0 + i), w[i]);
         }
     }
 }
