@@ -385,13 +385,15 @@ static int shift_from(double s, double tol, double q, double *c)
  * wide: AVX-512's loops (logprobs_wide.c).  There in (or NULL) holds
  * hm_lp_wide_check's estimates, from below and above, of the sum of
  * exp_above8 of the values before perturbation (near, grid 2 or none),
- * which moved each by at most eta = eps + q/2 (+ 2^-30 for rounding):
- * e^-eta to e^eta times its exponential, so that sum_bound, at most
- * 1.0071 times the sum of the exponentials, is at most est_hi times the
- * upper estimate (with its relative 2e-5); else the binary32 sum is
- * hm_lp_wide_sum_near, within a relative 1.8e-5 of the sum (values below
- * -86 counted as e^-86, which raises it by 1024 e^-86 < 1e-34 at most),
- * in one pass that shows the bound too. */
+ * which moved each by at most eta = eps + q/2 (+ 2^-30 for rounding), so
+ * at most e^eta times its exponential: the sum of the values' exponentials
+ * now, or sum_bound of them (at most 1.0071 times that), is at most
+ * est_hi times the upper estimate (with its relative 2e-5; a value below
+ * -87 counts as -87 there), and at most 1 - 1e-4 leaves sum <= 1 whatever
+ * the rounding.  Else the binary32 sum is hm_lp_wide_sum_near, within a
+ * relative 1.8e-5 of the sum (values below -86 counted as e^-86, which
+ * raises it by 1024 e^-86 < 1e-34 at most), in one pass that shows that
+ * bound too. */
 static double common_shift(const hm_logprobs *lp, const double *l, size_t n,
                            const double *in, int wide)
 {

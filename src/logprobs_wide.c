@@ -50,15 +50,6 @@ WIDE_INLINE __m256 exp_above8(__m512d y)
     return _mm256_scalef_ps(p, m); /* p 2^m, m >= -126: normal */
 }
 
-/* e^y for eight values (y <= 0 or -inf), in binary32, within a relative
- * 1.5e-5 of e^max(y, -87): 2^m P(f) for t = x log2(e), x = y rounded to
- * binary32 and clamped at -87, m = round(t), f = t - m in [-1/2, 1/2]
- * (exact), P a quartic near 2^f.  Rounding y moves e^y by a relative
- * 87 2^-24 < 5.2e-6; the rounded log2(e) (1.4e-8) and the product
- * (2^-24) move t by |t| 7.4e-8 <= 9.3e-6, e^y by ln 2 times that, 6.5e-6;
- * P's fused multiply-adds are within 2.7e-6 of 2^f for every binary32 f
- * in [-1/2, 1/2] (all of them tried).  Below 2^-126 (x under -87.3) the
- * result is subnormal, 2^-150 off at most. */
 /* e^y for sixteen values y0, y1 (y <= 0 or -inf), in binary32, within a
  * relative 1.42e-5 of e^max(y, -86): 2^m P(f) for t = x log2(e), x = y
  * rounded to binary32 and clamped at -86, m = round(t) (ties to even, by
