@@ -224,19 +224,25 @@ WIDE unsigned hm_lp_wide_check(const int32_t *ids, const double *l, size_t n,
 
 /* -------------------------------------------------------- perturbation */
 
-/* The offset's unit value of PRF v1 for eight mixer inputs z (before the
- * last xor-shift): perturb_one's unit_offset is V 2^-52 exactly for the
- * odd integer V = 2 (x >> 12) + 1 - 2^52 = ((x >> 11) | 1) - 2^52; the
- * arithmetic shift of x ^ 2^63 (x - 2^63 as a signed integer) by 11 is
- * (x >> 11) - 2^52 with the same lowest bit, and |V| < 2^52 converts to
- * binary64 exactly.  Returned: V, the caller scales. */
-WIDE_INLINE __m512d unit_v(__m512i z)
+/* The offsets eps V 2^-52 of PRF v1 for eight mixer inputs z (before the
+ * last xor-shift), epsv = eps 2^-52: perturb_one's unit_offset is V 2^-52
+ * exactly for the odd integer V = 2 m + 1 - 2^52, m = x >> 12 (52 bits)
+ * for the mixer's output x = z ^ z >> 31, so m = z >> 12 ^ z >> 43.  Its
+ * bits under those of 2^52 are the binary64 D = 2^52 + m, and T =
+ * D - 1.5 2^52 = m - 2^51 is exact; (2 epsv) T + epsv is epsv V, which
+ * one fused multiply-add rounds once, as the product epsv V is rounded:
+ * the same bits (epsv 0 gives +0 where the product gave -0 for V < 0,
+ * which the rounding to the grid and the clamp make +0 either way).
+ * Five operations where the conversion of V took six. */
+WIDE_INLINE __m512d offset8(__m512i z, __m512d epsv, __m512d eps2)
 {
-    const __m512i sign = _mm512_set1_epi64((long long)INT64_MIN);
-    const __m512i one = _mm512_set1_epi64(1);
-    __m512i x = _mm512_ternarylogic_epi64(z, _mm512_srli_epi64(z, 31), sign,
-                                          0x96); /* z ^ z >> 31 ^ 2^63 */
-    return _mm512_cvtepi64_pd(_mm512_or_si512(_mm512_srai_epi64(x, 11), one));
+    const __m512i two52 = _mm512_set1_epi64(0x4330000000000000LL);
+    __m512i d = _mm512_ternarylogic_epi64(_mm512_srli_epi64(z, 12),
+                                          _mm512_srli_epi64(z, 43), two52,
+                                          0xBE); /* (a ^ b) | c */
+    __m512d t = _mm512_sub_pd(_mm512_castsi512_pd(d),
+                              _mm512_set1_pd(0x1.8p52));
+    return _mm512_fmadd_pd(eps2, t, epsv);
 }
 
 /* hm_mix_fin(a1 + id g) for eight ids, before its last xor-shift. */
@@ -268,8 +274,8 @@ WIDE_INLINE __m512d perturb8(__m256i id, __m512d l, __m512i a1, __m512i g,
                              __m512d q, int grid)
 {
     const __m512d magic = _mm512_set1_pd(0x1.8p52);
-    __m512d y = _mm512_add_pd(l, _mm512_mul_pd(epsv,
-                                               unit_v(mix_ids(id, a1, g))));
+    __m512d y = _mm512_add_pd(
+        l, offset8(mix_ids(id, a1, g), epsv, _mm512_add_pd(epsv, epsv)));
     if (grid == GRID_POW2)
         y = _mm512_sub_pd(_mm512_add_pd(y, rq), rq);
     else if (grid == GRID_ANY)
