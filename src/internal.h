@@ -458,37 +458,58 @@ HM_HIDDEN int hm_save_digested(const char *path,
 HM_HIDDEN void hm_errf(char *errmsg, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Sort n hardened records (logprobs_sort.c): larger value first, ties to
- * the smaller id.  q > 0: every value is -inf or (j q) - c for an integer
- * j <= 0 (j q when c is 0), as hardening makes them, c the common shift;
- * else q is 0.  Returns which sort ran (0 comparison, 1 counting, 2
- * counting then radix, 3 bitonic, 4 radix on 64-bit keys), which only
- * the tests look at. */
+/* Shift and sort n hardened records (logprobs_sort.c): each value less
+ * the common shift c, then larger value first, ties to the smaller id.
+ * q > 0: every value is -inf or j q for an integer j <= 0 (+0 for 0), as
+ * the perturbation leaves them; else q is 0.  Returns which sort ran (0
+ * comparison, 1 counting, 2 counting then radix, 3 bitonic, 4 radix on
+ * 64-bit keys), which only the tests look at. */
 HM_HIDDEN int hm_lp_sort(int32_t *ids, double *l, size_t n, double q,
                          double c);
 /* Tests set this to take hm_lp_sort's portable paths on AVX-512 CPUs. */
 HM_HIDDEN extern int hm_lp_sort_portable;
 
 /* Hardening's loops on AVX-512 (logprobs_wide.c), each giving the bits of
- * its portable counterpart in logprobs.c.  hm_lp_wide_ok: the CPU has
- * them (AVX-512 F, DQ, VL with VAES, and FMA).  hm_lp_wide_check:
- * check_row's bits, and on the way hm_lp_wide_est of the values from
- * below and from above (est[0], est[1]: see there).
- * hm_lp_wide_est: the sum of binary32 evaluations of the function whose
- * binary64 evaluations sum_bound adds, within a relative 2e-5 of it for
- * values >= -87 (below, counted as -87).  hm_lp_wide_perturb: perturb
- * for rows with no finite value below -2^20, eps52 = eps 2^-52 exactly
- * (eps 0 or at least 2^-970).  hm_lp_wide_sum_approx: sum_approx. */
+ * its portable counterpart in logprobs.c where its result reaches the
+ * output.  hm_lp_wide_ok: the CPU has them (AVX-512 F, DQ, VL with VAES,
+ * and FMA).  hm_lp_wide_check: check_row's bits, and on the way estimates
+ * from below and above of the sum of binary32 evaluations of the function
+ * whose binary64 evaluations sum_bound adds (est[0], est[1]; left open,
+ * est[1] +inf, once est[0] passes stop: see there).
+ * hm_lp_wide_perturb: perturb for rows with no finite value below -2^20,
+ * eps52 = eps 2^-52 exactly (eps 0 or at least 2^-970).
+ * hm_lp_wide_sum_near: the sum of e^l[i] within a relative 1.8e-5 (values
+ * below -86 counted as e^-86), which the common shift takes as it takes
+ * sum_approx. */
 HM_HIDDEN int hm_lp_wide_ok(void);
 HM_HIDDEN unsigned hm_lp_wide_check(const int32_t *ids, const double *l,
-                                    size_t n, double est[2]);
-HM_HIDDEN double hm_lp_wide_est(const double *l, size_t n);
+                                    size_t n, double stop, double est[2]);
 HM_HIDDEN void hm_lp_wide_perturb(uint64_t a1, uint64_t g,
                                   const int32_t *ids, double *l, size_t n,
                                   double eps52, double q);
-HM_HIDDEN double hm_lp_wide_sum_approx(const double *l, size_t n);
+HM_HIDDEN double hm_lp_wide_sum_near(const double *l, size_t n);
 /* Tests set this to take hardening's portable loops on AVX-512 CPUs. */
 HM_HIDDEN extern int hm_lp_harden_portable;
+
+/* The spectral channel's loops on AVX-512 (spectral_wide.c), taken where
+ * hm_lp_wide_ok, each giving the bits of its portable counterpart in
+ * spectral.c, with the membership as a bit per id (byte i / 8, bit
+ * i mod 8) instead of a byte.  hm_sp_wide_scan: check_row's bits,
+ * maximum and OR of the ids, and the bits of the ids below table from
+ * the table bits.  hm_sp_wide_masses: masses.  hm_sp_wide_shift:
+ * shift_row. */
+HM_HIDDEN unsigned hm_sp_wide_scan(const uint64_t *bits, uint32_t table,
+                                   const int32_t *ids, const double *l,
+                                   size_t n, double *mx, uint32_t *or_ids,
+                                   unsigned char *km);
+HM_HIDDEN void hm_sp_wide_masses(const double *l, const unsigned char *km,
+                                 size_t n, double mx, double *all,
+                                 double *sub);
+HM_HIDDEN void hm_sp_wide_shift(double *l, const unsigned char *km,
+                                size_t n, double d, double c);
+/* Tests set this to take the spectral channel's portable loops on AVX-512
+ * CPUs. */
+HM_HIDDEN extern int hm_sp_portable;
 
 /* Served-window sketch (sketch.c): 1 if the window w of width n (a width
  * the sketch records) may have been added.  Read by tally filters. */

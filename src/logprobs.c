@@ -48,9 +48,9 @@ struct hm_logprobs {
     unsigned h;
     double eps;
     double quantum;
-    /* e^eta 1.0071 (1 + 1e-4) and e^-eta / 1.0071 (1 - 1e-4) for
-     * eta = eps + quantum/2 + 2^-30 (bound_fits) */
-    double est_hi, est_lo;
+    /* e^eta 1.0071 (1 + 1e-4) for eta = eps + quantum/2 + 2^-30
+     * (common_shift) */
+    double est_hi;
     hm_cmac cmac; /* step seeds: seed(CMAC(K, window)), PRF v1 */
 };
 
@@ -126,7 +126,6 @@ int hm_logprobs_new(hm_logprobs **out, const hm_key *key, const char *spec,
     if (rc == HM_OK) {
         double eta = lp->eps + lp->quantum / 2 + 0x1p-30;
         lp->est_hi = exp(eta) * 1.0071 * (1 + 1e-4);
-        lp->est_lo = exp(-eta) / 1.0071 * (1 - 1e-4);
     }
     if (rc == HM_OK) {
         /* Its own scheme name in the info string: independent of every
@@ -375,53 +374,37 @@ static int shift_from(double s, double tol, double q, double *c)
     return 0;
 }
 
-/* Whether sum_bound(l, n) <= 1 - 1e-4, decided without it when an
- * estimate is far enough from that.  in (or NULL): hm_lp_wide_check's
- * estimates from below and above of hm_lp_wide_est of the values before
- * perturbation (near, grid 2 or none), which moved each by at most
- * eta = eps + q/2 (+ 2^-30 for rounding): e^-eta to e^eta times
- * its exponential, so that sum_bound, at most 1.0071 times the sum of the
- * exponentials and at least 1 - 1e-12 times it, is within est_lo to
- * est_hi times the estimate (with its relative 2e-5; and 1024 e^-87 <
- * 1e-30 for values below -87).  wide: estimate the values themselves
- * (hm_lp_wide_est) when in did not decide; its error is the same but for
- * the factors. */
-static int bound_fits(const hm_logprobs *lp, const double *l, size_t n,
-                      const double *in, int wide)
-{
-    const double lim = 1 - 1e-4;
-    if (in != NULL && in[1] * lp->est_hi <= lim)
-        return 1;
-    if (in != NULL && in[0] * lp->est_lo - 1e-30 > lim)
-        return 0;
-    if (wide) {
-        double e = hm_lp_wide_est(l, n);
-        if (e * (1 + 1e-4) <= lim)
-            return 1;
-        if (e * (1 - 1e-4) - 1e-30 > lim)
-            return 0;
-    }
-    return sum_bound(l, n) <= lim;
-}
-
 /* The common shift c of hm_logprobs_new(3): with sum the sum of exp(l[i])
  * in order, 0 if sum <= 1, else log(sum) rounded up to the grid.  Most
  * rows carry less than 1 - 1e-4 of the mass, which a bound shows; a
  * binary32 sum decides it whenever that reference is more than a relative
  * 2e-5 from a boundary, a binary64 one when it is more than 1e-11; only
- * then is the reference computed, with libm, as the vectors are.  in and
- * wide as for bound_fits; wide also takes the binary32 sum on AVX-512
- * (the same bits). */
+ * then is the reference computed, with libm, as the vectors are.  Each
+ * way gives the reference's c; which one decides is a matter of time.
+ *
+ * wide: AVX-512's loops (logprobs_wide.c).  There in (or NULL) holds
+ * hm_lp_wide_check's estimates, from below and above, of the sum of
+ * exp_above8 of the values before perturbation (near, grid 2 or none),
+ * which moved each by at most eta = eps + q/2 (+ 2^-30 for rounding), so
+ * at most e^eta times its exponential: the sum of the values' exponentials
+ * now, or sum_bound of them (at most 1.0071 times that), is at most
+ * est_hi times the upper estimate (with its relative 2e-5; a value below
+ * -87 counts as -87 there), and at most 1 - 1e-4 leaves sum <= 1 whatever
+ * the rounding.  Else the binary32 sum is hm_lp_wide_sum_near, within a
+ * relative 1.8e-5 of the sum (values below -86 counted as e^-86, which
+ * raises it by 1024 e^-86 < 1e-34 at most), in one pass that shows that
+ * bound too. */
 static double common_shift(const hm_logprobs *lp, const double *l, size_t n,
                            const double *in, int wide)
 {
-    const double q = lp->quantum;
+    const double q = lp->quantum, lim = 1 - 1e-4;
     double c;
-    /* the bound <= 1 - 1e-4 leaves sum <= 1 whatever the rounding */
-    if (bound_fits(lp, l, n, in, wide))
+    if (wide && in != NULL && in[1] * lp->est_hi <= lim)
+        return 0; /* the bound <= 1 - 1e-4: sum <= 1 whatever the rounding */
+    if (!wide && sum_bound(l, n) <= lim)
         return 0;
-    if (shift_from(wide ? hm_lp_wide_sum_approx(l, n) : sum_approx(l, n),
-                   2e-5, q, &c) ||
+    if (shift_from(wide ? hm_lp_wide_sum_near(l, n) : sum_approx(l, n), 2e-5,
+                   q, &c) ||
         shift_from(sum_close(l, n), 1e-11, q, &c))
         return c;
     double sum = 0;
@@ -468,10 +451,10 @@ static void harden(const hm_logprobs *lp, hm_seed s, int32_t *ids,
      * keeps the probabilities' sum at most 1: without it the sign of a
      * peaked row's perturbation would show. */
     double c = common_shift(lp, l, n, near ? in : NULL, wide);
-    if (c != 0)
-        subtract(l, n, c);
-    if (!keep)
+    if (!keep) /* (the sort shifts the values as it writes them) */
         (void)hm_lp_sort(ids, l, n, q, c);
+    else if (c != 0)
+        subtract(l, n, c);
 }
 
 /* Checks of a row without early exits, so that they vectorize: bit 0 a
@@ -506,7 +489,9 @@ int hm_logprobs_harden(const hm_logprobs *lp, const hm_row *row,
     double est[2], *in = NULL;
     unsigned bad = 0;
     if (n > 0 && use_wide()) {
-        bad = hm_lp_wide_check(ids, logprobs, n, est);
+        /* (past (1 - 1e-4) / est_hi the estimate cannot show a fit) */
+        bad = hm_lp_wide_check(ids, logprobs, n, (1 - 1e-4) / lp->est_hi,
+                               est);
         in = est;
     } else if (n > 0) {
         bad = check_row(ids, logprobs, n);

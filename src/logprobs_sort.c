@@ -90,11 +90,13 @@ static void sort_recs(rec *a, size_t n)
  * m = round(l / q), a small integer; -inf takes the rank after all others.
  * Each record becomes the 32-bit key rank << ibits | id (ibits the bits of
  * the largest id): the keys are distinct and in the order wanted, and
- * sorting them is a few counting sorts.  The value comes back from the
- * rank, computed as harden computed it: l is (j q) - c for an integer
- * j <= 0 and the common shift c, which is 0 or K q rounded, so l / q is
- * within 2^-10 of j - K while |l / q| < 2^40 (exactly so when q is a
- * power of two), and j = m + K. */
+ * sorting them is a few counting sorts.  The values come in as j q for
+ * integers j <= 0 (rounded, unless q is a power of two) and go out
+ * shifted, (j q) - c, the common shift c being 0 or K q rounded: the
+ * value comes back from the rank, computed as a kept order computes it.
+ * (j q) / q rounds to j, and ((j q) - c) / q is within 2^-10 of j - K
+ * while its size is below 2^40 (both exactly so when q is a power of
+ * two), so m = j - K. */
 #define DIGIT_BITS 11 /* of the rank per counting pass */
 #define RANKS_MAX (1u << (2 * DIGIT_BITS))
 
@@ -378,36 +380,11 @@ BT_FN void bt_cx2(__m512i *a, __m512i *b)
     *b = _mm512_max_epu32(t, *b);
 }
 
-/* Sixteen keys sorted: runs of 1, 2, 4, 8 merged with the mirror pairing
- * (which needs no change of direction), each followed by half-cleaners. */
-BT_FN __m512i bt_sort16(__m512i a)
-{
-    a = bt_cx(a, BT_X1, 0x5555);
-    a = bt_cx(a, BT_M4, 0x3333);
-    a = bt_cx(a, BT_X1, 0x5555);
-    a = bt_cx(a, BT_M8, 0x0F0F);
-    a = bt_cx(a, BT_X2, 0x3333);
-    a = bt_cx(a, BT_X1, 0x5555);
-    a = bt_cx(a, BT_M16, 0x00FF);
-    a = bt_cx(a, BT_X4, 0x0F0F);
-    a = bt_cx(a, BT_X2, 0x3333);
-    a = bt_cx(a, BT_X1, 0x5555);
-    return a;
-}
-
-/* The half-cleaners within a vector that end every merge. */
-BT_FN __m512i bt_clean16(__m512i a)
-{
-    a = bt_cx(a, BT_X8, 0x00FF);
-    a = bt_cx(a, BT_X4, 0x0F0F);
-    a = bt_cx(a, BT_X2, 0x3333);
-    return bt_cx(a, BT_X1, 0x5555);
-}
-
-/* Runs of m vectors at s and s + m merged into one of 2m: the mirror
+/* Runs of m vectors at s and s + m merged into one of 2m, but for the
+ * half-cleaners within vectors (bt_clean_all) that end it: the mirror
  * pairing (vector i with the reversed vector 2m - 1 - i), then
- * half-cleaners between vectors, then within them. */
-BT_FN void bt_merge(__m512i *v, int s, int m)
+ * half-cleaners between vectors. */
+BT_FN void bt_merge_vectors(__m512i *v, int s, int m)
 {
     #pragma GCC unroll 16
     for (int i = 0; i < m; i++) {
@@ -422,26 +399,59 @@ BT_FN void bt_merge(__m512i *v, int s, int m)
             #pragma GCC unroll 16
             for (int i = 0; i < h; i++)
                 bt_cx2(&v[b0 + i], &v[b0 + h + i]);
+}
+
+/* One compare-exchange step within each of nv vectors, a step at a time
+ * across them (see bt_block). */
+BT_FN void bt_cx_all(__m512i *v, int nv, __m512i partner, __mmask16 lo)
+{
     #pragma GCC unroll 16
-    for (int i = s; i < s + 2 * m; i++)
-        v[i] = bt_clean16(v[i]);
+    for (int i = 0; i < nv; i++)
+        v[i] = bt_cx(v[i], partner, lo);
+}
+
+/* The half-cleaners within each of nv vectors that end every merge. */
+BT_FN void bt_clean_all(__m512i *v, int nv)
+{
+    bt_cx_all(v, nv, BT_X8, 0x00FF);
+    bt_cx_all(v, nv, BT_X4, 0x0F0F);
+    bt_cx_all(v, nv, BT_X2, 0x3333);
+    bt_cx_all(v, nv, BT_X1, 0x5555);
 }
 
 /* nv (a constant after inlining) vectors at k sorted in registers.  The
  * loops over the register arrays are unrolled so that they stay registers
  * (left to itself GCC kept loops and put the arrays on the stack; unrolled,
- * the sort ran in 0.76 of the time at k = 256 and 1024). */
+ * the sort ran in 0.76 of the time at k = 256 and 1024).  The networks
+ * within vectors go a step at a time across all of them: each vector's
+ * steps are a chain of dependent permutes, and written vector after
+ * vector the core had few of them under way at once. */
 BT_FN void bt_block(uint32_t *k, int nv)
 {
     __m512i v[16];
     #pragma GCC unroll 16
     for (int i = 0; i < nv; i++)
-        v[i] = bt_sort16(_mm512_loadu_si512(k + 16 * i));
+        v[i] = _mm512_loadu_si512(k + 16 * i);
+    /* sixteen keys in each sorted: runs of 1, 2, 4, 8 merged with the
+     * mirror pairing (which needs no change of direction), each followed
+     * by half-cleaners */
+    bt_cx_all(v, nv, BT_X1, 0x5555);
+    bt_cx_all(v, nv, BT_M4, 0x3333);
+    bt_cx_all(v, nv, BT_X1, 0x5555);
+    bt_cx_all(v, nv, BT_M8, 0x0F0F);
+    bt_cx_all(v, nv, BT_X2, 0x3333);
+    bt_cx_all(v, nv, BT_X1, 0x5555);
+    bt_cx_all(v, nv, BT_M16, 0x00FF);
+    bt_cx_all(v, nv, BT_X4, 0x0F0F);
+    bt_cx_all(v, nv, BT_X2, 0x3333);
+    bt_cx_all(v, nv, BT_X1, 0x5555);
     #pragma GCC unroll 16
-    for (int m = 1; m < nv; m *= 2)
+    for (int m = 1; m < nv; m *= 2) {
         #pragma GCC unroll 16
         for (int s = 0; s < nv; s += 2 * m)
-            bt_merge(v, s, m);
+            bt_merge_vectors(v, s, m);
+        bt_clean_all(v, nv);
+    }
     #pragma GCC unroll 16
     for (int i = 0; i < nv; i++)
         _mm512_storeu_si512(k + 16 * i, v[i]);
@@ -480,49 +490,48 @@ BT_FN void bt_merge_mem(uint32_t *k, int nv, int m)
                     #pragma GCC unroll 16
                     for (int i = 0; i < h; i++)
                         bt_cx2(&w[c0 + i], &w[c0 + h + i]);
+            bt_clean_all(w, 16);
             #pragma GCC unroll 16
             for (int i = 0; i < 16; i++)
-                _mm512_storeu_si512(k + 16 * (b0 + i), bt_clean16(w[i]));
+                _mm512_storeu_si512(k + 16 * (b0 + i), w[i]);
         }
     }
 }
 
-/* The n <= 1024 keys sorted, through buf (room for 1024, 64-byte
- * aligned), padded with all ones to 16 times a power of two (a pad equal
- * to a key is the same bits). */
-__attribute__((target("avx512f"))) static void
-bitonic_keys(uint32_t *key, size_t n, uint32_t *buf)
+/* The n <= 1024 keys sorted in place (room for 1024, 64-byte aligned),
+ * padded with all ones to 16 times a power of two (a pad equal to a key
+ * is the same bits). */
+__attribute__((target("avx512f"))) static void bitonic_keys(uint32_t *key,
+                                                            size_t n)
 {
     int nv = 1;
     while ((size_t)(16 * nv) < n)
         nv *= 2;
-    memcpy(buf, key, n * sizeof *key);
-    memset(buf + n, 0xFF, (16 * (size_t)nv - n) * sizeof *key);
+    memset(key + n, 0xFF, (16 * (size_t)nv - n) * sizeof *key);
     switch (nv) { /* (each size its own unrolled network) */
     case 1:
-        bt_block(buf, 1);
+        bt_block(key, 1);
         break;
     case 2:
-        bt_block(buf, 2);
+        bt_block(key, 2);
         break;
     case 4:
-        bt_block(buf, 4);
+        bt_block(key, 4);
         break;
     case 8:
-        bt_block(buf, 8);
+        bt_block(key, 8);
         break;
     default:
         for (int b = 0; b < nv; b += 16)
-            bt_block(buf + 16 * b, 16);
+            bt_block(key + 16 * b, 16);
         for (int m = 16; m < nv; m *= 2)
-            bt_merge_mem(buf, nv, m);
+            bt_merge_mem(key, nv, m);
     }
-    memcpy(key, buf, n * sizeof *key);
 }
 #else
-static void bitonic_keys(uint32_t *key, size_t n, uint32_t *buf)
+static void bitonic_keys(uint32_t *key, size_t n)
 {
-    (void)key, (void)n, (void)buf;
+    (void)key, (void)n;
 }
 #endif
 
@@ -542,11 +551,19 @@ static int use_bitonic(size_t n)
 #endif
 }
 
+/* l[i] - c over the row, in a loop that vectorizes: the common shift,
+ * where the values themselves are sorted. */
+LP_CLONES static void shift_row(double *l, size_t n, double c)
+{
+    for (size_t i = 0; i < n; i++)
+        l[i] -= c;
+}
+
 /* Keys too wide for 32 bits (a fine grid, large ids): rank << (ibits +
- * 10) | id << 10 | position in 64 bits, sorted 8 bits at a time, least
- * significant first, and the values found again by position; what the
- * grid sort did for every row before the 32-bit keys.  Returns 0 when
- * even these do not fit. */
+ * 10) | id << 10 | position in 64 bits (ibits + rbits + 10 <= 64), sorted
+ * 8 bits at a time, least significant first, and the values (shifted)
+ * found again by position; what the grid sort did for every row before
+ * the 32-bit keys. */
 static int sort_wide(int32_t *ids, double *l, size_t n, double q,
                      double inv, int64_t mmax, uint64_t inf_rank,
                      unsigned ibits, unsigned rbits)
@@ -555,8 +572,6 @@ static int sort_wide(int32_t *ids, double *l, size_t n, double q,
                                                                   *b = tmp;
     uint32_t cnt[256];
     const unsigned bits = ibits + rbits;
-    if (bits + 10 > 64)
-        return 0;
     for (size_t i = 0; i < n; i++) {
         uint64_t rank = l[i] == -INFINITY
                             ? inf_rank
@@ -585,16 +600,24 @@ static int sort_wide(int32_t *ids, double *l, size_t n, double q,
     return 4;
 }
 
-/* Returns 0 (nothing done) when a value is too far off the grid's
- * integers or even 64-bit keys would not do; else 1, 2 when the radix
- * sort ran, 3 when the bitonic sort did, 4 for 64-bit keys.  When the ranks outnumber the records four to one (k up to a
- * few hundred) few values share one, an insertion sort usually finishes
+/* Returns 0 (nothing done, the values not shifted) when a value is too
+ * far off the grid's integers or even 64-bit keys would not do; else 1,
+ * 2 when the radix sort ran, 3 when the bitonic sort did, 4 for 64-bit
+ * keys.  When the ranks outnumber the records four to one (k up to a few
+ * hundred) few values share one, an insertion sort usually finishes
  * within n moves, and the counting sorts, whose offsets cost a step per
- * rank, are left for when it does not. */
+ * rank, are left for when it does not.
+ *
+ * The values come unshifted, j q; the ranks are those of the shifted
+ * values (j q) - c, as harden once stored them: the row's extremes
+ * shifted are the extremes of the shifted row (x - c rounded is monotone
+ * in x), which give mmax and the number of ranks; (j q) / q rounds to j
+ * and ((j q) - c) / q to j - K (see above), so mmax + K - round(l / q) is
+ * the shifted value's rank, and the keys are the same bits. */
 static int sort_grid(int32_t *ids, double *l, size_t n, double q, double c)
 {
-    uint32_t key[HM_LOGPROBS_TOPK_MAX];
-    uint32_t tmp[HM_LOGPROBS_TOPK_MAX] __attribute__((aligned(64)));
+    uint32_t key[HM_LOGPROBS_TOPK_MAX] __attribute__((aligned(64)));
+    uint32_t tmp[HM_LOGPROBS_TOPK_MAX];
     int e, radix;
     double lo, hi;
     const int pow2 = frexp(q, &e) == 0.5;
@@ -602,8 +625,8 @@ static int sort_grid(int32_t *ids, double *l, size_t n, double q, double c)
     uint32_t id_or = scan_row(ids, l, n, &lo, &hi);
     int64_t mmax = 0, mmin = 0;
     if (hi != -INFINITY) { /* (else all -inf: ordered by id) */
-        double tlo = pow2 ? lo * inv : lo / q;
-        double thi = pow2 ? hi * inv : hi / q;
+        double tlo = pow2 ? (lo - c) * inv : (lo - c) / q;
+        double thi = pow2 ? (hi - c) * inv : (hi - c) / q;
         if (!(fabs(tlo) < 0x1p40)) /* the values are <= 0: |t| <= |tlo| */
             return 0;
         mmax = grid_int(thi);
@@ -615,21 +638,27 @@ static int sort_grid(int32_t *ids, double *l, size_t n, double q, double c)
     uint64_t n_ranks = (uint64_t)(mmax - mmin) + 2; /* -inf's included */
     while (rbits < 42 && ((n_ranks - 1) >> rbits) != 0)
         rbits++;
-    if (n_ranks > RANKS_MAX || ibits + rbits > 32)
+    if (n_ranks > RANKS_MAX || ibits + rbits > 32) {
+        if (ibits + rbits + 10 > 64)
+            return 0;
+        if (c != 0)
+            shift_row(l, n, c);
         return sort_wide(ids, l, n, q, inv, mmax, n_ranks - 1, ibits, rbits);
+    }
     const uint32_t inf_rank = (uint32_t)n_ranks - 1;
-    grid_keys(l, ids, n, q, inv, mmax, inf_rank, ibits, key);
+    const int64_t k_shift = grid_int(c / q);
+    grid_keys(l, ids, n, q, inv, mmax + k_shift, inf_rank, ibits, key);
     const uint32_t *sorted = key;
     int path = 1;
     if (use_bitonic(n)) {
-        bitonic_keys(key, n, tmp);
+        bitonic_keys(key, n);
         path = 3;
     } else if (n_ranks <= 4 * n || !insertion_keys(key, n, n)) {
         sorted = order_keys(key, tmp, n, (uint32_t)n_ranks, ibits, &radix);
         path += radix;
     }
-    const double jmax = (double)(mmax + grid_int(c / q));
-    keys_out(sorted, n, ibits, jmax, inf_rank, q, c, ids, l);
+    keys_out(sorted, n, ibits, (double)(mmax + k_shift), inf_rank, q, c, ids,
+             l);
     return path;
 }
 
@@ -641,6 +670,8 @@ int hm_lp_sort(int32_t *ids, double *l, size_t n, double q, double c)
     int path;
     if (n > 32 && q > 0 && (path = sort_grid(ids, l, n, q, c)) != 0)
         return path;
+    if (c != 0)
+        shift_row(l, n, c);
     rec a[HM_LOGPROBS_TOPK_MAX];
     for (size_t i = 0; i < n; i++) {
         a[i].r = l[i];

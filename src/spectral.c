@@ -402,21 +402,44 @@ SP_CLONES static void lookup(const uint64_t *restrict bits,
     }
 }
 
-/* Validate and gather the mask and the maximum; HM_EINVAL / HM_ERANGE. */
+/* Tests set this to take the portable loops on AVX-512 CPUs. */
+int hm_sp_portable = 0;
+
+/* The membership of a row: a byte per id (portable loops), or a bit per
+ * id (AVX-512's, spectral_wide.c: byte i / 8, bit i mod 8). */
+typedef struct mask {
+    int wide;
+    unsigned char in[HM_SPECTRAL_MAX];
+} mask;
+
+/* Validate and gather the mask and the maximum; HM_EINVAL / HM_ERANGE.
+ * On the CPUs whose AVX-512 hardening takes (hm_lp_wide_ok), one pass
+ * that gathers the bits of ids in the table as it checks. */
 static int scan(const hm_spectral *sp, const int32_t *ids,
-                const double *l, size_t n, unsigned char *in, double *mx)
+                const double *l, size_t n, mask *m, double *mx)
 {
     uint32_t hi;
-    unsigned bad = check_row(ids, l, n, mx, &hi);
+    unsigned bad;
+    m->wide = !hm_sp_portable && hm_lp_wide_ok();
+    if (m->wide)
+        bad = hm_sp_wide_scan(sp->bits, TABLE_IDS, ids, l, n, mx, &hi, m->in);
+    else
+        bad = check_row(ids, l, n, mx, &hi);
     if (bad & 1)
         return HM_ERANGE;
     if (bad)
         return HM_EINVAL;
-    if (hi < TABLE_IDS)
-        lookup(sp->bits, ids, n, in);
-    else
+    if (hi < TABLE_IDS) {
+        if (!m->wide) /* (the wide scan gathered the bits) */
+            lookup(sp->bits, ids, n, m->in);
+    } else if (m->wide) {
+        memset(m->in, 0, (n + 7) / 8);
         for (size_t i = 0; i < n; i++)
-            in[i] = (unsigned char)member(sp, ids[i]);
+            m->in[i / 8] |= (unsigned char)(member(sp, ids[i]) << (i & 7));
+    } else {
+        for (size_t i = 0; i < n; i++)
+            m->in[i] = (unsigned char)member(sp, ids[i]);
+    }
     return HM_OK;
 }
 
@@ -431,46 +454,59 @@ SP_CLONES static void shift_row(double *restrict l,
     }
 }
 
+/* masses of the row, by the mask's loops. */
+static void masses_of(const double *l, const mask *m, size_t n, double mx,
+                      double *all, double *sub)
+{
+    if (m->wide)
+        hm_sp_wide_masses(l, m->in, n, mx, all, sub);
+    else
+        masses(l, m->in, n, mx, all, sub);
+}
+
 int hm_spectral_apply(const hm_spectral *sp, const hm_row *row,
                       const int32_t *ids, double *logprobs, size_t n)
 {
-    unsigned char in[HM_SPECTRAL_MAX];
+    mask m;
     double mx, all, sub, g;
     if (sp == NULL || row == NULL ||
         (n > 0 && (ids == NULL || logprobs == NULL)))
         return HM_EINVAL;
     if (n > HM_SPECTRAL_MAX)
         return HM_ERANGE;
-    int rc = scan(sp, ids, logprobs, n, in, &mx);
+    int rc = scan(sp, ids, logprobs, n, &m, &mx);
     if (rc == HM_OK)
         rc = point_of(sp, row, &g);
     if (rc != HM_OK || n == 0 || mx == -INFINITY)
         return rc;
-    masses(logprobs, in, n, mx, &all, &sub);
+    masses_of(logprobs, &m, n, mx, &all, &sub);
     double d = shift_at(sp, g);
     /* The returned mass stays what it was: e^d on S, then divide by
      * (sub e^d + all - sub) / all. */
     double c = log1p(sub / all * expm1(d));
-    shift_row(logprobs, in, n, d, c);
+    if (m.wide)
+        hm_sp_wide_shift(logprobs, m.in, n, d, c);
+    else
+        shift_row(logprobs, m.in, n, d, c);
     return HM_OK;
 }
 
 int hm_spectral_share(const hm_spectral *sp, const int32_t *ids,
                       const double *logprobs, size_t n, double *share)
 {
-    unsigned char in[HM_SPECTRAL_MAX];
+    mask m;
     double mx, all, sub;
     if (sp == NULL || share == NULL || ids == NULL || logprobs == NULL ||
         n == 0)
         return HM_EINVAL;
     if (n > HM_SPECTRAL_MAX)
         return HM_ERANGE;
-    int rc = scan(sp, ids, logprobs, n, in, &mx);
+    int rc = scan(sp, ids, logprobs, n, &m, &mx);
     if (rc != HM_OK)
         return rc;
     if (mx == -INFINITY)
         return HM_EINVAL;
-    masses(logprobs, in, n, mx, &all, &sub);
+    masses_of(logprobs, &m, n, mx, &all, &sub);
     *share = sub / all;
     return HM_OK;
 }

@@ -749,7 +749,9 @@ static int cmp_srt(const void *pa, const void *pb)
 
 /* Each case twice: the portable sorts (want_path), and the default, which
  * on a CPU with AVX-512 takes the bitonic sort (3) from 65 records up
- * where the portable ones would sort 32-bit keys. */
+ * where the portable ones would sort 32-bit keys.  The values come before
+ * the shift c, as the perturbation leaves them, and are wanted shifted
+ * as a kept order shifts them. */
 static void check_sort(int32_t *ids, double *l, size_t n, double q,
                        double c, int want_path, const char *what)
 {
@@ -757,7 +759,7 @@ static void check_sort(int32_t *ids, double *l, size_t n, double q,
     static int32_t ids0[1024];
     static double l0[1024];
     for (size_t i = 0; i < n; i++) {
-        want[i].l = l[i];
+        want[i].l = c != 0 ? l[i] - c : l[i];
         want[i].id = ids[i];
     }
     qsort(want, n, sizeof *want, cmp_srt);
@@ -784,13 +786,11 @@ static void check_sort(int32_t *ids, double *l, size_t n, double q,
     }
 }
 
-/* (j q) - c as hardening computes it (j q clamped at 0 first, so never
- * -0) */
-static double on_grid(double j, double q, double c)
+/* j q as the perturbation leaves it (clamped at 0, so never -0) */
+static double on_grid(double j, double q)
 {
     double y = j * q;
-    y = y < 0 ? y : 0.0;
-    return c != 0 ? y - c : y;
+    return y < 0 ? y : 0.0;
 }
 
 START_TEST(test_sort_paths)
@@ -810,7 +810,7 @@ START_TEST(test_sort_paths)
                        (double)(test_rand(&s) % 9) - 4;
             ids[i] = (int32_t)(test_rand(&s) % 32000) * 1024 + (int32_t)i;
             ids[i] %= 1 << 20; /* distinct: i in the low bits */
-            l[i] = on_grid(j, qs[t], cs[t]);
+            l[i] = on_grid(j, qs[t]);
         }
         check_sort(ids, l, 1024, qs[t], cs[t], 1, "true order");
     }
@@ -818,7 +818,7 @@ START_TEST(test_sort_paths)
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = (int32_t)(7 * (1023 - i));
         l[i] = i % 5 == 0 ? -INFINITY
-                          : on_grid(-(double)(test_rand(&s) % 700), q, 0);
+                          : on_grid(-(double)(test_rand(&s) % 700), q);
     }
     check_sort(ids, l, 1024, q, 0, 1, "some -inf");
     for (size_t i = 0; i < 1024; i++)
@@ -827,19 +827,19 @@ START_TEST(test_sort_paths)
     /* more than 2048 ranks: two counting passes on the rank */
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = (int32_t)(3 * i + 1);
-        l[i] = on_grid(-(double)(test_rand(&s) % 9000), q, 0);
+        l[i] = on_grid(-(double)(test_rand(&s) % 9000), q);
     }
     check_sort(ids, l, 1024, q, 0, 1, "wide ranks");
     /* k = 100 with ranks far apart: the insertion sort on the keys alone */
     for (size_t i = 0; i < 100; i++) {
         ids[i] = (int32_t)(test_rand(&s) % 1000) * 100 + (int32_t)i;
-        l[i] = on_grid(-(double)(20 * i + test_rand(&s) % 30), q, 0);
+        l[i] = on_grid(-(double)(20 * i + test_rand(&s) % 30), q);
     }
     check_sort(ids, l, 100, q, 0, 1, "sparse ranks");
     /* the same in random order: the insertion sort gives up after n moves
      * and the counting sorts take over */
     for (size_t i = 0; i < 100; i++)
-        l[i] = on_grid(-(double)(test_rand(&s) % 3000), q, 0);
+        l[i] = on_grid(-(double)(test_rand(&s) % 3000), q);
     check_sort(ids, l, 100, q, 0, 1, "sparse ranks, random order");
     /* one value, ids that share their top bits except one far above them,
      * in descending order: the counting sort on the top bits leaves them
@@ -847,27 +847,27 @@ START_TEST(test_sort_paths)
      * moves, and the radix sort finishes */
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = i == 0 ? (int32_t)1 << 30 : (int32_t)(1024 - i);
-        l[i] = on_grid(-300, q, 0);
+        l[i] = on_grid(-300, q);
     }
     check_sort(ids, l, 1024, q, 0, 2, "radix");
     /* 64-bit keys: a rank range past 2^22, ids too wide for 32-bit keys,
      * a fine grid (18-bit ranks) with a shift */
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = (int32_t)(5 * i);
-        l[i] = on_grid(-(double)(test_rand(&s) % 700), q, 0);
+        l[i] = on_grid(-(double)(test_rand(&s) % 700), q);
     }
-    l[500] = on_grid(-(double)(1 << 23), q, 0);
+    l[500] = on_grid(-(double)(1 << 23), q);
     check_sort(ids, l, 1024, q, 0, 4, "wider than two passes");
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = (int32_t)(INT32_MAX - 3 * i);
-        l[i] = on_grid(-(double)(test_rand(&s) % 700), q, 0);
+        l[i] = on_grid(-(double)(test_rand(&s) % 700), q);
     }
     check_sort(ids, l, 1024, q, 0, 4, "wide ids");
     for (size_t i = 0; i < 1024; i++) {
         ids[i] = (int32_t)(test_rand(&s) % 100) * 1024 + (int32_t)i;
         l[i] = on_grid(floor((-3 - 2 * log1p((double)i)) / 1e-4) +
                            (double)(test_rand(&s) % 600) - 300,
-                       1e-4, 7e-4);
+                       1e-4);
     }
     check_sort(ids, l, 1024, 1e-4, 7e-4, 4, "fine grid");
     /* by comparison: off the grid (quantum 0), a value 2^40 steps out,
@@ -878,14 +878,16 @@ START_TEST(test_sort_paths)
     }
     check_sort(ids, l, 1024, 0, 0, 0, "quantum 0");
     for (size_t i = 0; i < 1024; i++)
-        l[i] = on_grid(-(double)(test_rand(&s) % 700), q, 0);
-    l[500] = on_grid(-0x1p41, q, 0);
+        l[i] = on_grid(-(double)(test_rand(&s) % 700), q);
+    l[500] = on_grid(-0x1p41, q);
     check_sort(ids, l, 1024, q, 0, 0, "far value");
+    check_sort(ids, l, 1024, q, 3 * q, 0, "far value, shifted");
     for (size_t i = 0; i < 1024; i++)
         ids[i] = (int32_t)(INT32_MAX - 3 * i);
-    l[500] = on_grid(-0x1p30, q, 0);
+    l[500] = on_grid(-0x1p30, q);
     check_sort(ids, l, 1024, q, 0, 0, "past 64 bits");
     check_sort(ids, l, 32, q, 0, 0, "k 32");
+    check_sort(ids, l, 32, q, 7 * q, 0, "k 32, shifted");
     /* every size through the bitonic networks' blocks and merges, in true
      * order and in random order */
     for (size_t n = 33; n <= 1024; n += n < 300 ? 1 : 37) {
@@ -896,9 +898,9 @@ START_TEST(test_sort_paths)
                                  : floor((-3 - 2 * log1p((double)i)) / q) +
                                        (double)(test_rand(&s) % 9) - 4;
                 l[i] = test_rand(&s) % 50 == 0 ? -INFINITY
-                                               : on_grid(j, q, 0);
+                                               : on_grid(j, q);
             }
-            check_sort(ids, l, n, q, 0, 1, "sizes");
+            check_sort(ids, l, n, q, n % 3 == 0 ? 2 * q : 0, 1, "sizes");
         }
     }
 }
@@ -1131,32 +1133,9 @@ START_TEST(test_wide_paths)
 END_TEST
 
 /* The pieces of the AVX-512 loops whose bits do not all reach the output:
- * the binary32 sum against sum_approx's loop (repeated here), and the
- * estimates against the sum of hm_exp_above they stand for. */
-static double sum_approx_ref(const double *l, size_t n)
-{
-    hm_v8d a = {0, 0, 0, 0, 0, 0, 0, 0}, b = a;
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        hm_v8f x0 = __builtin_convertvector(hm_v8d_load(l + i), hm_v8f);
-        hm_v8f x1 = __builtin_convertvector(hm_v8d_load(l + i + 8), hm_v8f);
-        hm_v16f e = hm_expf_neg16(__builtin_shufflevector(
-            x0, x1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-        a += __builtin_convertvector(
-            __builtin_shufflevector(e, e, 0, 1, 2, 3, 4, 5, 6, 7), hm_v8d);
-        b += __builtin_convertvector(
-            __builtin_shufflevector(e, e, 8, 9, 10, 11, 12, 13, 14, 15),
-            hm_v8d);
-    }
-    a += b;
-    double acc[8];
-    memcpy(acc, &a, sizeof acc);
-    for (; i < n; i++)
-        acc[0] += (double)hm_expf_neg((float)l[i]);
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) +
-           ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
+ * the sum that decides the common shift against the sum of e^x it stands
+ * for, and the check's estimates against the sum of hm_exp_above they
+ * bound, finished and left open. */
 START_TEST(test_wide_pieces)
 {
     if (!hm_lp_wide_ok()) {
@@ -1167,6 +1146,8 @@ START_TEST(test_wide_pieces)
     static int32_t ids[1024];
     static double l[1024];
     uint64_t s = 0x91ec;
+    double worst = 0;
+    int left_open = 0;
     for (int trial = 0; trial < 3000; trial++) {
         size_t n = 1 + test_rand(&s) % 1024;
         int kind = trial % 8;
@@ -1177,27 +1158,43 @@ START_TEST(test_wide_pieces)
             l[i] = wide_value(kind, i, n, &s);
             if (trial % 11 == 0 && i % 7 == 0)
                 l[i] -= 90; /* below binary32's exponential's range */
+            if (trial % 5 == 0)
+                l[i] = -86.5 * test_uniform(&s); /* all of its range */
         }
-        double a = sum_approx_ref(l, n), b = hm_lp_wide_sum_approx(l, n);
-        ck_assert_msg(memcmp(&a, &b, sizeof a) == 0,
-                      "trial %d n %zu: sum_approx %a, wide %a", trial, n, a,
-                      b);
-        double bound = 0, bound_far = 0, est[2];
+        double sum = 0, sum_far = 0;
+        for (size_t i = 0; i < n; i++) {
+            sum += exp(l[i]);
+            sum_far += exp(l[i] > -86 ? l[i] : -86);
+        }
+        double near = hm_lp_wide_sum_near(l, n);
+        ck_assert_msg(near <= sum_far * (1 + 1.8e-5) &&
+                          near >= sum * (1 - 1.8e-5),
+                      "trial %d n %zu: sum_near %.17g, sum %.17g", trial, n,
+                      near, sum);
+        worst = fmax(worst, fabs(near / sum_far - 1));
+        double bound = 0, bound_far = 0, est[2], part[2];
         for (size_t i = 0; i < n; i++) {
             bound += hm_exp_above(l[i]);
             bound_far += hm_exp_above(l[i] > -87 ? l[i] : -87);
         }
-        double e = hm_lp_wide_est(l, n);
-        ck_assert_msg(e <= bound_far * (1 + 2e-5) && e >= bound * (1 - 2e-5),
-                      "trial %d n %zu: estimate %.17g, sum %.17g", trial, n,
-                      e, bound);
-        (void)hm_lp_wide_check(ids, l, n, est);
-        ck_assert_msg(est[0] <= e * (1 + 1e-6) &&
+        (void)hm_lp_wide_check(ids, l, n, INFINITY, est);
+        ck_assert_msg(est[0] <= bound_far * (1 + 2e-5) &&
                           est[1] * (1 + 2e-5) >= bound,
                       "trial %d n %zu: check's estimates %.17g %.17g, "
                       "sum %.17g",
                       trial, n, est[0], est[1], bound);
+        /* left open past stop: a part of the sum below, +inf above */
+        double stop = bound * test_uniform(&s);
+        (void)hm_lp_wide_check(ids, l, n, stop, part);
+        ck_assert_msg(part[0] <= est[0] &&
+                          (part[1] == est[1] || part[1] == INFINITY),
+                      "trial %d n %zu stop %.17g: estimates %.17g %.17g, "
+                      "finished %.17g %.17g",
+                      trial, n, stop, part[0], part[1], est[0], est[1]);
+        left_open += part[1] == INFINITY;
     }
+    ck_assert(worst < 1.8e-5);
+    ck_assert(left_open > 0);
 }
 END_TEST
 

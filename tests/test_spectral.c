@@ -4,7 +4,7 @@
  * does to a row (the shift, the mass, the bound, repeats), the keyed
  * values, a simulated student distilled from served values is detected and
  * one distilled from clean values is not, with uniform p-values; bad
- * input; no allocation.
+ * input; no allocation; the AVX-512 loops against the portable ones.
  *
  * Fixed seeds throughout: a failure reproduces exactly.
  */
@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "../src/internal.h"
 #include "mallochook.h"
 #include "spectral_sim.h"
 
@@ -658,6 +659,84 @@ START_TEST(test_vectors)
 }
 END_TEST
 
+/* The AVX-512 loops (spectral_wide.c) against the portable ones, bit for
+ * bit: the same return code and values from apply, the same share, for
+ * rows of every length up to the largest, ids in and past the membership
+ * table, -inf, zeros of both signs, values far below the maximum (e^x
+ * 0), a negative id, a bad value.  On a CPU without them both runs take
+ * the portable loops. */
+static double wide_value(int kind, size_t i, uint64_t *s)
+{
+    switch (kind) {
+    case 0: /* a tail in true order */
+        return -5.0 - 2.0 * log1p((double)i) - 1e-3 * test_uniform(s);
+    case 1: /* -inf and zeros of both signs among them */
+        return test_rand(s) % 7 == 0   ? -INFINITY
+               : test_rand(s) % 9 == 0 ? (test_rand(s) % 2 ? 0.0 : -0.0)
+                                       : -20 * test_uniform(s);
+    case 2: /* past e^-700 of the maximum now and then */
+        return test_rand(s) % 11 == 0 ? -700 - 100 * test_uniform(s)
+                                      : -3 * test_uniform(s);
+    case 3: /* a bad value now and then */
+        return test_rand(s) % 300 == 0 ? (test_rand(s) % 2 ? NAN : 0.5)
+                                       : -8 * test_uniform(s);
+    default: /* a row of -inf now and then, else values of every size */
+        return test_rand(s) % 40 == 0 ? -INFINITY
+                                      : -ldexp(test_uniform(s),
+                                               (int)(test_rand(s) % 30) - 15);
+    }
+}
+
+START_TEST(test_wide_paths)
+{
+    hm_key *k = test_key(41);
+    hm_spectral *sp = test_sp(k, "amp=0.7,h=2", NULL);
+    static int32_t ids[HM_SPECTRAL_MAX];
+    static double l[HM_SPECTRAL_MAX], l0[HM_SPECTRAL_MAX],
+        l1[HM_SPECTRAL_MAX];
+    uint64_t s = 0x5ede;
+    for (int trial = 0; trial < 3000; trial++) {
+        size_t n = trial % 3 == 0 ? 1 + test_rand(&s) % 40
+                                  : 1 + test_rand(&s) % HM_SPECTRAL_MAX;
+        if (trial % 7 == 0)
+            n = HM_SPECTRAL_MAX;
+        int kind = trial % 5;
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = (int32_t)(test_rand(&s) % 32000) * 8 + (int32_t)(i % 8);
+            l[i] = wide_value(kind, i, &s);
+        }
+        if (trial % 4 == 1) /* an id past the table of bits */
+            ids[test_rand(&s) % n] = (int32_t)(300000 + test_rand(&s) % 1000);
+        if (trial % 97 == 3)
+            ids[test_rand(&s) % n] = -5;
+        if (kind == 4 && trial % 2 == 0)
+            for (size_t i = 0; i < n; i++)
+                l[i] = -INFINITY;
+        int32_t ctx[2] = {trial, 3};
+        hm_row row = {ctx, 2, NULL, 0, 0};
+        memcpy(l0, l, n * sizeof *l);
+        memcpy(l1, l, n * sizeof *l);
+        double sh0 = -1, sh1 = -2;
+        hm_sp_portable = 1;
+        int rc0 = hm_spectral_apply(sp, &row, ids, l0, n);
+        int rs0 = hm_spectral_share(sp, ids, l, n, &sh0);
+        hm_sp_portable = 0;
+        int rc1 = hm_spectral_apply(sp, &row, ids, l1, n);
+        int rs1 = hm_spectral_share(sp, ids, l, n, &sh1);
+        ck_assert_msg(rc0 == rc1 && memcmp(l0, l1, n * sizeof *l) == 0,
+                      "trial %d kind %d n %zu: apply %d and %d, or the rows "
+                      "differ",
+                      trial, kind, n, rc0, rc1);
+        ck_assert_msg(rs0 == rs1 && (rs0 != HM_OK ||
+                                     memcmp(&sh0, &sh1, sizeof sh0) == 0),
+                      "trial %d kind %d n %zu: share %d %a, wide %d %a",
+                      trial, kind, n, rs0, sh0, rs1, sh1);
+    }
+    hm_spectral_free(sp);
+    hm_key_free(k);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("spectral");
@@ -672,6 +751,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_no_alloc);
     tcase_add_test(tc, test_distilled_detected);
     tcase_add_test(tc, test_clean_uniform);
+    tcase_add_test(tc, test_wide_paths);
     suite_add_tcase(s, tc);
     return s;
 }
