@@ -112,4 +112,18 @@ static inline double bench_median(double *v, int n)
     return v[n / 2];
 }
 
+/* The median of t[r] - base[r] over n <= 64 runs, each pair timed in the
+ * same round: the cost of a step net of the set-up that each run repeats
+ * (base: that set-up alone). */
+static inline double bench_net_median(const double *t, const double *base,
+                                      int n)
+{
+    double d[64];
+    if (n > 64)
+        n = 64;
+    for (int r = 0; r < n; r++)
+        d[r] = t[r] - base[r];
+    return bench_median(d, n);
+}
+
 #endif /* HM_BENCH_LIB_H */
