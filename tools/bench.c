@@ -469,9 +469,10 @@ static void bench_scoring(const hm_key *key)
     }
     printf("\n%s (the targets apply to the first two columns, wall clock;\n"
            "'dedup, CPU time': the same tally per second of this thread's CPU "
-           "time, user\nand kernel, which other work on the machine does not "
-           "slow; 'kernel share':\nthe part of that CPU time in the kernel; "
-           "'dedup, best of three': that tally\nand two more)\n",
+           "time, user\nand kernel, which other processes on the machine do "
+           "not slow (a busy virtual-\nmachine host still does, unseen); "
+           "'kernel share': the part of that CPU time in\nthe kernel; "
+           "'dedup, best of three': that tally and two more)\n",
            missed ? "'<': below the target" : "all figures meet the targets");
     printf("before the table, an untimed %s tally brought the process's "
            "memory in:\n%.1f M tok/s, %.1f per second of CPU time, %.0f %% "
