@@ -16,14 +16,15 @@
  *
  * Write n = 2^e m with m in [1, 2).  The top 8 bits of m's fraction pick
  * a 9-bit integer C with |m C / 512 - 1| < 2^-8, so that
- * R = (m 2^52) C - 2^61 is an integer of fewer than 53 bits, and
- * r = R 2^-61 = m C / 512 - 1 is exact.  Then
+ * R = (m 2^52) C - 2^61 is an integer of magnitude below 2^53 (at most
+ * 2^52.55), and r = R 2^-61 = m C / 512 - 1 is exact.  Then
  *
  *     s = (52 - e) ln 2 + ln(C / 256) - ln(1 + r),
  *
  * with ln 2 and ln(C / 256) as sums of two doubles (the first part of
- * ln 2 has 46 bits, so that its product by 52 - e is exact), their sum
- * formed exactly (Knuth's two-sum), and ln(1 + r) by its Taylor series to
+ * ln 2 has 46 bits, so that its product by 52 - e is exact), the sum of
+ * their first parts formed exactly (Knuth's two-sum; the second parts
+ * are added with roundings near 2^-96), and ln(1 + r) by its Taylor series to
  * r^7, whose remainder is below 2^-69.  Every rounding but the last is
  * below 2^-68 in all (the last is at most half an ulp, 2^-53 s), so the
  * result s' is within 2^-53 s' + 2^-68 of s; the test against
@@ -35,10 +36,18 @@
 #ifndef HM_GUMBEL_LOG_H
 #define HM_GUMBEL_LOG_H
 
+#include <float.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "gumbel_table.h"
+
+/* The exact two-sums need binary64 evaluation: on x87 arithmetic
+ * (FLT_EVAL_METHOD 2, i386 without -mfpmath=sse) they are not exact and
+ * the bits would differ from every other machine's. */
+#if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
+#error "gumbel_log.h needs binary64 evaluation (FLT_EVAL_METHOD 0): build with -msse2 -mfpmath=sse"
+#endif
 
 static inline __attribute__((always_inline)) double
 hm_gumbel_score(uint64_t x)

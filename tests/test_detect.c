@@ -5,6 +5,7 @@
  * multiple-testing and self-check statistics.
  */
 #define _GNU_SOURCE 1 /* memmem */
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -169,12 +170,16 @@ START_TEST(test_matches_naive)
         int scheme = hm_ctx_channel_scheme(ctx, c);
         if (scheme == HM_SCHEME_GUMBEL) {
             /* exactly the cut sum rounded down; at most the exact sum,
-             * and short of it by no more than hm_tally_new(3) says */
+             * and short of it by no more than hm_tally_new(3) says (the
+             * exact sum in long double: where that is no wider than
+             * double, only the first) */
             ck_assert(r.score == down_double(nv[c].cut));
+#if LDBL_MANT_DIG >= 64
             long double ex = nv[c].exact, n = (long double)r.scored;
             ck_assert((long double)r.score <= ex * (1 - 0x1p-62L));
             ck_assert((long double)r.score >=
                       ex - n * 0x1p-63L - 0x1p-49L * ex);
+#endif
         }
         if (scheme == HM_SCHEME_GUMBEL)
             ref = hm_log10_sf_gamma((double)r.scored, nv[c].score);
@@ -1145,6 +1150,11 @@ static void check_parts(const uint64_t *x, size_t w, size_t n)
  * what this file's scalar build of the same code computes. */
 START_TEST(test_gumbel_log_ref)
 {
+#if LDBL_MANT_DIG < 64
+    /* the reference values, read as long doubles, need more bits than
+     * the scores they check */
+    return;
+#endif
     FILE *f = test_open_vectors("gumbel-log-ref.txt");
     char line[256];
     size_t n = 0, cap = 16384;

@@ -3,7 +3,7 @@
 values to test it against, computed with mpmath at 60 digits.
 
 A gumbel score is s = -ln(n 2^-53) for an odd n < 2^53 (hm_tally_new(3)).
-src/gumbel_log.c writes n = 2^e m, m in [1, 2), and picks, by the top 8
+src/gumbel_log.h writes n = 2^e m, m in [1, 2), and picks, by the top 8
 bits of m's fraction, a 9-bit integer C with m C / 512 close to 1, so that
 r = m C / 512 - 1 is exact in binary64 and |r| < 2^-8.  Then
 
