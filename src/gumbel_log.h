@@ -82,4 +82,19 @@ hm_gumbel_score_low(uint64_t x)
     return hm_gumbel_score(x) * (1 - 0x1p-50) - 0x1p-66;
 }
 
+/* Add x's lowered score, cut to a multiple of 2^-64, to three sums: *ip
+ * its integer part, *fh the first 32 bits of its fraction, *fl the next
+ * 32, each converted below 2^32, exactly. */
+static inline __attribute__((always_inline)) void
+hm_gumbel_parts_add(uint64_t x, uint64_t *ip, uint64_t *fh, uint64_t *fl)
+{
+    double v = hm_gumbel_score_low(x);
+    double di = (double)(int64_t)v;
+    double y = (v - di) * 0x1p32;
+    double yi = (double)(int64_t)y;
+    *ip += (uint64_t)(int64_t)di;
+    *fh += (uint64_t)(int64_t)yi;
+    *fl += (uint64_t)(int64_t)((y - yi) * 0x1p32);
+}
+
 #endif

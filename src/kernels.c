@@ -333,34 +333,21 @@ HM_CLONES double hm_k_gumbel_sum(const uint64_t *restrict x, size_t n)
     return s;
 }
 
-/* The gumbel scores of n <= 2^32 PRF values x[0], x[w], x[2w], ..., each
- * lowered below its exact value (hm_gumbel_score_low, gumbel_log.h) and
- * cut to a multiple of 2^-64, summed as three integers: part[0] the
- * integer parts, part[1] the first 32 bits of the fractions, part[2] the
- * next 32 (so that no sum carries, and the loop has no chain).  Each is
- * converted below 2^32, exactly; every lane computes what the scalar
- * code does. */
-static inline __attribute__((always_inline)) void
-gumbel_parts(double v, uint64_t *ip, uint64_t *fh, uint64_t *fl)
-{
-    double di = (double)(int64_t)v;
-    double y = (v - di) * 0x1p32;
-    double yi = (double)(int64_t)y;
-    *ip += (uint64_t)(int64_t)di;
-    *fh += (uint64_t)(int64_t)yi;
-    *fl += (uint64_t)(int64_t)((y - yi) * 0x1p32);
-}
-
+/* The gumbel scores of n <= 2^32 PRF values x[0], x[w], x[2w], ...,
+ * lowered and cut (hm_gumbel_parts_add, gumbel_log.h), summed as three
+ * integers: part[0] the integer parts, part[1] the first 32 bits of the
+ * fractions, part[2] the next 32 (so that no sum carries, and the loop has
+ * no chain).  Every lane computes what the scalar code does. */
 HM_CLONES void hm_k_gumbel_parts(const uint64_t *restrict x, size_t w,
                                  size_t n, uint64_t part[3])
 {
     uint64_t ip = 0, fh = 0, fl = 0;
     if (w == 2) {
         for (size_t i = 0; i < n; i++)
-            gumbel_parts(hm_gumbel_score_low(x[2 * i]), &ip, &fh, &fl);
+            hm_gumbel_parts_add(x[2 * i], &ip, &fh, &fl);
     } else {
         for (size_t i = 0; i < n; i++)
-            gumbel_parts(hm_gumbel_score_low(x[i * w]), &ip, &fh, &fl);
+            hm_gumbel_parts_add(x[i * w], &ip, &fh, &fl);
     }
     part[0] = ip;
     part[1] = fh;

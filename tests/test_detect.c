@@ -1123,15 +1123,8 @@ static void scalar_parts(const uint64_t *x, size_t w, size_t n,
                          uint64_t part[3])
 {
     part[0] = part[1] = part[2] = 0;
-    for (size_t i = 0; i < n; i++) {
-        double v = hm_gumbel_score_low(x[i * w]);
-        double di = (double)(int64_t)v;
-        double y = (v - di) * 0x1p32;
-        double yi = (double)(int64_t)y;
-        part[0] += (uint64_t)(int64_t)di;
-        part[1] += (uint64_t)(int64_t)yi;
-        part[2] += (uint64_t)(int64_t)((y - yi) * 0x1p32);
-    }
+    for (size_t i = 0; i < n; i++)
+        hm_gumbel_parts_add(x[i * w], &part[0], &part[1], &part[2]);
 }
 
 static void check_parts(const uint64_t *x, size_t w, size_t n)
