@@ -127,27 +127,87 @@ static void softmax_topk(size_t V, size_t k, int32_t *ids, double *l)
     free(z);
 }
 
+/* A returned record, for the host's own sort (mode 3 below). */
+typedef struct host_rec {
+    double r;
+    int32_t id;
+} host_rec;
+
+/* hm_logprobs_harden's order: larger value first, then smaller id. */
+static int cmp_host_rec(const void *a, const void *b)
+{
+    const host_rec *x = a, *y = b;
+    if (x->r != y->r)
+        return x->r > y->r ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* The alternative to the sorted path: harden in input order, then the
+ * host sorts the records with qsort. */
+static void host_sort(int32_t *w, double *x, size_t k, host_rec *rec)
+{
+    for (size_t i = 0; i < k; i++) {
+        rec[i].r = x[i];
+        rec[i].id = w[i];
+    }
+    qsort(rec, k, sizeof *rec, cmp_host_rec);
+    for (size_t i = 0; i < k; i++) {
+        x[i] = rec[i].r;
+        w[i] = rec[i].id;
+    }
+}
+
 /* Microseconds per row of M_ROWS rows through lib, copying each row in
  * first as a server hands over fresh values (from D_ROWS distinct ones,
  * which stay in cache as the output of the server's top-k kernel would);
- * mode 0 keeps the order, 1 sorts, 2 only copies. */
+ * mode 0 keeps the order, 1 sorts, 2 only copies, 3 keeps the order and
+ * sorts with qsort (rec: room for k records). */
 enum { M_ROWS = 128, D_ROWS = 16, COST_REPS = 21 };
 static double time_rows(const bench_lib *lib, const hm_logprobs *lp,
                         const int32_t *ids, const double *l,
                         int32_t (*ctx)[4], size_t k, int mode, int32_t *w,
-                        double *x)
+                        double *x, host_rec *rec)
 {
     double t0 = bench_now();
     for (size_t m = 0; m < M_ROWS; m++) {
         hm_row row = {ctx[m], 4, NULL, 0, 0};
         memcpy(w, ids + m % D_ROWS * k, k * sizeof *w);
         memcpy(x, l + m % D_ROWS * k, k * sizeof *x);
-        if (mode < 2)
+        if (mode != 2)
             check(lib->lp_harden(lp, &row, w, x, k,
-                                 mode == 0 ? HM_LOGPROBS_KEEP_ORDER : 0),
+                                 mode == 1 ? 0 : HM_LOGPROBS_KEEP_ORDER),
                   "harden");
+        if (mode == 3)
+            host_sort(w, x, k, rec);
     }
     return (bench_now() - t0) / M_ROWS * 1e6;
+}
+
+/* Whether the sorted path and the host's qsort give the same records for
+ * row m (the comparison in the table is of equals). */
+static int same_order(const bench_lib *lib, const hm_logprobs *lp,
+                      const int32_t *ids, const double *l, int32_t (*ctx)[4],
+                      size_t k, int32_t *w, double *x, host_rec *rec)
+{
+    int32_t *w2 = malloc(k * sizeof *w2);
+    double *x2 = malloc(k * sizeof *x2);
+    int same = w2 != NULL && x2 != NULL;
+    for (size_t m = 0; same && m < D_ROWS; m++) {
+        hm_row row = {ctx[m], 4, NULL, 0, 0};
+        memcpy(w, ids + m * k, k * sizeof *w);
+        memcpy(x, l + m * k, k * sizeof *x);
+        memcpy(w2, w, k * sizeof *w);
+        memcpy(x2, x, k * sizeof *x);
+        check(lib->lp_harden(lp, &row, w, x, k, 0), "harden");
+        check(lib->lp_harden(lp, &row, w2, x2, k, HM_LOGPROBS_KEEP_ORDER),
+              "harden");
+        host_sort(w2, x2, k, rec);
+        same = memcmp(w, w2, k * sizeof *w) == 0 &&
+               memcmp(x, x2, k * sizeof *x) == 0;
+    }
+    free(w2);
+    free(x2);
+    return same;
 }
 
 /* Per served token (one generation step hardens one row of k values),
@@ -173,11 +233,14 @@ static void cost_harden(const unsigned char *kb, const bench_lib *libs,
            "server, hardening its top-k buffer in place, does not make, "
            "and the\ntarget is judged on it.  Rows: 'tail' -5 - 2 ln(1+i); "
            "'softmax' the top k of 32000\nGaussian logits (mass 0.98 at "
-           "k=1024)%s\n",
+           "k=1024).\n'qsort net': the alternative to 'sorted', input "
+           "order and then the host's qsort\n(the same records, checked); "
+           "'ratio': sorted net / qsort net%s\n",
            COST_REPS, M_ROWS,
            n_libs > 1 ? "; 'old' the --compare library." : ".");
-    printf("  %-8s %5s %8s %8s %6s %9s %10s %8s", "rows", "k", "kept",
-           "sorted", "copy", "kept net", "sorted net", "<= 1 us");
+    printf("  %-8s %5s %8s %8s %6s %9s %10s %9s %7s %8s", "rows", "k",
+           "kept", "sorted", "copy", "kept net", "sorted net", "qsort net",
+           "ratio", "<= 1 us");
     if (n_libs > 1)
         printf(" %8s %8s %9s %9s", "old kept", "old sort", "kept n/o",
                "sort n/o");
@@ -189,6 +252,7 @@ static void cost_harden(const unsigned char *kb, const bench_lib *libs,
                     *w = xmalloc(k * sizeof *w);
             double *l = xmalloc(D_ROWS * k * sizeof *l),
                    *x = xmalloc(k * sizeof *x);
+            host_rec *rec = xmalloc(k * sizeof *rec);
             int32_t(*ctx)[4] = xmalloc(M_ROWS * sizeof *ctx);
             for (size_t m = 0; m < D_ROWS; m++) {
                 if (kind == 0)
@@ -199,21 +263,28 @@ static void cost_harden(const unsigned char *kb, const bench_lib *libs,
             for (size_t m = 0; m < M_ROWS; m++)
                 for (int j = 0; j < 4; j++)
                     ctx[m][j] = (int32_t)(rnd() % 32000);
-            double t[2][3][COST_REPS];
+            if (!same_order(&libs[0], lp[0], ids, l, ctx, k, w, x, rec)) {
+                fprintf(stderr, "bench-logprobs: the sorted path and qsort "
+                                "disagree at k = %zu\n", k);
+                exit(1);
+            }
+            double t[2][4][COST_REPS];
             for (int r = 0; r < COST_REPS; r++)
-                for (int mode = 0; mode < 3; mode++)
-                    for (int b = 0; b < n_libs; b++)
+                for (int mode = 0; mode < 4; mode++)
+                    for (int b = 0; b < (mode < 3 ? n_libs : 1); b++)
                         t[b][mode][r] = time_rows(&libs[b], lp[b], ids, l,
-                                                  ctx, k, mode, w, x);
-            double med[2][3], net[2];
+                                                  ctx, k, mode, w, x, rec);
+            double med[2][3], net[3];
             for (int mode = 0; mode < 2; mode++)
                 net[mode] = bench_net_median(t[0][mode], t[0][2], COST_REPS);
+            net[2] = bench_net_median(t[0][3], t[0][2], COST_REPS);
             for (int b = 0; b < n_libs; b++)
                 for (int mode = 0; mode < 3; mode++)
                     med[b][mode] = bench_median(t[b][mode], COST_REPS);
-            printf("  %-8s %5zu %8.3f %8.3f %6.3f %9.3f %10.3f %8s",
+            printf("  %-8s %5zu %8.3f %8.3f %6.3f %9.3f %10.3f %9.3f %7.2f "
+                   "%8s",
                    kind == 0 ? "tail" : "softmax", k, med[0][0], med[0][1],
-                   med[0][2], net[0], net[1],
+                   med[0][2], net[0], net[1], net[2], net[1] / net[2],
                    net[1] <= 1   ? "both"
                    : net[0] <= 1 ? "kept"
                                  : "no");
@@ -225,6 +296,7 @@ static void cost_harden(const unsigned char *kb, const bench_lib *libs,
             free(w);
             free(l);
             free(x);
+            free(rec);
             free(ctx);
         }
     for (int b = 0; b < n_libs; b++) {
