@@ -33,6 +33,22 @@ contains "$T/out" '"keys":99' "probe --json null keys"
 [ "$(wc -l <"$T/out")" -eq 1 ] && ok || bad "probe --json: one line"
 grep -q "$(grep -v '^#' "$T/k" | sed -n 2p)" "$T/out" "$T/err" && bad "key material printed" || ok
 
+# What a third party needs to reproduce the test: PRF version and each
+# input's path, SHA-256 and number of records.
+sum=$(sha256sum "$T/marked.jsonl" | cut -d' ' -f1)
+recs=$(grep -c . "$T/marked.jsonl")
+expect 1 "probe --json inputs" -- "$HM" probe --json --key "$T/k" -R 99 --alpha 0.01 "$T/marked.jsonl"
+contains "$T/out" '"prf_version":1' "probe --json PRF version"
+contains "$T/out" "\"sha256\":\"$sum\"" "probe --json input digest"
+contains "$T/out" "\"records\":$recs}" "probe --json input records"
+contains "$T/out" '"listed":' "probe --json listed tokens"
+expect 1 "probe text inputs" -- "$HM" probe --key "$T/k" -R 99 --alpha 0.01 "$T/marked.jsonl"
+contains "$T/out" "^# hallmark .*, PRF v1, key hmk1-" "probe header PRF version"
+contains "$T/out" "^# input .*marked.jsonl: $recs records, sha256 $sum\$" "probe header input"
+# An alpha that R alternate keys cannot reach: a warning, the run goes on.
+expect 0 "probe unreachable alpha" -- "$HM" probe --key "$T/k" -R 9 --alpha 0.01 "$T/marked.jsonl"
+contains "$T/err" "warning: --alpha 0.01 is below 0.1" "probe unreachable alpha warning"
+
 # Bad input: FILE:LINE: problem, exit 2, nothing on standard output.
 badcase() { # DESCRIPTION LINE2 EXPECTED-MESSAGE
     { head -n 1 "$T/marked.jsonl"; printf '%s\n' "$2"; } >"$T/bad.jsonl"
@@ -51,9 +67,13 @@ badcase "bad context id" '{"context": [1, "x"], "ids": [3], "logprobs": [-1]}' "
 badcase "positive logprob" '{"context": [1], "ids": [3], "logprobs": [0.5]}' "log-probabilities are <= 0"
 badcase "string logprob" '{"context": [1], "ids": [3], "logprobs": ["a"]}' "is not a number"
 badcase "duplicate id" '{"context": [1], "ids": [3, 3], "logprobs": [-1, -2]}' "appears twice in 'ids'"
+badcase "mass above 1" '{"context": [9], "ids": [5, 6], "logprobs": [-0.1, -0.2]}' "sum to 1.72.*not log-probabilities of one distribution"
 printf '\n{"context": [], "ids": [5], "logprobs": [-0.1]}\n' >"$T/one.jsonl"
 expect 2 "one probe" -- "$HM" probe --key "$T/k" -R 9 "$T/one.jsonl"
-contains "$T/err" "at least 2" "one probe message"
+contains "$T/err" "one.jsonl: 1 probe, at least 2" "one probe message"
+: >"$T/empty.jsonl"
+expect 2 "empty file" -- "$HM" probe --key "$T/k" -R 9 "$T/empty.jsonl"
+contains "$T/err" "empty.jsonl: 0 probes, at least 2" "empty file message"
 expect 2 "missing file" -- "$HM" probe --key "$T/k" -R 9 "$T/nope.jsonl"
 expect 2 "bad spec" -- "$HM" probe --key "$T/k" --spec h=99 -R 9 "$T/marked.jsonl"
 expect 2 "bad R" -- "$HM" probe --key "$T/k" -R 0 "$T/marked.jsonl"

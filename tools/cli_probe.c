@@ -121,7 +121,9 @@ static int add_probe(probes *p, const cli_input *in, const cli_lp *r,
     return 0;
 }
 
-static int read_file(probes *p, const char *path, unsigned h)
+/* The probes of the file at path into p, and its path, SHA-256 and
+ * number of records to inputs. */
+static int read_file(probes *p, const char *path, unsigned h, json_t *inputs)
 {
     cli_input in;
     cli_lp r = {0};
@@ -135,6 +137,14 @@ static int read_file(probes *p, const char *path, unsigned h)
         }
     cli_input_close(&in);
     cli_lp_free(&r);
+    if (rc == 0 &&
+        json_array_append_new(
+            inputs, json_pack("{s:s,s:s,s:s,s:I}", "path", path, "kind",
+                              "logprobs", "sha256", in.sha256_hex,
+                              "records", (json_int_t)in.records)) != 0) {
+        cli_error("out of memory");
+        rc = -1;
+    }
     return rc;
 }
 
@@ -236,6 +246,17 @@ int cmd_probe(int argc, char **argv)
     char fp[HM_FINGERPRINT_SIZE], canon[256];
     int status = EXIT_TROUBLE;
     cli_buf out = {0};
+    json_t *inputs = json_array();
+    if (inputs == NULL) {
+        cli_error("out of memory");
+        return EXIT_TROUBLE;
+    }
+    if (alpha < 1.0 / (1.0 + (double)R))
+        fprintf(stderr,
+                "hallmark: probe: warning: --alpha %g is below %g, the "
+                "smallest p-value %lld alternate keys can give: the verdict "
+                "can only be 'no evidence' (raise --self-check)\n",
+                alpha, 1.0 / (1.0 + (double)R), R);
     if (cli_open_key(keyfile, &key, fp) != 0 ||
         (sp = make_sp(key, spec, tenant)) == NULL)
         goto done;
@@ -243,10 +264,13 @@ int cmd_probe(int argc, char **argv)
     if (hm_spectral_param(sp, "h", &hd) != HM_OK)
         goto done;
     for (int i = optind; i < argc; i++)
-        if (read_file(&p, argv[i], (unsigned)hd) != 0)
+        if (read_file(&p, argv[i], (unsigned)hd, inputs) != 0)
             goto done;
     if (p.n < 2) {
-        cli_error("probe: %zu probe%s: at least 2 are needed", p.n,
+        cli_error("%s%s: %zu probe%s, at least 2 are needed",
+                  strcmp(argv[optind], "-") == 0 ? "standard input"
+                                                 : argv[optind],
+                  argc - optind > 1 ? " and the other files" : "", p.n,
                   p.n == 1 ? "" : "s");
         goto done;
     }
@@ -288,14 +312,15 @@ int cmd_probe(int argc, char **argv)
     if (json) {
         json_t *o = json_pack(
             "{s:I,s:I,s:f,s:f,s:{s:s,s:I,s:I,s:f,s:f},s:f,s:f,s:b,s:s,s:s,"
-            "s:s,s:s}",
-            "probes", (json_int_t)p.n, "records", (json_int_t)p.n_rec,
+            "s:s,s:s,s:I,s:O}",
+            "probes", (json_int_t)p.n, "listed", (json_int_t)p.n_rec,
             "mean_share", share, "power", power, "null", "label", label,
             "keys", (json_int_t)R, "at_least_observed", (json_int_t)ge,
             "mean_power", null_sum / (double)R, "max_power", null_max,
             "p_value", pval, "alpha", alpha, "detected", hit, "key", fp,
             "tenant", tenant ? tenant : "", "spec", canon,
-            "hallmark_version", hm_version_string());
+            "hallmark_version", hm_version_string(), "prf_version",
+            (json_int_t)hm_prf_version(), "inputs", inputs);
         char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17))
                     : NULL;
         json_decref(o);
@@ -307,10 +332,20 @@ int cmd_probe(int argc, char **argv)
         free(s);
     } else {
         cli_buf_printf(&out,
-                       "# hallmark %s, key %s%s%s, spec %s, alpha %g\n",
-                       hm_version_string(), fp, tenant ? ", tenant " : "",
-                       tenant ? tenant : "", canon, alpha);
-        cli_buf_printf(&out, "probes          %zu (%zu top-k records)\n",
+                       "# hallmark %s, PRF v%u, key %s%s%s, spec %s, alpha "
+                       "%g\n",
+                       hm_version_string(), hm_prf_version(), fp,
+                       tenant ? ", tenant " : "", tenant ? tenant : "", canon,
+                       alpha);
+        for (size_t i = 0; i < json_array_size(inputs); i++) {
+            json_t *f = json_array_get(inputs, i);
+            cli_buf_printf(
+                &out, "# input %s: %lld records, sha256 %s\n",
+                json_string_value(json_object_get(f, "path")),
+                (long long)json_integer_value(json_object_get(f, "records")),
+                json_string_value(json_object_get(f, "sha256")));
+        }
+        cli_buf_printf(&out, "probes          %zu (%zu listed tokens)\n",
                        p.n, p.n_rec);
         cli_buf_printf(&out, "mean share      %.6f\n", share);
         cli_buf_printf(&out, "power           %.6g\n", power);
@@ -330,6 +365,7 @@ int cmd_probe(int argc, char **argv)
     }
     status = hit ? EXIT_DETECTED : EXIT_NOEVIDENCE;
 done:
+    json_decref(inputs);
     cli_buf_free(&out);
     free(g);
     free(y);
