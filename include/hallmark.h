@@ -671,7 +671,9 @@ HM_EXPORT HM_WUR int hm_sketch_merge(hm_sketch *dst, const hm_sketch *src,
 HM_EXPORT HM_WUR int hm_sketch_save(const hm_sketch *sketch, const char *path,
                                     char *errmsg, size_t errlen);
 /* Read a sketch file made under key: refuses another key's sketch, a bad
- * checksum and inconsistent parameters, with "path: problem" in errmsg. */
+ * checksum, a truncated file and parameters out of range, with "path:
+ * problem" in errmsg.  The sizes stored are taken as they are (the
+ * checksum is not keyed: "fp_rate" tells what a sketch passes). */
 HM_EXPORT HM_WUR int hm_sketch_load(hm_sketch **sketch, const hm_key *key,
                                     const char *path, char *errmsg,
                                     size_t errlen);

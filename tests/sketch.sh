@@ -71,6 +71,16 @@ p1=$(jq '.tenants[0].log10_p' "$T/fs.json")
 awk -v a="$p0" -v b="$p1" 'BEGIN { exit !(b < a) }' && ok ||
     bad "filtering did not sharpen the test: $p0 -> $p1"
 
+grep -q warning "$T/err" && bad "warning for a sketch within capacity" || ok
+# a sketch far over its capacity passes most windows: a warning, and the
+# audit goes on
+$HM sketch -k "$T/k" -t acme --params expected=10,fp=0.5 -s $S \
+    -o "$T/full.sketch" "$T/served.jsonl" >/dev/null
+expect 1 "audit --filter full sketch" -- $HM audit $A --filter \
+    "$T/full.sketch" -o "$T/ff" "$T/suspect.jsonl"
+contains "$T/err" "warning: --filter .*full.sketch passes a share" \
+    "full sketch warning"
+
 # refusals: another key, damage, truncation, a missing width
 expect 2 "other key" -- $HM audit --key "$T/k2" --scheme $S \
     --filter "$T/all.sketch" -o "$T/r1" "$T/suspect.jsonl"

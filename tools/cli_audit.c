@@ -360,6 +360,15 @@ int cmd_audit(int argc, char **argv)
             hm_sketch_param(filter_sketch, "k", &kk) != HM_OK)
             goto done;
         hm_sketch_spec(filter_sketch, sspec, sizeof sspec);
+        /* Any sketch keeps the test exact (its hashes are independent of
+         * the watermark's), but one that passes most windows filters
+         * little: over capacity, or not what the server wrote. */
+        if (fpr > 0.05)
+            fprintf(stderr,
+                    "hallmark: audit: warning: --filter %s passes a share "
+                    "%.3g of windows never served (over capacity or "
+                    "altered): the filter removes little\n",
+                    filter_file, fpr);
         json_array_append_new(
             inputs,
             json_pack("{s:s,s:s,s:s,s:{s:s,s:s,s:s,s:I,s:I,s:I,s:f}}",
