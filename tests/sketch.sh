@@ -99,6 +99,10 @@ $HM sketch -k "$T/k" --params windows=1 -o "$T/w1.sketch" \
 expect 2 "missing width" -- $HM audit $A --filter "$T/w1.sketch" \
     -o "$T/r3" "$T/suspect.jsonl"
 contains "$T/err" "4 tokens" "width message"
+: >"$T/empty.jsonl"
+expect 2 "no tokens" -- $HM sketch -k "$T/k" -o "$T/e.sketch" "$T/empty.jsonl"
+contains "$T/err" "no tokens in the input" "no tokens message"
+absent "$T/e.sketch" "no sketch from an empty input"
 expect 2 "no key" -- $HM sketch -o "$T/y.sketch" "$T/half1.jsonl"
 expect 2 "bad params" -- $HM sketch -k "$T/k" --params fp=2 \
     -o "$T/y.sketch" "$T/half1.jsonl"

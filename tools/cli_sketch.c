@@ -198,12 +198,14 @@ int cmd_sketch(int argc, char **argv)
             cli_error("--params '%s': %s", full, msg);
             goto done;
         }
+        unsigned long long tokens = 0;
         for (int i = optind; i < argc; i++) {
             cli_input in;
             int rc;
             if (cli_input_open(&in, argv[i], vocab, tok) != 0)
                 goto done;
-            while ((rc = cli_input_next(&in, &doc)) == 1)
+            while ((rc = cli_input_next(&in, &doc)) == 1 &&
+                   (tokens += doc.n_tokens, 1))
                 if (hm_sketch_add_doc(s, doc.prompt, doc.n_prompt, doc.tokens,
                                       doc.n_tokens) != HM_OK) {
                     cli_error("%s:%lu: cannot add the record", doc.file,
@@ -214,6 +216,11 @@ int cmd_sketch(int argc, char **argv)
             cli_input_close(&in);
             if (rc < 0)
                 goto done;
+        }
+        if (tokens == 0) { /* as audit --filter refuses such a file */
+            cli_error("sketch: no tokens in the input, so no window to "
+                      "record");
+            goto done;
         }
     }
     if (info) {
