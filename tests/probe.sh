@@ -49,6 +49,24 @@ contains "$T/out" "^# input .*marked.jsonl: $recs records, sha256 $sum\$" "probe
 expect 0 "probe unreachable alpha" -- "$HM" probe --key "$T/k" -R 9 --alpha 0.01 "$T/marked.jsonl"
 contains "$T/err" "warning: --alpha 0.01 is below 0.1" "probe unreachable alpha warning"
 
+# Calibration of the command itself (test_spectral checks the library's
+# statistic): 100 keys, each with its own alternate keys (a label per
+# run), on the student distilled from clean values.  Given the data, the
+# key and its 19 alternates are 20 independent draws, so p is uniform on
+# {1/20, ..., 1} and the runs are independent.  Fixed keys: deterministic.
+# Bounds at about 3.5 standard deviations: 100 p-values have mean
+# 0.525 +- 0.029 and about 25 +- 4.3 of them are <= 0.25.
+for i in $(seq 1 100); do
+    mkkey "$T/cal" "$(printf 'cal-%d' "$i" | sha256sum | cut -c1-64)"
+    "$HM" probe --json --key "$T/cal" -R 19 --self-check-label "cal-$i" \
+        --alpha 0.05 "$T/clean.jsonl" 2>/dev/null |
+        sed -n 's/.*"p_value":\([0-9.e-]*\).*/\1/p'
+done >"$T/cal.txt"
+awk '{ n++; s += $1; low += ($1 <= 0.25 + 1e-9) }
+     END { printf "calibration: %d p-values, mean %.3f, %d <= 0.25\n", n, s / n, low;
+           exit !(n == 100 && s / n > 0.42 && s / n < 0.63 && low >= 10 && low <= 40) }' \
+    "$T/cal.txt" && ok || bad "probe p-values of a clean student not uniform: $(tr '\n' ' ' <"$T/cal.txt")"
+
 # Bad input: FILE:LINE: problem, exit 2, nothing on standard output.
 badcase() { # DESCRIPTION LINE2 EXPECTED-MESSAGE
     { head -n 1 "$T/marked.jsonl"; printf '%s\n' "$2"; } >"$T/bad.jsonl"
