@@ -468,6 +468,9 @@ HM_HIDDEN int hm_lp_sort(int32_t *ids, double *l, size_t n, double q,
                          double c);
 /* Tests set this to take hm_lp_sort's portable paths on AVX-512 CPUs. */
 HM_HIDDEN extern int hm_lp_sort_portable;
+/* Tests set this to take hm_logprobs_dense's scan one logit at a time,
+ * without passing over blocks the heap would not take from. */
+HM_HIDDEN extern int hm_lp_dense_portable;
 
 /* Hardening's loops on AVX-512 (logprobs_wide.c), each giving the bits of
  * its portable counterpart in logprobs.c where its result reaches the

@@ -580,15 +580,92 @@ LP_CLONES static double sum_exp(const float *restrict l, size_t V, float mx)
     return sum;
 }
 
+/* Tests set this to take every logit through row_topk's scalar loop. */
+int hm_lp_dense_portable = 0;
+
+/* The first block of 16 logits from v on (or the last multiple of 16 at
+ * most V) that holds one above t or one that is not below +inf (NaN,
+ * +inf); the maximum of the logits passed over joins *mx.  Most blocks of
+ * a long row hold nothing for the heap: unless busy (the last call
+ * stopped at its first block), runs of 256 are looked at in sixteen lanes
+ * first, with one test at the end of each, and then at most 256 logits
+ * block by block.  The loops vectorize: the maxima stay in sixteen lanes
+ * until the end, and may take in the logits of the block that stops too
+ * (the caller's loop takes its maximum again; a NaN never wins a
+ * comparison, and a +inf fails the row). */
+LP_CLONES static size_t quiet_blocks(const float *restrict l, size_t V,
+                                     size_t v, float t, int busy, float *mx)
+{
+    float ml[16];
+    for (int j = 0; j < 16; j++)
+        ml[j] = -INFINITY;
+    for (; !busy && v + 256 <= V; v += 256) {
+        int32_t f[16], any = 0;
+        for (int j = 0; j < 16; j++)
+            f[j] = 0;
+        for (size_t i = 0; i < 256; i += 16)
+            for (int j = 0; j < 16; j++) {
+                float x = l[v + i + j];
+                ml[j] = x > ml[j] ? x : ml[j];
+                f[j] |= !(x < INFINITY) | (x > t);
+            }
+        for (int j = 0; j < 16; j++)
+            any |= f[j];
+        if (any)
+            break;
+    }
+    size_t end = v + 256 <= V ? v + 256 : V;
+    for (; v + 16 <= end; v += 16) {
+        int stop = 0;
+        for (int j = 0; j < 16; j++) {
+            float x = l[v + j];
+            ml[j] = x > ml[j] ? x : ml[j];
+            stop |= !(x < INFINITY) | (x > t);
+        }
+        if (stop)
+            break;
+    }
+    float m = *mx;
+    for (int j = 0; j < 16; j++)
+        m = ml[j] > m ? ml[j] : m;
+    *mx = m;
+    return v;
+}
+
 /* The k best tokens of a row, best first, and the row's log-sum-exp;
- * HM_EINVAL for a NaN or +inf logit or a row without a finite one. */
+ * HM_EINVAL for a NaN or +inf logit or a row without a finite one.
+ * Blocks of logits none of which the heap would take (none above its
+ * worst once it is full: a later id loses a tie) and that are all below
+ * +inf are passed over by quiet_blocks, which only takes their maximum;
+ * the others go through the loop one by one, so the heap sees the same
+ * candidates in the same order. */
 static int row_topk(const float *l, size_t V, size_t k, int32_t *ids,
                     double *lp, size_t *n_out)
 {
     cand h[HM_LOGPROBS_TOPK_MAX];
     size_t n = 0;
     float mx = -INFINITY;
+    int busy = 0;
+    /* Past about 32 k logits a block of 16 holds one the heap takes with
+     * probability at most a half (k/v each, in a random order): before,
+     * passing over blocks costs more than it saves. */
+    size_t stop = k <= V / 32 ? 32 * k : V;
     for (size_t v = 0; v < V; v++) {
+        if (v == stop && !hm_lp_dense_portable) {
+            /* the heap's worst, or below every finite value while it
+             * fills; nothing is taken when k is 0 */
+            float t = k == 0 ? INFINITY : n < k ? -INFINITY : h[0].l;
+            size_t from = v;
+            float qm = mx; /* (mx's address taken, it would live in memory
+                            * in the loop below, a store and a load a
+                            * logit) */
+            v = quiet_blocks(l, V, v, t, busy, &qm);
+            mx = qm;
+            if (v == V)
+                break;
+            busy = v == from;
+            stop = v + 16 <= V ? v + 16 : V; /* (then the next quiet run) */
+        }
         float x = l[v];
         if (!(x < INFINITY))
             return HM_EINVAL; /* NaN or +inf */

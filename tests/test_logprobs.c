@@ -1255,6 +1255,87 @@ START_TEST(test_batch_and_seq)
 }
 END_TEST
 
+/* hm_logprobs_dense passes over blocks of 16 logits none of which its
+ * heap would take: the same output as one logit at a time, for rows of
+ * every length around the block size, ties everywhere, rising and
+ * falling rows (the heap changes at every logit), -inf runs, and a NaN
+ * or +inf anywhere (the same error). */
+START_TEST(test_dense_blocks)
+{
+    enum { KINDS = 8 };
+    static const size_t Vs[] = {1, 15, 16, 17, 31, 32, 33, 700, 4099};
+    static const size_t ks[] = {0, 1, 5, 20, 64, 1024};
+    hm_key *key = test_key(21);
+    hm_logprobs *lp = test_lp(key, "topk=1024", NULL);
+    float *l = malloc(4099 * sizeof *l);
+    int32_t *ids[2] = {malloc(1024 * sizeof(int32_t)),
+                       malloc(1024 * sizeof(int32_t))};
+    double *r[2] = {malloc(1024 * sizeof(double)),
+                    malloc(1024 * sizeof(double))};
+    ck_assert(l && ids[0] && ids[1] && r[0] && r[1]);
+    uint64_t s = 0xb10c;
+    int32_t ctx[4] = {1, 2, 3, 4};
+    hm_row row = {ctx, 4, NULL, 0, 0};
+    size_t rows = 0, errors = 0;
+    for (size_t vi = 0; vi < sizeof Vs / sizeof Vs[0]; vi++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+            for (int kind = 0; kind < KINDS; kind++)
+                for (int rep = 0; rep < 4; rep++) {
+                    size_t V = Vs[vi], k = ks[ki] < V ? ks[ki] : V;
+                    for (size_t v = 0; v < V; v++) {
+                        double u = test_uniform(&s);
+                        float x;
+                        switch (kind) {
+                        case 0: x = (float)(8 * u - 4); break;
+                        case 1: x = (float)floor(8 * u) * 0.5f; break;
+                        case 2: x = (float)v * 0.01f; break;
+                        case 3: x = -(float)v * 0.01f; break;
+                        case 4: x = 1.5f; break;
+                        case 5: x = u < 0.9 ? -INFINITY : (float)u; break;
+                        case 6: /* rising by blocks, falling within */
+                            x = (float)(v / 16) - (float)(v % 16) * 0.001f;
+                            break;
+                        default: x = (float)(3 * gauss(&s)); break;
+                        }
+                        l[v] = x;
+                    }
+                    if (rep == 3) { /* a bad value somewhere */
+                        size_t at = (size_t)(test_rand(&s) % V);
+                        l[at] = (test_rand(&s) & 1) ? NAN : INFINITY;
+                    }
+                    int rc[2];
+                    size_t n[2] = {77, 77};
+                    ctx[3] = (int32_t)rows;
+                    for (int p = 0; p < 2; p++) {
+                        hm_lp_dense_portable = p;
+                        memset(ids[p], 0xAB, 1024 * sizeof(int32_t));
+                        memset(r[p], 0xAB, 1024 * sizeof(double));
+                        rc[p] = hm_logprobs_dense(lp, l, 1, V, V, &row, k,
+                                                  ids[p], r[p], &n[p]);
+                    }
+                    hm_lp_dense_portable = 0;
+                    ck_assert_int_eq(rc[0], rc[1]);
+                    errors += rc[0] != HM_OK;
+                    if (rc[0] == HM_OK) {
+                        ck_assert_uint_eq(n[0], n[1]);
+                        ck_assert_mem_eq(ids[0], ids[1],
+                                         n[0] * sizeof(int32_t));
+                        ck_assert_mem_eq(r[0], r[1], n[0] * sizeof(double));
+                    }
+                    rows++;
+                }
+    /* every row with a bad value, and the rows of -inf alone, fail */
+    ck_assert_uint_ge(errors, rows / 4);
+    free(l);
+    for (int p = 0; p < 2; p++) {
+        free(ids[p]);
+        free(r[p]);
+    }
+    hm_logprobs_free(lp);
+    hm_key_free(key);
+}
+END_TEST
+
 START_TEST(test_bad_input)
 {
     enum { V = 100 };
@@ -1607,6 +1688,7 @@ static Suite *logprobs_suite(void)
 
     tc = tcase_create("mechanics");
     tcase_add_test(tc, test_batch_and_seq);
+    tcase_add_test(tc, test_dense_blocks);
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_threads);
 #if HOOK_MALLOC
