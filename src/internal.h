@@ -421,6 +421,10 @@ HM_HIDDEN ptrdiff_t hm_k_argmax(const float *keys, size_t n);
  * __builtin_cpu_supports knows: AVX-512 F, DQ and VPOPCNTDQ with VAES,
  * and the OS saving ZMM state (cpuid and xgetbv; cached). */
 HM_HIDDEN int hm_cpu_has_avx512_vaes(void);
+/* AVX2; the level x86-64-v4 (AVX-512 F, BW, CD, DQ and VL on top of
+ * AVX2), for which the loader picks the target_clones' AVX-512 clone. */
+HM_HIDDEN int hm_cpu_has_avx2(void);
+HM_HIDDEN int hm_cpu_has_x86_64_v4(void);
 
 /* Parameter-string pieces shared by the spec parsers (spec.c): plain
  * decimal numbers in the C locale, identifiers of [A-Za-z0-9_.-] shorter
