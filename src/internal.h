@@ -407,6 +407,11 @@ HM_HIDDEN double hm_k_gumbel_sum(const uint64_t *x, size_t n);
  * 2^-64: sum = part[0] + part[1] 2^-32 + part[2] 2^-64. */
 HM_HIDDEN void hm_k_gumbel_parts(const uint64_t *x, size_t w, size_t n,
                                  uint64_t part[3]);
+/* hm_k_gumbel_parts has an AVX2 loop (x86-64, and the CPU has AVX2),
+ * which it takes unless the CPU's AVX-512 clone runs instead; tests set
+ * hm_k_gumbel_force_avx2 to take it on AVX-512 CPUs too. */
+HM_HIDDEN int hm_k_gumbel_avx2_ok(void);
+HM_HIDDEN extern int hm_k_gumbel_force_avx2;
 HM_HIDDEN uint64_t hm_k_count_below(const uint64_t *x, size_t n,
                                     uint64_t below);
 HM_HIDDEN uint64_t hm_k_popcount_sum(const uint64_t *x, size_t n,

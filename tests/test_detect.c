@@ -1127,6 +1127,8 @@ static void scalar_parts(const uint64_t *x, size_t w, size_t n,
         hm_gumbel_parts_add(x[i * w], &part[0], &part[1], &part[2]);
 }
 
+/* The kernel as dispatched for this CPU, and its AVX2 loop where the CPU
+ * has AVX2 (on AVX-512 CPUs the dispatch takes the AVX-512 clone). */
 static void check_parts(const uint64_t *x, size_t w, size_t n)
 {
     uint64_t a[3], b[3];
@@ -1134,6 +1136,13 @@ static void check_parts(const uint64_t *x, size_t w, size_t n)
     scalar_parts(x, w, n, b);
     ck_assert_msg(a[0] == b[0] && a[1] == b[1] && a[2] == b[2],
                   "w %zu n %zu: kernel and scalar differ", w, n);
+    if (hm_k_gumbel_avx2_ok()) {
+        hm_k_gumbel_force_avx2 = 1;
+        hm_k_gumbel_parts(x, w, n, a);
+        hm_k_gumbel_force_avx2 = 0;
+        ck_assert_msg(a[0] == b[0] && a[1] == b[1] && a[2] == b[2],
+                      "w %zu n %zu: AVX2 loop and scalar differ", w, n);
+    }
 }
 
 /* hallmark's own logarithm (gumbel_log.h) against mpmath's values
