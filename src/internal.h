@@ -407,6 +407,11 @@ HM_HIDDEN double hm_k_gumbel_sum(const uint64_t *x, size_t n);
  * 2^-64: sum = part[0] + part[1] 2^-32 + part[2] 2^-64. */
 HM_HIDDEN void hm_k_gumbel_parts(const uint64_t *x, size_t w, size_t n,
                                  uint64_t part[3]);
+/* hm_k_gumbel_parts has an AVX2 loop (x86-64, and the CPU has AVX2),
+ * which it takes unless the CPU's AVX-512 clone runs instead; tests set
+ * hm_k_gumbel_force_avx2 to take it on AVX-512 CPUs too. */
+HM_HIDDEN int hm_k_gumbel_avx2_ok(void);
+HM_HIDDEN extern int hm_k_gumbel_force_avx2;
 HM_HIDDEN uint64_t hm_k_count_below(const uint64_t *x, size_t n,
                                     uint64_t below);
 HM_HIDDEN uint64_t hm_k_popcount_sum(const uint64_t *x, size_t n,
@@ -421,6 +426,10 @@ HM_HIDDEN ptrdiff_t hm_k_argmax(const float *keys, size_t n);
  * __builtin_cpu_supports knows: AVX-512 F, DQ and VPOPCNTDQ with VAES,
  * and the OS saving ZMM state (cpuid and xgetbv; cached). */
 HM_HIDDEN int hm_cpu_has_avx512_vaes(void);
+/* AVX2; the level x86-64-v4 (AVX-512 F, BW, CD, DQ and VL on top of
+ * AVX2), for which the loader picks the target_clones' AVX-512 clone. */
+HM_HIDDEN int hm_cpu_has_avx2(void);
+HM_HIDDEN int hm_cpu_has_x86_64_v4(void);
 
 /* Parameter-string pieces shared by the spec parsers (spec.c): plain
  * decimal numbers in the C locale, identifiers of [A-Za-z0-9_.-] shorter

@@ -24,6 +24,7 @@
 #define HM_CLONES \
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
                                  "default")))
+#define HM_CLONES_ON 1
 #else
 #define HM_CLONES
 #endif
@@ -337,9 +338,12 @@ HM_CLONES double hm_k_gumbel_sum(const uint64_t *restrict x, size_t n)
  * lowered and cut (hm_gumbel_parts_add, gumbel_log.h), summed as three
  * integers: part[0] the integer parts, part[1] the first 32 bits of the
  * fractions, part[2] the next 32 (so that no sum carries, and the loop has
- * no chain).  Every lane computes what the scalar code does. */
-HM_CLONES void hm_k_gumbel_parts(const uint64_t *restrict x, size_t w,
-                                 size_t n, uint64_t part[3])
+ * no chain).  Every lane computes what the scalar code does.  The
+ * AVX-512 clone vectorises; the AVX2 one stays scalar (AVX2 has no
+ * conversions between 64-bit integers and doubles), and
+ * gumbel_parts_avx2 below stands in for it. */
+HM_CLONES static void gumbel_parts_auto(const uint64_t *restrict x, size_t w,
+                                        size_t n, uint64_t part[3])
 {
     uint64_t ip = 0, fh = 0, fl = 0;
     if (w == 2) {
@@ -352,6 +356,205 @@ HM_CLONES void hm_k_gumbel_parts(const uint64_t *restrict x, size_t w,
     part[0] = ip;
     part[1] = fh;
     part[2] = fl;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) &&                             \
+    (defined(__clang__) || __GNUC__ >= 10)
+#include <immintrin.h>
+
+#define HAVE_GUMBEL_AVX2 1
+/* AVX2 alone: where the build does not enable FMA as a whole, no
+ * multiply and add could fuse even without -ffp-contract=off, which
+ * gumbel_log.h needs anyway. */
+#define AVX2 __attribute__((target("avx2")))
+
+/* The integer value of a double d that is an integer of magnitude below
+ * 2^51, plus the bits of 1.5 2^52: d + 1.5 2^52 is exact and has d, in
+ * two's complement, in its low bits.  The sums of these are corrected by
+ * the count at the end. */
+#define MAGIC_BITS UINT64_C(0x4338000000000000)
+
+AVX2 static inline __attribute__((always_inline)) __m256i
+int_bits(__m256d d)
+{
+    return _mm256_castpd_si256(_mm256_add_pd(d, _mm256_set1_pd(0x1.8p52)));
+}
+
+/* hm_gumbel_parts_add on four lanes, step by step the same binary64
+ * operations on the same values; the parts, plus MAGIC_BITS each, are
+ * added to ip, fh and fl.  Where the scalar code converts, this computes
+ * the same value exactly:
+ * - n = nh 2^32 + nl (nh < 2^21) to double: (2^84 + nh 2^32) - (2^84 +
+ *   2^52) is exact (Sterbenz), and adding 2^52 + nl gives n < 2^53;
+ * - 52 - e = (2^52 + 1075) - (2^52 + (b >> 52)), integers below 2^53;
+ * - R = m C - 2^61, m = mh 2^32 + ml: A = mh C < 2^30 and B = ml C < 2^41
+ *   by 32 x 32-bit products, (2^52 + A) - (2^52 + 2^29) = A - 2^29 and
+ *   (2^52 + B) - 2^52 = B exactly, and r = (A - 2^29) 2^-29 + B 2^-61:
+ *   both terms exact, their sum R 2^-61, a double as |R| < 2^53;
+ * - the casts of v, y and (y - yi) 2^32 to integers truncate: rounded
+ *   toward zero, they are integers of magnitude below 2^32 (v is below
+ *   64), which int_bits converts. */
+AVX2 static inline __attribute__((always_inline)) void
+parts4(__m256i x, __m256i *ip, __m256i *fh, __m256i *fl)
+{
+    const __m256i two52 = _mm256_set1_epi64x(0x4330000000000000);
+    const __m256d d52 = _mm256_set1_pd(0x1p52);
+    const __m256i nx = _mm256_srli_epi64(
+        _mm256_xor_si256(x, _mm256_set1_epi64x(-1)), 12);
+    const __m256i n = _mm256_or_si256(_mm256_add_epi64(nx, nx),
+                                      _mm256_set1_epi64x(1));
+    __m256d nhi = _mm256_castsi256_pd(_mm256_or_si256(
+        _mm256_srli_epi64(n, 32), _mm256_set1_epi64x(0x4530000000000000)));
+    __m256d nlo = _mm256_castsi256_pd(_mm256_blend_epi32(n, two52, 0xAA));
+    __m256d dn = _mm256_add_pd(
+        _mm256_sub_pd(nhi, _mm256_set1_pd(0x1p84 + 0x1p52)), nlo);
+    __m256i b = _mm256_castpd_si256(dn);
+    __m256d k = _mm256_sub_pd(
+        _mm256_set1_pd(0x1p52 + 1075),
+        _mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(b, 52),
+                                            two52)));
+    __m256i frac =
+        _mm256_and_si256(b, _mm256_set1_epi64x((INT64_C(1) << 52) - 1));
+    /* the table entries by scalar loads: AVX2 gathers cost more on Zen 4,
+     * and more still on Zen 2 and on Intel CPUs with the microcode that
+     * mitigates Gather Data Sampling */
+    uint64_t j[4] __attribute__((aligned(32)));
+    _mm256_store_si256((__m256i *)j, _mm256_srli_epi64(frac, 44));
+    __m256i c = _mm256_setr_epi64x(GL_C[j[0]], GL_C[j[1]], GL_C[j[2]],
+                                   GL_C[j[3]]);
+    __m256i mh = _mm256_or_si256(_mm256_srli_epi64(frac, 32),
+                                 _mm256_set1_epi64x(INT64_C(1) << 20));
+    __m256d da = _mm256_sub_pd(
+        _mm256_castsi256_pd(_mm256_or_si256(_mm256_mul_epu32(mh, c), two52)),
+        _mm256_set1_pd(0x1p52 + 0x1p29));
+    __m256d db = _mm256_sub_pd(
+        _mm256_castsi256_pd(_mm256_or_si256(_mm256_mul_epu32(frac, c),
+                                            two52)),
+        d52);
+    __m256d r = _mm256_add_pd(_mm256_mul_pd(da, _mm256_set1_pd(0x1p-29)),
+                              _mm256_mul_pd(db, _mm256_set1_pd(0x1p-61)));
+    /* (52 - e) ln 2 + ln(C / 256) = s0 + lo */
+    __m256d a = _mm256_mul_pd(k, _mm256_set1_pd(GL_L2H));
+    __m256d dh = _mm256_setr_pd(GL_DH[j[0]], GL_DH[j[1]], GL_DH[j[2]],
+                                GL_DH[j[3]]);
+    __m256d s0 = _mm256_add_pd(a, dh), bv = _mm256_sub_pd(s0, a);
+    __m256d lo = _mm256_add_pd(
+        _mm256_add_pd(_mm256_sub_pd(a, _mm256_sub_pd(s0, bv)),
+                      _mm256_sub_pd(dh, bv)),
+        _mm256_add_pd(_mm256_mul_pd(k, _mm256_set1_pd(GL_L2L)),
+                      _mm256_setr_pd(GL_DL[j[0]], GL_DL[j[1]], GL_DL[j[2]],
+                                     GL_DL[j[3]])));
+    /* minus r = t + lo2 */
+    __m256d t = _mm256_sub_pd(s0, r), bt = _mm256_sub_pd(t, s0);
+    __m256d nr = _mm256_xor_pd(r, _mm256_set1_pd(-0.0));
+    __m256d lo2 = _mm256_add_pd(_mm256_sub_pd(s0, _mm256_sub_pd(t, bt)),
+                               _mm256_sub_pd(nr, bt));
+    /* ln(1 + r) - r = r^2 p(r) */
+    __m256d p = _mm256_add_pd(_mm256_set1_pd(-0x1.5555555555555p-3),
+                              _mm256_mul_pd(r, _mm256_set1_pd(
+                                                   0x1.2492492492492p-3)));
+    p = _mm256_add_pd(_mm256_set1_pd(0x1.999999999999ap-3),
+                      _mm256_mul_pd(r, p));
+    p = _mm256_add_pd(_mm256_set1_pd(-0.25), _mm256_mul_pd(r, p));
+    p = _mm256_add_pd(_mm256_set1_pd(0x1.5555555555555p-2),
+                      _mm256_mul_pd(r, p));
+    p = _mm256_add_pd(_mm256_set1_pd(-0.5), _mm256_mul_pd(r, p));
+    __m256d s = _mm256_add_pd(
+        t, _mm256_sub_pd(_mm256_add_pd(lo, lo2),
+                         _mm256_mul_pd(_mm256_mul_pd(r, r), p)));
+    /* hm_gumbel_score_low, then the cut */
+    __m256d v = _mm256_sub_pd(_mm256_mul_pd(s, _mm256_set1_pd(1 - 0x1p-50)),
+                              _mm256_set1_pd(0x1p-66));
+    const int z = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
+    __m256d di = _mm256_round_pd(v, z);
+    __m256d y = _mm256_mul_pd(_mm256_sub_pd(v, di), _mm256_set1_pd(0x1p32));
+    __m256d yi = _mm256_round_pd(y, z);
+    __m256d f = _mm256_round_pd(
+        _mm256_mul_pd(_mm256_sub_pd(y, yi), _mm256_set1_pd(0x1p32)), z);
+    *ip = _mm256_add_epi64(*ip, int_bits(di));
+    *fh = _mm256_add_epi64(*fh, int_bits(yi));
+    *fl = _mm256_add_epi64(*fl, int_bits(f));
+}
+
+AVX2 static uint64_t lanes_sum(__m256i a)
+{
+    __m128i s = _mm_add_epi64(_mm256_castsi256_si128(a),
+                              _mm256_extracti128_si256(a, 1));
+    return (uint64_t)_mm_cvtsi128_si64(s) +
+           (uint64_t)_mm_extract_epi64(s, 1);
+}
+
+/* gumbel_parts_auto on AVX2, four values at a time, the rest by the
+ * scalar code; the lanes' integer sums are added in any order, exactly
+ * (mod 2^64). */
+AVX2 static void gumbel_parts_avx2(const uint64_t *restrict x, size_t w,
+                                   size_t n, uint64_t part[3])
+{
+    __m256i ip = _mm256_setzero_si256(), fh = ip, fl = ip;
+    size_t i = 0;
+    if (w == 1) {
+        for (; i + 4 <= n; i += 4)
+            parts4(_mm256_loadu_si256((const __m256i *)(x + i)), &ip, &fh,
+                   &fl);
+    } else if (w == 2) {
+        for (; i + 4 <= n; i += 4) {
+            __m256i u = _mm256_loadu_si256((const __m256i *)(x + 2 * i));
+            __m256i v = _mm256_loadu_si256((const __m256i *)(x + 2 * i + 4));
+            /* x[0] x[4] x[2] x[6] -> x[0] x[2] x[4] x[6] */
+            parts4(_mm256_permute4x64_epi64(_mm256_unpacklo_epi64(u, v),
+                                            0xD8),
+                   &ip, &fh, &fl);
+        }
+    } else { /* scalar loads: a gather here took twice as long (Zen 4) */
+        for (; i + 4 <= n; i += 4)
+            parts4(_mm256_setr_epi64x((long long)x[i * w],
+                                      (long long)x[(i + 1) * w],
+                                      (long long)x[(i + 2) * w],
+                                      (long long)x[(i + 3) * w]),
+                   &ip, &fh, &fl);
+    }
+    uint64_t bias = (uint64_t)i * MAGIC_BITS;
+    uint64_t a = lanes_sum(ip) - bias, h = lanes_sum(fh) - bias,
+             l = lanes_sum(fl) - bias;
+    for (; i < n; i++)
+        hm_gumbel_parts_add(x[i * w], &a, &h, &l);
+    part[0] = a;
+    part[1] = h;
+    part[2] = l;
+}
+#endif
+
+int hm_k_gumbel_force_avx2 = 0;
+
+int hm_k_gumbel_avx2_ok(void)
+{
+#ifdef HAVE_GUMBEL_AVX2
+    return hm_cpu_has_avx2();
+#else
+    return 0;
+#endif
+}
+
+/* The AVX2 loop where the CPU has AVX2 and gumbel_parts_auto would not
+ * be vectorised with AVX-512: the clone for CPUs of level x86-64-v4, or
+ * in a build without clones, a build for AVX-512. */
+void hm_k_gumbel_parts(const uint64_t *x, size_t w, size_t n,
+                       uint64_t part[3])
+{
+#ifdef HAVE_GUMBEL_AVX2
+#if defined(HM_CLONES_ON)
+    int wide = hm_cpu_has_x86_64_v4();
+#elif defined(__AVX512F__) && defined(__AVX512DQ__)
+    int wide = 1;
+#else
+    int wide = 0;
+#endif
+    if ((hm_k_gumbel_force_avx2 || !wide) && hm_cpu_has_avx2()) {
+        gumbel_parts_avx2(x, w, n, part);
+        return;
+    }
+#endif
+    gumbel_parts_auto(x, w, n, part);
 }
 
 HM_CLONES uint64_t hm_k_count_below(const uint64_t *restrict x, size_t n,

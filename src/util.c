@@ -46,6 +46,34 @@ int hm_cpu_has_avx512_vaes(void)
     return ok;
 }
 
+/* The run-time checks of GCC and clang (cpuid, and the OS saving YMM and
+ * ZMM state), which the loader's choice of target_clones uses too. */
+int hm_cpu_has_avx2(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+int hm_cpu_has_x86_64_v4(void)
+{
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__) &&   \
+    __GNUC__ >= 12
+    return __builtin_cpu_supports("x86-64-v4"); /* the resolver's test */
+#elif defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512cd") &&
+           __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
 unsigned hm_version_number(void)
 {
     return HM_VERSION_NUMBER;

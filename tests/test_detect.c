@@ -1127,6 +1127,8 @@ static void scalar_parts(const uint64_t *x, size_t w, size_t n,
         hm_gumbel_parts_add(x[i * w], &part[0], &part[1], &part[2]);
 }
 
+/* The kernel as dispatched for this CPU, and its AVX2 loop where the CPU
+ * has AVX2 (on AVX-512 CPUs the dispatch takes the AVX-512 clone). */
 static void check_parts(const uint64_t *x, size_t w, size_t n)
 {
     uint64_t a[3], b[3];
@@ -1134,6 +1136,13 @@ static void check_parts(const uint64_t *x, size_t w, size_t n)
     scalar_parts(x, w, n, b);
     ck_assert_msg(a[0] == b[0] && a[1] == b[1] && a[2] == b[2],
                   "w %zu n %zu: kernel and scalar differ", w, n);
+    if (hm_k_gumbel_avx2_ok()) {
+        hm_k_gumbel_force_avx2 = 1;
+        hm_k_gumbel_parts(x, w, n, a);
+        hm_k_gumbel_force_avx2 = 0;
+        ck_assert_msg(a[0] == b[0] && a[1] == b[1] && a[2] == b[2],
+                      "w %zu n %zu: AVX2 loop and scalar differ", w, n);
+    }
 }
 
 /* hallmark's own logarithm (gumbel_log.h) against mpmath's values
@@ -1217,6 +1226,64 @@ START_TEST(test_gumbel_log_random)
                           (unsigned long long)v, g, m);
         }
     }
+}
+END_TEST
+
+/* The value x whose n = 2 (NOT x >> 12) + 1 is the odd number n, with
+ * low bits (which n ignores) from r. */
+static uint64_t x_of_n(uint64_t n, uint64_t r)
+{
+    return ~((n >> 1) << 12) ^ (r & 0xfff);
+}
+
+/* The kernels against the scalar code over a million random values and
+ * the edges of every step: x = 0 and UINT64_MAX; n near 1 and 2^53; n
+ * on either side of every power of two; every table index j (the top 8
+ * bits of n's fraction) for every exponent from 8 up, with the rest of
+ * the fraction 0, all ones and random, so that R takes its extremes.
+ * Compared four values at a time (one vector of the AVX2 loop, so that
+ * a wrong lane shows) and as one sum, at strides 1 to 3. */
+START_TEST(test_gumbel_log_edges)
+{
+    enum { NR = 1 << 20, W = 3 };
+    size_t cap = NR + 2 * 8192 + 4 * 54 + 3 * 45 * 256 + 8, n = 0;
+    uint64_t *v = malloc(cap * sizeof *v), st = 1234;
+    ck_assert_ptr_nonnull(v);
+    if (!hm_k_gumbel_avx2_ok())
+        printf("test_gumbel_log_edges: no AVX2 on this CPU, only the "
+               "dispatched kernel checked\n");
+    v[n++] = 0;
+    v[n++] = UINT64_MAX;
+    for (uint64_t q = 0; q < 8192; q++) {
+        v[n++] = x_of_n(2 * q + 1, test_rand(&st));
+        v[n++] = x_of_n((UINT64_C(1) << 53) - 1 - 2 * q, test_rand(&st));
+    }
+    for (unsigned k = 1; k <= 53; k++) {
+        uint64_t p = UINT64_C(1) << k;
+        v[n++] = x_of_n(p - 1, test_rand(&st));
+        v[n++] = x_of_n(p + 1, test_rand(&st));
+        v[n++] = x_of_n(p - 3, test_rand(&st));
+        v[n++] = x_of_n(p + 3, test_rand(&st));
+    }
+    for (unsigned e = 8; e <= 52; e++)
+        for (uint64_t j = 0; j < 256; j++) {
+            uint64_t top = (UINT64_C(1) << e) | (j << (e - 8));
+            uint64_t rest = (UINT64_C(1) << (e - 8)) - 1;
+            v[n++] = x_of_n(top | 1, test_rand(&st));
+            v[n++] = x_of_n(top | rest, test_rand(&st));
+            v[n++] = x_of_n(top | (test_rand(&st) & rest) | 1,
+                            test_rand(&st));
+        }
+    while (n < cap - 8)
+        v[n++] = test_rand(&st);
+    /* every value lands in the kernels' vector loops: four at a time from
+     * offset 0, and again shifted by two */
+    for (size_t off = 0; off <= 2; off += 2)
+        for (size_t i = off; i + 4 <= n; i += 4)
+            check_parts(v + i, 1, 4);
+    for (size_t w = 1; w <= W; w++)
+        check_parts(v, w, n / w);
+    free(v);
 }
 END_TEST
 
@@ -1644,6 +1711,7 @@ static Suite *detect_suite(void)
     tcase_add_loop_test(tc, test_crafted_hashes, 0, 2);
     tcase_add_test(tc, test_gumbel_log_ref);
     tcase_add_test(tc, test_gumbel_log_random);
+    tcase_add_test(tc, test_gumbel_log_edges);
     tcase_add_loop_test(tc, test_golden, 0,
                         (int)(sizeof goldens / sizeof goldens[0]));
     suite_add_tcase(s, tc);
