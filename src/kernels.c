@@ -465,12 +465,15 @@ parts4(__m256i x, __m256i *ip, __m256i *fh, __m256i *fl)
     /* hm_gumbel_score_low, then the cut */
     __m256d v = _mm256_sub_pd(_mm256_mul_pd(s, _mm256_set1_pd(1 - 0x1p-50)),
                               _mm256_set1_pd(0x1p-66));
-    const int z = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
-    __m256d di = _mm256_round_pd(v, z);
+    /* (an immediate: a const int is not one in C, and clang and GCC at
+     * -O0 refuse it) */
+#define TRUNC (_MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC)
+    __m256d di = _mm256_round_pd(v, TRUNC);
     __m256d y = _mm256_mul_pd(_mm256_sub_pd(v, di), _mm256_set1_pd(0x1p32));
-    __m256d yi = _mm256_round_pd(y, z);
+    __m256d yi = _mm256_round_pd(y, TRUNC);
     __m256d f = _mm256_round_pd(
-        _mm256_mul_pd(_mm256_sub_pd(y, yi), _mm256_set1_pd(0x1p32)), z);
+        _mm256_mul_pd(_mm256_sub_pd(y, yi), _mm256_set1_pd(0x1p32)), TRUNC);
+#undef TRUNC
     *ip = _mm256_add_epi64(*ip, int_bits(di));
     *fh = _mm256_add_epi64(*fh, int_bits(yi));
     *fl = _mm256_add_epi64(*fl, int_bits(f));
@@ -497,7 +500,10 @@ AVX2 static void gumbel_parts_avx2(const uint64_t *restrict x, size_t w,
             parts4(_mm256_loadu_si256((const __m256i *)(x + i)), &ip, &fh,
                    &fl);
     } else if (w == 2) {
-        for (; i + 4 <= n; i += 4) {
+        /* the second load reads x[2 i + 4 .. 2 i + 7], of which the last
+         * is past the values of the last record (x[2 n - 2]): the last
+         * four values go to the scalar tail */
+        for (; i + 4 < n; i += 4) {
             __m256i u = _mm256_loadu_si256((const __m256i *)(x + 2 * i));
             __m256i v = _mm256_loadu_si256((const __m256i *)(x + 2 * i + 4));
             /* x[0] x[4] x[2] x[6] -> x[0] x[2] x[4] x[6] */
