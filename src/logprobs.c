@@ -583,15 +583,17 @@ LP_CLONES static double sum_exp(const float *restrict l, size_t V, float mx)
 /* Tests set this to take every logit through row_topk's scalar loop. */
 int hm_lp_dense_portable = 0;
 
-/* The first block of 16 logits from v on (or the last multiple of 16 at
- * most V) that holds one above t or one that is not below +inf (NaN,
- * +inf); the maximum of the logits passed over joins *mx.  Most blocks of
- * a long row hold nothing for the heap: unless busy (the last call
- * stopped at its first block), runs of 256 are looked at in sixteen lanes
- * first, with one test at the end of each, and then at most 256 logits
- * block by block.  The loops vectorize: the maxima stay in sixteen lanes
- * until the end, and may take in the logits of the block that stops too
- * (the caller's loop takes its maximum again; a NaN never wins a
+/* A block of 16 logits from v on that holds one above t or one that is
+ * not below +inf (NaN, +inf), or where the look ended: the blocks before
+ * it hold neither, and the maximum of their logits joins *mx.  Most
+ * blocks of a long row hold nothing for the heap: unless busy (the last
+ * call stopped at its first block), runs of 256 are looked at in sixteen
+ * lanes first, with one test at the end of each, and then at most 256
+ * logits block by block (so the block returned may hold nothing either:
+ * the caller takes it one logit at a time all the same).  The loops
+ * vectorize: the maxima stay in sixteen lanes until the end, and may take
+ * in logits at and after the block returned too, which the caller's loop
+ * looks at again (a maximum may take a value twice; a NaN never wins a
  * comparison, and a +inf fails the row). */
 LP_CLONES static size_t quiet_blocks(const float *restrict l, size_t V,
                                      size_t v, float t, int busy, float *mx)

@@ -101,7 +101,10 @@ expect 2 "missing width" -- $HM audit $A --filter "$T/w1.sketch" \
 contains "$T/err" "4 tokens" "width message"
 : >"$T/empty.jsonl"
 expect 2 "no tokens" -- $HM sketch -k "$T/k" -o "$T/e.sketch" "$T/empty.jsonl"
-contains "$T/err" "no tokens in the input" "no tokens message"
+contains "$T/err" "empty.jsonl: no tokens, so no window" "no tokens message"
+expect 2 "no tokens, two files" -- $HM sketch -k "$T/k" -o "$T/e.sketch" \
+    "$T/empty.jsonl" "$T/empty.jsonl"
+contains "$T/err" "no tokens in the 2 input files" "no tokens message, two files"
 absent "$T/e.sketch" "no sketch from an empty input"
 expect 2 "no key" -- $HM sketch -o "$T/y.sketch" "$T/half1.jsonl"
 expect 2 "bad params" -- $HM sketch -k "$T/k" --params fp=2 \

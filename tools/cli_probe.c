@@ -267,11 +267,15 @@ int cmd_probe(int argc, char **argv)
         if (read_file(&p, argv[i], (unsigned)hd, inputs) != 0)
             goto done;
     if (p.n < 2) {
-        cli_error("%s%s: %zu probe%s, at least 2 are needed",
-                  strcmp(argv[optind], "-") == 0 ? "standard input"
-                                                 : argv[optind],
-                  argc - optind > 1 ? " and the other files" : "", p.n,
-                  p.n == 1 ? "" : "s");
+        if (argc - optind == 1)
+            cli_error("%s: %zu probe%s, at least 2 are needed",
+                      strcmp(argv[optind], "-") == 0 ? "standard input"
+                                                     : argv[optind],
+                      p.n, p.n == 1 ? "" : "s");
+        else
+            cli_error("probe: %zu probe%s in the %d input files, at least "
+                      "2 are needed",
+                      p.n, p.n == 1 ? "" : "s", argc - optind);
         goto done;
     }
     g = malloc(p.n * sizeof *g);

@@ -218,8 +218,14 @@ int cmd_sketch(int argc, char **argv)
                 goto done;
         }
         if (tokens == 0) { /* as audit --filter refuses such a file */
-            cli_error("sketch: no tokens in the input, so no window to "
-                      "record");
+            if (argc - optind == 1)
+                cli_error("%s: no tokens, so no window to record",
+                          strcmp(argv[optind], "-") == 0 ? "standard input"
+                                                         : argv[optind]);
+            else
+                cli_error("sketch: no tokens in the %d input files, so no "
+                          "window to record",
+                          argc - optind);
             goto done;
         }
     }
