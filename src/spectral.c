@@ -364,28 +364,32 @@ SP_CLONES static unsigned check_row(const int32_t *restrict ids,
         hi |= (uint32_t)ids[i];
     }
     /* eight lanes: a max the compiler may not reorder by itself (any
-     * order gives the same maximum; a bad value fails the row) */
-    const hm_v8d ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
-                         -INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    hm_v8d mm = ninf;
-    hm_v8i bad = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        hm_v8d x = hm_v8d_load(l + i);
-        mm = hm_v8d_select(x > mm, x, mm);
-        bad |= ~(x <= 0.0);
+     * order gives the same maximum; a bad value fails the row).  Arrays
+     * of lanes, not vector types: without AVX-512, GCC 12 takes the
+     * comparisons and selects of 512-bit vector types apart lane by lane
+     * (the x86-64-v3 clone was scalar code through the stack). */
+    double mm[8];
+    int64_t bad[8];
+    for (int j = 0; j < 8; j++) {
+        mm[j] = -INFINITY;
+        bad[j] = 0;
     }
-    double m = -INFINITY, mms[8];
-    int64_t bads[8], b = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            double x = l[i + j];
+            mm[j] = x > mm[j] ? x : mm[j];
+            bad[j] |= !(x <= 0.0);
+        }
+    double m = -INFINITY;
+    int64_t b = 0;
     for (; i < n; i++) {
         m = l[i] > m ? l[i] : m;
         b |= !(l[i] <= 0);
     }
-    memcpy(mms, &mm, sizeof mms);
-    memcpy(bads, &bad, sizeof bads);
     for (int j = 0; j < 8; j++) {
-        m = mms[j] > m ? mms[j] : m;
-        b |= bads[j];
+        m = mm[j] > m ? mm[j] : m;
+        b |= bad[j];
     }
     *mx = m;
     *or_ids = hi;
