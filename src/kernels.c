@@ -465,7 +465,8 @@ parts4(__m256i x, __m256i *ip, __m256i *fh, __m256i *fl)
     /* hm_gumbel_score_low, then the cut */
     __m256d v = _mm256_sub_pd(_mm256_mul_pd(s, _mm256_set1_pd(1 - 0x1p-50)),
                               _mm256_set1_pd(0x1p-66));
-    const int z = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
+    /* an integer constant expression (a const int is not one to clang) */
+    enum { z = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC };
     __m256d di = _mm256_round_pd(v, z);
     __m256d y = _mm256_mul_pd(_mm256_sub_pd(v, di), _mm256_set1_pd(0x1p32));
     __m256d yi = _mm256_round_pd(y, z);
