@@ -164,8 +164,9 @@ static int next_json_line(cli_input *in, json_t **o)
         }
         in->line++;
         EVP_DigestUpdate(in->md, in->buf, (size_t)len);
-        size_t k = 0;
-        while (k < (size_t)len && strchr(" \t\r\n", in->buf[k]))
+        size_t k = 0; /* (strchr finds a NUL byte: the string's end) */
+        while (k < (size_t)len && in->buf[k] != '\0' &&
+               strchr(" \t\r\n", in->buf[k]))
             k++;
         if (k == (size_t)len)
             continue; /* blank line */
