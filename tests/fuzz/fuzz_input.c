@@ -3,13 +3,15 @@
  * (tools/cli_input.c: cli_input_open, cli_input_next, cli_input_next_lp),
  * what hallmark verify, audit, audit --logprobs, probe and sketch parse.
  * The input is the contents of a file, written to a temporary file (one
- * per process, rewritten for each input) under two names: NAME.jsonl and
- * NAME, which with a tokenizer is read as plain text.  It is read to the
+ * per process, rewritten for each input, in $TMPDIR, else /dev/shm, else
+ * /tmp) under two names: NAME.jsonl and NAME, which with a tokenizer is
+ * read as plain text.  It is read to the
  * end or the first error as
  *   documents: without a vocabulary size and with one (VOCAB), without a
  *        tokenizer and with tests/vectors/tok-mini.tiktoken, and as a
  *        plain text file;
  *   log-probability records: without and with the vocabulary size.
+ * Inputs of odd length are tokenized with HM_TOKENIZE_SPECIAL.
  * Checked: every call returns 1, 0 or -1, with exactly one message
  * ("NAME:..." and, when it gives a line, the reader's line) on -1 and none
  * otherwise; every returned document has ids in 0..2^31-1, below VOCAB
@@ -41,7 +43,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define VOCAB 1000
+/* Below tok-mini's 282 ids: text gives ids on both sides of it. */
+#define VOCAB 200
 
 /* What cli_input.c takes from the rest of the CLI (tools/hallmark.c and
  * tools/cli_tokenize.c). */
@@ -85,8 +88,8 @@ static void setup(void)
 {
     const char *dir = getenv("TMPDIR");
     verbose = getenv("HM_FUZZ_VERBOSE") != NULL;
-    if (dir == NULL || dir[0] == '\0')
-        dir = "/tmp";
+    if (dir == NULL || dir[0] == '\0') /* memory, where there is one */
+        dir = access("/dev/shm", W_OK | X_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(path_jsonl, sizeof path_jsonl, "%s/hm-fuzz-input-XXXXXX.jsonl",
              dir);
     fd = mkostemps(path_jsonl, 6, O_CLOEXEC);
@@ -394,18 +397,23 @@ static void lp_pass(pass *p, long long vocab)
     check_end(&in, p);
 }
 
-/* A plain text file: one document, the encoding of the whole file. */
-static void plain_pass(const uint8_t *data, size_t size)
+/* A plain text file: one document, the encoding of the whole file,
+ * refused when an id is at or beyond vocab (> 0). */
+static void plain_pass(const uint8_t *data, size_t size, long long vocab)
 {
     cli_input in;
     cli_doc doc;
     memset(&doc, 0, sizeof doc);
-    if (cli_input_open(&in, path_plain, 0, tok) != 0 || !in.plain)
+    if (cli_input_open(&in, path_plain, vocab, tok) != 0 || !in.plain)
         abort();
     int32_t *ids = NULL;
     size_t n = 0, invalid = 0;
     int want = hm_tokenizer_encode(tok, (const char *)data, size,
                                    cli_tok_flags, &ids, &n, &invalid);
+    if (want == HM_OK && vocab > 0 && check_ids(ids, n, n, 0, -1) >= vocab) {
+        hm_tokens_free(ids);
+        want = HM_ERANGE;
+    }
     int rc = cli_input_next(&in, &doc);
     check_messages(&in, rc);
     if (want != HM_OK) {
@@ -457,6 +465,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         base_fd = lowest_free_fd();
     }
     write_input(data, size);
+    cli_tok_flags = size % 2 ? HM_TOKENIZE_SPECIAL : 0;
     index_lines(data, size);
 
     pass d0, dv, dt, dtv, l0, lv;
@@ -468,7 +477,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_prefix(&d0, &dt, 0);
     check_prefix(&dv, &dtv, 0);
     check_prefix(&dtv, &dt, VOCAB);
-    plain_pass(data, size);
+    plain_pass(data, size, 0);
+    plain_pass(data, size, VOCAB);
     lp_pass(&l0, 0);
     lp_pass(&lv, VOCAB);
     check_prefix(&lv, &l0, VOCAB);
