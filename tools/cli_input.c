@@ -133,6 +133,15 @@ static int tokenize_into(cli_input *in, const char *text, size_t len,
                   hm_strerror(rc));
         return -1;
     }
+    /* --vocab-size holds for every id, not only those given as ids */
+    for (size_t i = 0; in->vocab > 0 && i < m; i++)
+        if (ids[i] >= in->vocab) {
+            cli_error("%s:%lu: the tokenizer gives token id %ld, beyond "
+                      "the vocabulary size %lld",
+                      in->name, in->line, (long)ids[i], in->vocab);
+            hm_tokens_free(ids);
+            return -1;
+        }
     in->invalid_utf8 += invalid;
     free(*out);
     *out = malloc((m ? m : 1) * sizeof **out);
