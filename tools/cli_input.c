@@ -150,7 +150,8 @@ static int tokenize_into(cli_input *in, const char *text, size_t len,
         cli_error("%s: out of memory", in->name);
         return -1;
     }
-    memcpy(*out, ids, m * sizeof *ids);
+    if (m > 0) /* ids may be NULL then, and memcpy must not see it */
+        memcpy(*out, ids, m * sizeof *ids);
     hm_tokens_free(ids);
     *n = m;
     *cap = m ? m : 1;
