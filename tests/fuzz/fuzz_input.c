@@ -24,12 +24,14 @@
  * returns a prefix of the records of a looser one, and when it stops
  * early, for an id the looser pass returned at or beyond VOCAB.  A plain
  * text file is one document, the tokenizer's encoding of the whole file.
- * Nothing may leak: memory (LeakSanitizer) or file descriptors.
+ * Nothing may leak: memory (LeakSanitizer) or file descriptors.  The
+ * files are removed at exit, and on a failed check outside libFuzzer.
  * Messages are kept; HM_FUZZ_VERBOSE=1 prints them.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -84,10 +86,34 @@ static void cleanup(void)
     hm_ctx_free(gm_ctx);
 }
 
+/* A check failed (abort): the files go too, unless libFuzzer, which
+ * handles SIGABRT itself, is running the target. */
+static void on_abort(int sig)
+{
+    unlink(path_jsonl);
+    unlink(path_plain);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 static void setup(void)
 {
-    const char *dir = getenv("TMPDIR");
+    const char *vec = getenv("HM_TEST_VECTORS");
+    char p[4096], msg[HM_ERRMSG_SIZE];
     verbose = getenv("HM_FUZZ_VERBOSE") != NULL;
+    snprintf(p, sizeof p, "%s/tok-mini.tiktoken", vec ? vec : "tests/vectors");
+    if (hm_tokenizer_load_tiktoken(&tok, "cl100k_base", p, msg, sizeof msg) !=
+        HM_OK) {
+        fprintf(stderr, "fuzz_input: %s (set HM_TEST_VECTORS)\n", msg);
+        abort();
+    }
+    hm_key *key = NULL;
+    if (hm_key_from_label(&key, "fuzz-input", 0) != HM_OK ||
+        hm_ctx_new(&gm_ctx, key, "kgw:h=2", NULL, NULL, 0) != HM_OK)
+        abort();
+    hm_key_free(key);
+
+    const char *dir = getenv("TMPDIR");
     if (dir == NULL || dir[0] == '\0') /* memory, where there is one */
         dir = access("/dev/shm", W_OK | X_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(path_jsonl, sizeof path_jsonl, "%s/hm-fuzz-input-XXXXXX.jsonl",
@@ -106,20 +132,9 @@ static void setup(void)
         abort();
     }
     atexit(cleanup);
-
-    const char *vec = getenv("HM_TEST_VECTORS");
-    char p[4096], msg[HM_ERRMSG_SIZE];
-    snprintf(p, sizeof p, "%s/tok-mini.tiktoken", vec ? vec : "tests/vectors");
-    if (hm_tokenizer_load_tiktoken(&tok, "cl100k_base", p, msg, sizeof msg) !=
-        HM_OK) {
-        fprintf(stderr, "fuzz_input: %s (set HM_TEST_VECTORS)\n", msg);
-        abort();
-    }
-    hm_key *key = NULL;
-    if (hm_key_from_label(&key, "fuzz-input", 0) != HM_OK ||
-        hm_ctx_new(&gm_ctx, key, "kgw:h=2", NULL, NULL, 0) != HM_OK)
-        abort();
-    hm_key_free(key);
+    struct sigaction sa;
+    if (sigaction(SIGABRT, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+        signal(SIGABRT, on_abort);
 }
 
 static void write_input(const uint8_t *data, size_t size)
