@@ -133,6 +133,15 @@ static int tokenize_into(cli_input *in, const char *text, size_t len,
                   hm_strerror(rc));
         return -1;
     }
+    /* --vocab-size holds for every id, not only those given as ids */
+    for (size_t i = 0; in->vocab > 0 && i < m; i++)
+        if (ids[i] >= in->vocab) {
+            cli_error("%s:%lu: the tokenizer gives token id %ld, beyond "
+                      "the vocabulary size %lld",
+                      in->name, in->line, (long)ids[i], in->vocab);
+            hm_tokens_free(ids);
+            return -1;
+        }
     in->invalid_utf8 += invalid;
     free(*out);
     *out = malloc((m ? m : 1) * sizeof **out);
@@ -141,7 +150,8 @@ static int tokenize_into(cli_input *in, const char *text, size_t len,
         cli_error("%s: out of memory", in->name);
         return -1;
     }
-    memcpy(*out, ids, m * sizeof *ids);
+    if (m > 0) /* ids may be NULL then, and memcpy must not see it */
+        memcpy(*out, ids, m * sizeof *ids);
     hm_tokens_free(ids);
     *n = m;
     *cap = m ? m : 1;
@@ -164,8 +174,9 @@ static int next_json_line(cli_input *in, json_t **o)
         }
         in->line++;
         EVP_DigestUpdate(in->md, in->buf, (size_t)len);
-        size_t k = 0;
-        while (k < (size_t)len && strchr(" \t\r\n", in->buf[k]))
+        size_t k = 0; /* (strchr finds a NUL byte: the string's end) */
+        while (k < (size_t)len && in->buf[k] != '\0' &&
+               strchr(" \t\r\n", in->buf[k]))
             k++;
         if (k == (size_t)len)
             continue; /* blank line */
