@@ -250,9 +250,8 @@ int cli_input_next(cli_input *in, cli_doc *doc)
         cli_error("%s:%lu: a record must be a JSON object", in->name,
                   in->line);
     else if (pr == NULL && ptxt != NULL && in->tok == NULL)
-        cli_error("%s:%lu: 'prompt' text needs a tokenizer, which this "
-                  "version does not have; give token ids in "
-                  "'prompt_tokens'",
+        cli_error("%s:%lu: 'prompt' text needs a tokenizer: give "
+                  "--tokenizer, or token ids in 'prompt_tokens'",
                   in->name, in->line);
     else if (tok == NULL && txt != NULL && in->tok == NULL)
         cli_error("%s:%lu: 'text' records need --tokenizer, or token "
