@@ -471,12 +471,16 @@ HM_HIDDEN void hm_errf(char *errmsg, size_t errlen, const char *fmt, ...)
  * the common shift c, then larger value first, ties to the smaller id.
  * q > 0: every value is -inf or j q for an integer j <= 0 (+0 for 0), as
  * the perturbation leaves them; else q is 0.  Returns which sort ran (0
- * comparison, 1 counting, 2 counting then radix, 3 bitonic, 4 radix on
- * 64-bit keys), which only the tests look at. */
+ * comparison, 1 counting, 2 counting then radix, 3 bitonic on AVX-512, 4
+ * radix on 64-bit keys, 5 bitonic on AVX2), which only the tests look
+ * at. */
 HM_HIDDEN int hm_lp_sort(int32_t *ids, double *l, size_t n, double q,
                          double c);
-/* Tests set this to take hm_lp_sort's portable paths on AVX-512 CPUs. */
+/* Tests set these: hm_lp_sort_portable to take hm_lp_sort's portable
+ * paths on CPUs with AVX2 or AVX-512 (no bitonic sort), hm_lp_sort_avx2
+ * to take the AVX2 bitonic sort on AVX-512 CPUs. */
 HM_HIDDEN extern int hm_lp_sort_portable;
+HM_HIDDEN extern int hm_lp_sort_avx2;
 /* Tests set this to take hm_logprobs_dense's scan one logit at a time,
  * without passing over blocks the heap would not take from. */
 HM_HIDDEN extern int hm_lp_dense_portable;

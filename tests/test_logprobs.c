@@ -747,11 +747,12 @@ static int cmp_srt(const void *pa, const void *pb)
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
-/* Each case twice: the portable sorts (want_path), and the default, which
- * on a CPU with AVX-512 takes the bitonic sort (3) from 65 records up
- * where the portable ones would sort 32-bit keys.  The values come before
- * the shift c, as the perturbation leaves them, and are wanted shifted
- * as a kept order shifts them. */
+/* Each case three times: the portable sorts (want_path), the default,
+ * which on a CPU with AVX-512 takes the bitonic sort (3) from 65 records
+ * up where the portable ones would sort 32-bit keys, and on one with AVX2
+ * the AVX2 bitonic sort (5), which the last run forces on AVX-512 CPUs
+ * too.  The values come before the shift c, as the perturbation leaves
+ * them, and are wanted shifted as a kept order shifts them. */
 static void check_sort(int32_t *ids, double *l, size_t n, double q,
                        double c, int want_path, const char *what)
 {
@@ -765,23 +766,29 @@ static void check_sort(int32_t *ids, double *l, size_t n, double q,
     qsort(want, n, sizeof *want, cmp_srt);
     memcpy(ids0, ids, n * sizeof *ids);
     memcpy(l0, l, n * sizeof *l);
-    for (int portable = 1; portable >= 0; portable--) {
+    /* mode 2 portable, 1 the default, 0 the AVX2 bitonic sort forced */
+    for (int mode = 2; mode >= 0; mode--) {
+        const int portable = mode == 2;
         memcpy(ids, ids0, n * sizeof *ids);
         memcpy(l, l0, n * sizeof *l);
         hm_lp_sort_portable = portable;
+        hm_lp_sort_avx2 = mode == 0;
         int path = hm_lp_sort(ids, l, n, q, c);
-        hm_lp_sort_portable = 0;
+        hm_lp_sort_portable = hm_lp_sort_avx2 = 0;
         int want_here = want_path;
-        if (!portable && (want_path == 1 || want_path == 2) && n > 64 &&
-            hm_cpu_has_avx512_vaes())
-            want_here = 3;
+        if (!portable && (want_path == 1 || want_path == 2) && n > 64) {
+            if (mode == 1 && hm_cpu_has_avx512_vaes())
+                want_here = 3;
+            else if (hm_cpu_has_avx2())
+                want_here = 5;
+        }
         ck_assert_msg(path == want_here, "%s: path %d, want %d", what, path,
                       want_here);
         for (size_t i = 0; i < n; i++)
             ck_assert_msg(ids[i] == want[i].id &&
                               memcmp(&l[i], &want[i].l, sizeof l[i]) == 0,
-                          "%s (portable %d): record %zu is %d %a, want %d %a",
-                          what, portable, i, ids[i], l[i], want[i].id,
+                          "%s (mode %d): record %zu is %d %a, want %d %a",
+                          what, mode, i, ids[i], l[i], want[i].id,
                           want[i].l);
     }
 }
@@ -906,6 +913,75 @@ START_TEST(test_sort_paths)
 }
 END_TEST
 
+/* The AVX2 bitonic sort (forced on AVX-512 CPUs) against the portable
+ * sorts at every size up to 1024: the records in random order, already in
+ * order, in reverse order, and in order but for a few swaps of neighbours
+ * a few places apart, with and without a shift; some values -inf, and
+ * many sharing a rank at the larger sizes. */
+START_TEST(test_sort_avx2)
+{
+    static srt rec[1024];
+    static int32_t ids[1024], ids2[1024];
+    static double l[1024], l2[1024];
+    uint64_t s = 0xa4a2;
+    const double q = HM_LOGPROBS_QUANTUM_DEFAULT;
+    const int avx2 = hm_cpu_has_avx2();
+    for (size_t n = 1; n <= 1024; n++) {
+        for (int order = 0; order < 4; order++) {
+            const uint64_t ranks = 50 + test_rand(&s) % 3000;
+            const double c = order == 1 ? 3 * q : 0;
+            for (size_t i = 0; i < n; i++) {
+                rec[i].id =
+                    (int32_t)(test_rand(&s) % 1024) * 1024 + (int32_t)i;
+                rec[i].l = test_rand(&s) % 40 == 0
+                               ? -INFINITY
+                               : on_grid(-(double)(test_rand(&s) % ranks), q);
+            }
+            if (order > 0) /* in the order sorted (the shift keeps it) */
+                qsort(rec, n, sizeof *rec, cmp_srt);
+            if (order == 2)
+                for (size_t i = 0; i < n / 2; i++) {
+                    srt t = rec[i];
+                    rec[i] = rec[n - 1 - i];
+                    rec[n - 1 - i] = t;
+                }
+            if (order == 3)
+                for (size_t t = 0; t < n / 16 + 1 && n > 1; t++) {
+                    size_t i = test_rand(&s) % n;
+                    size_t j = i + 1 + test_rand(&s) % 8;
+                    j = j < n ? j : n - 1;
+                    srt u = rec[i];
+                    rec[i] = rec[j];
+                    rec[j] = u;
+                }
+            for (size_t i = 0; i < n; i++) {
+                ids[i] = ids2[i] = rec[i].id;
+                l[i] = l2[i] = rec[i].l;
+            }
+            hm_lp_sort_portable = 1;
+            int p1 = hm_lp_sort(ids, l, n, q, c);
+            hm_lp_sort_portable = 0;
+            hm_lp_sort_avx2 = 1;
+            int p2 = hm_lp_sort(ids2, l2, n, q, c);
+            hm_lp_sort_avx2 = 0;
+            ck_assert_int_eq(p1, n > 32 ? (p1 == 2 ? 2 : 1) : 0);
+            ck_assert_msg(p2 == (n > 64 && avx2 ? 5 : p1),
+                          "n %zu, order %d: path %d", n, order, p2);
+            for (size_t i = 0; i < n; i++) {
+                ck_assert_msg(ids[i] == ids2[i] &&
+                                  memcmp(&l[i], &l2[i], sizeof l[i]) == 0,
+                              "n %zu, order %d: record %zu is %d %a, "
+                              "portable %d %a",
+                              n, order, i, ids2[i], l2[i], ids[i], l[i]);
+                if (i > 0)
+                    ck_assert(l[i - 1] > l[i] ||
+                              (l[i - 1] == l[i] && ids[i - 1] < ids[i]));
+            }
+        }
+    }
+}
+END_TEST
+
 /* Sorted output is the kept-order output permuted, bit for bit: the grid
  * sorts rebuild each value from its rank as hardening computed it, on
  * binary and decimal grids, a fine grid (64-bit keys), off the grid, with
@@ -923,8 +999,8 @@ START_TEST(test_sorted_is_permutation)
                                   "topk=1024,quantum=0.0001,eps=0.01",
                                   "topk=1024,quantum=0",
                                   "topk=1024,quantum=0.5,eps=1"};
-    static int32_t ids[1024], ids2[1024];
-    static double l[1024], l2[1024];
+    static int32_t ids[1024], ids2[1024], ids0[1024], ids3[1024];
+    static double l[1024], l2[1024], l0[1024], l3[1024];
     static srt a[1024], b[1024];
     static const size_t ns[] = {40, 64, 65, 200, 256, 257, 700, 1024};
     uint64_t s = 0x9e37;
@@ -944,6 +1020,8 @@ START_TEST(test_sorted_is_permutation)
             shifted += mass > 1;
             memcpy(ids2, ids, n * sizeof *ids);
             memcpy(l2, l, n * sizeof *l);
+            memcpy(ids0, ids, n * sizeof *ids);
+            memcpy(l0, l, n * sizeof *l);
             int32_t c[2] = {(int32_t)t, (int32_t)sp};
             hm_row row = {c, 2, NULL, 0, 0};
             ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids, l, n,
@@ -951,6 +1029,21 @@ START_TEST(test_sorted_is_permutation)
                              HM_OK);
             ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids2, l2, n, 0),
                              HM_OK);
+            /* the same row through the portable sorts and the AVX2
+             * bitonic sort: the same bits */
+            for (int mode = 0; mode < 2; mode++) {
+                memcpy(ids3, ids0, n * sizeof *ids);
+                memcpy(l3, l0, n * sizeof *l);
+                hm_lp_sort_portable = mode == 0;
+                hm_lp_sort_avx2 = mode == 1;
+                ck_assert_int_eq(hm_logprobs_harden(lp, &row, ids3, l3, n, 0),
+                                 HM_OK);
+                hm_lp_sort_portable = hm_lp_sort_avx2 = 0;
+                ck_assert_msg(memcmp(ids3, ids2, n * sizeof *ids) == 0 &&
+                                  memcmp(l3, l2, n * sizeof *l) == 0,
+                              "%s, n %zu, mode %d: not the default's order",
+                              specs[sp], n, mode);
+            }
             for (size_t i = 0; i < n; i++) {
                 a[i].id = ids[i];
                 a[i].l = l[i];
@@ -1680,6 +1773,7 @@ static Suite *logprobs_suite(void)
     tcase_add_test(tc, test_sort_worst_case);
     tcase_add_test(tc, test_sort_paths);
     tcase_add_test(tc, test_sorted_is_permutation);
+    tcase_add_test(tc, test_sort_avx2);
     tcase_add_test(tc, test_exp_helpers);
     tcase_add_test(tc, test_wide_paths);
     tcase_add_test(tc, test_wide_pieces);
